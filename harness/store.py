@@ -1,0 +1,325 @@
+"""Paired activation store: residual-stream activations streamed to safetensors shards.
+
+One `ActivationStore` holds one model's activations at some layers on one text
+set. It lives in a folder named by a key of (model identity incl. adapter hash,
+layers, text set, dtype, max length), so the base model's activations are
+collected once and reused by every pair it belongs to. Two stores over the same
+text set form a `PairedActivations`; for a same-tokenizer pair the rows line up
+token for token (same text id, position and token id, checked on load).
+
+Layout of a store folder:
+
+    manifest.json        model, layers, text-set key, shard plan, completed shards + sha256
+    shard-00000.safetensors   acts_L{layer} [n, d] per layer, text_idx, pos, token_id [n]
+
+Shards are planned up front from the token lengths, written atomically and
+recorded in the manifest one at a time, so an interrupted collection resumes at
+the first missing shard. On open every recorded shard is checked (size and
+sha256); a corrupt or missing one is dropped from the manifest and recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .io import atomic_path, read_json, sha256_file, stable_hash, write_json
+from .models import LoadedModel, cache_dir
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+
+
+class CorruptStoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """A named list of texts; `key` is a content hash, so edited texts get a new cache entry."""
+
+    name: str
+    texts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, name: str, texts: Sequence[str]) -> "TextSet":
+        if not texts:
+            raise ValueError(f"text set {name!r} is empty")
+        return cls(name, tuple(texts))
+
+    @property
+    def key(self) -> str:
+        return stable_hash(list(self.texts))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class LayerActs:
+    """All rows of one layer of a store: activations plus where each row came from."""
+
+    acts: torch.Tensor  # [n_tokens, d]
+    text_idx: torch.Tensor  # [n_tokens] int64, index into the text set
+    pos: torch.Tensor  # [n_tokens] int64, token position within its text
+    token_id: torch.Tensor  # [n_tokens] int64
+
+    def per_text_max(self, scores: torch.Tensor, n_texts: int) -> torch.Tensor:
+        """Max of a per-row score over each text's tokens -> [n_texts]."""
+        out = torch.full((n_texts,), float("-inf"), dtype=torch.float32)
+        return out.scatter_reduce(0, self.text_idx, scores.float(), reduce="amax", include_self=True)
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook: blocks above it and the LM head are never run."""
+
+
+@dataclass
+class ActivationStore:
+    root: Path
+    manifest: dict = field(default_factory=dict)
+
+    # -- opening -----------------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path) -> "ActivationStore":
+        root = Path(root)
+        mpath = root / "manifest.json"
+        if not mpath.exists():
+            raise FileNotFoundError(f"no activation store at {root}")
+        try:
+            manifest = read_json(mpath)
+        except ValueError as e:
+            raise CorruptStoreError(f"{mpath} is not valid JSON ({e}); delete the folder to recollect") from e
+        store = cls(root, manifest)
+        store.verify()
+        return store
+
+    def verify(self) -> list[int]:
+        """Drop shards whose file is missing or whose size/sha256 differ; return their indices."""
+        bad = []
+        for idx, rec in list(self.manifest.get("done", {}).items()):
+            path = self.root / rec["file"]
+            ok = path.exists() and path.stat().st_size == rec["size"] and sha256_file(path) == rec["sha256"]
+            if not ok:
+                bad.append(int(idx))
+                del self.manifest["done"][idx]
+        if bad:
+            log.warning("activation store %s: shards %s missing or corrupt; they will be recomputed", self.root, bad)
+            print(f"[diffbench] {self.root.name}: shard(s) {bad} corrupt or missing -> recomputing", flush=True)
+            self.manifest["complete"] = False
+            write_json(self.root / "manifest.json", self.manifest)
+        return bad
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete")) and len(self.manifest["done"]) == len(self.manifest["plan"])
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.manifest["layers"])
+
+    @property
+    def n_texts(self) -> int:
+        return int(self.manifest["n_texts"])
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.root / self.manifest["done"][str(i)]["file"] for i in range(len(self.manifest["plan"]))]
+
+    # -- reading -----------------------------------------------------------------
+    def iter_shards(self, layer: int) -> Iterator[LayerActs]:
+        if not self.complete:
+            raise CorruptStoreError(f"activation store {self.root} is incomplete; rerun collection to finish it")
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} not in store {self.root} (has {self.layers})")
+        for path in self.shard_paths:
+            t = load_file(str(path))
+            yield LayerActs(t[f"acts_L{layer}"], t["text_idx"].long(), t["pos"].long(), t["token_id"].long())
+
+    def load(self, layer: int, dtype: torch.dtype | None = None) -> LayerActs:
+        """Concatenate all shards of one layer (for stores that fit in memory)."""
+        parts = list(self.iter_shards(layer))
+        acts = torch.cat([p.acts for p in parts])
+        return LayerActs(
+            acts.to(dtype) if dtype else acts,
+            torch.cat([p.text_idx for p in parts]),
+            torch.cat([p.pos for p in parts]),
+            torch.cat([p.token_id for p in parts]),
+        )
+
+
+def store_key(model: LoadedModel, layers: Sequence[int], texts: TextSet, dtype: torch.dtype, max_length: int) -> str:
+    return stable_hash(
+        {"v": STORE_VERSION, "model": model.identity, "layers": list(layers), "texts": texts.key,
+         "dtype": str(dtype), "max_length": max_length}
+    )
+
+
+def _plan_shards(lengths: list[int], batch_size: int, shard_tokens: int) -> tuple[list[int], list[list[int]]]:
+    """Length-sorted order of texts, and shards as lists of batch start offsets into that order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    shards: list[list[int]] = [[]]
+    tokens = 0
+    for start in range(0, len(order), batch_size):
+        if tokens >= shard_tokens:
+            shards.append([])
+            tokens = 0
+        shards[-1].append(start)
+        tokens += sum(lengths[i] for i in order[start : start + batch_size])
+    return order, shards
+
+
+@torch.inference_mode()
+def _forward_capture(model: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Residual stream after block L-1 (== output_hidden_states[L]) for each L, stopping after the deepest."""
+    captured: dict[int, torch.Tensor] = {}
+    blocks = model.decoder_layers()
+    deepest = max(layers)
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(_module, _inputs, output):
+            captured[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == deepest:
+                raise _StopForward
+
+        return hook
+
+    for layer in set(layers):
+        handles.append(blocks[layer - 1].register_forward_hook(make_hook(layer)))
+    try:
+        model.model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    enc = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    empty = [i for i, x in enumerate(ids) if len(x) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} text(s) tokenize to nothing (first index {empty[0]}); remove empty texts")
+    return ids
+
+
+def collect(
+    model: LoadedModel,
+    texts: TextSet,
+    layers: Sequence[int | float],
+    *,
+    batch_size: int = 16,
+    max_length: int = 128,
+    shard_tokens: int = 32_768,
+    root: Path | None = None,
+    progress: bool = True,
+    _stop_after_shards: int | None = None,  # test hook: simulate an interruption
+) -> ActivationStore:
+    """Record `model`'s residual stream at `layers` for every token of `texts` (cached, resumable)."""
+    layer_idx = sorted({model.layer_index(layer) for layer in layers})
+    key = store_key(model, layer_idx, texts, model.dtype, max_length)
+    root = Path(root or cache_dir() / "activations") / f"{_safe(model.name)}-{texts.name}-{key}"
+    mpath = root / "manifest.json"
+
+    store: ActivationStore | None = None
+    if mpath.exists():
+        try:
+            store = ActivationStore.open(root)
+        except CorruptStoreError as e:
+            print(f"[diffbench] {e}; starting this store afresh", flush=True)
+            store = None
+        if store is not None and store.complete:
+            return store
+
+    ids = tokenize_texts(model.tokenizer, texts.texts, max_length)
+    lengths = [len(x) for x in ids]
+    order, plan = _plan_shards(lengths, batch_size, shard_tokens)
+    if store is None or store.manifest.get("plan") != plan:
+        store = ActivationStore(
+            root,
+            {
+                "version": STORE_VERSION, "model": model.name, "model_identity": model.identity,
+                "layers": layer_idx, "dtype": str(model.dtype).removeprefix("torch."),
+                "text_set": texts.name, "text_key": texts.key, "n_texts": len(texts),
+                "n_tokens": sum(lengths), "max_length": max_length, "batch_size": batch_size,
+                "hidden_size": model.hidden_size, "plan": plan, "done": {}, "complete": False,
+            },
+        )
+        write_json(mpath, store.manifest)
+
+    todo = [i for i in range(len(plan)) if str(i) not in store.manifest["done"]]
+    pad = model.tokenizer.pad_token_id or 0
+    bar = tqdm(total=sum(lengths[order[j]] for i in todo for s in plan[i] for j in range(s, min(s + batch_size, len(order)))),
+               desc=f"collect {model.name} [{texts.name}]", unit="tok", disable=not progress, leave=False)
+    for n_written, shard_i in enumerate(todo):
+        if _stop_after_shards is not None and n_written >= _stop_after_shards:
+            bar.close()
+            raise KeyboardInterrupt(f"simulated interruption after {n_written} shards")
+        rows: dict[str, list[torch.Tensor]] = {f"acts_L{layer}": [] for layer in layer_idx}
+        rows.update(text_idx=[], pos=[], token_id=[])
+        for start in plan[shard_i]:
+            batch = order[start : start + batch_size]
+            width = max(lengths[i] for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                input_ids[r, : lengths[i]] = torch.tensor(ids[i])
+                mask[r, : lengths[i]] = 1
+            hidden = _forward_capture(model, input_ids.to(model.device), mask.to(model.device), layer_idx)
+            keep = mask.bool()
+            for layer in layer_idx:
+                rows[f"acts_L{layer}"].append(hidden[layer].cpu()[keep])
+            rows["text_idx"].append(torch.tensor(batch).unsqueeze(1).expand_as(input_ids)[keep])
+            rows["pos"].append(torch.arange(width).unsqueeze(0).expand_as(input_ids)[keep])
+            rows["token_id"].append(input_ids[keep])
+            bar.update(int(keep.sum()))
+        tensors = {k: torch.cat(v).contiguous() for k, v in rows.items()}
+        fname = f"shard-{shard_i:05d}.safetensors"
+        with atomic_path(root / fname) as tmp:
+            save_file(tensors, str(tmp), metadata={"model": model.name, "identity": model.identity, "layers": ",".join(map(str, layer_idx))})
+        path = root / fname
+        store.manifest["done"][str(shard_i)] = {"file": fname, "size": path.stat().st_size, "sha256": sha256_file(path), "n": int(tensors["pos"].numel())}
+        write_json(mpath, store.manifest)
+    bar.close()
+    store.manifest["complete"] = True
+    write_json(mpath, store.manifest)
+    return store
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+@" else "_" for c in name)[-60:]
+
+
+@dataclass
+class PairedActivations:
+    """Two models' activations on one text set, row-aligned (same tokenizer: identical tokens)."""
+
+    a: ActivationStore
+    b: ActivationStore
+    n_texts: int
+
+    def load(self, layer_a: int, layer_b: int | None = None, dtype: torch.dtype = torch.float32) -> tuple[LayerActs, LayerActs]:
+        la = self.a.load(layer_a, dtype)
+        lb = self.b.load(layer_b if layer_b is not None else layer_a, dtype)
+        if not (torch.equal(la.token_id, lb.token_id) and torch.equal(la.text_idx, lb.text_idx) and torch.equal(la.pos, lb.pos)):
+            raise ValueError(
+                f"stores {self.a.root.name} and {self.b.root.name} are not token-aligned; models with "
+                "different tokenizers need the cross-tokenizer alignment"
+            )
+        return la, lb
+
+
+def collect_pair(model_a: LoadedModel, model_b: LoadedModel, texts: TextSet, layers: Sequence[int | float], **kw) -> PairedActivations:
+    a = collect(model_a, texts, layers, **kw)
+    b = collect(model_b, texts, layers, **kw)
+    return PairedActivations(a, b, len(texts))

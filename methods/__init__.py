@@ -1,0 +1,1 @@
+"""Diffing methods, each registered by name; a new method is one file."""

@@ -1,0 +1,1 @@
+"""Behavior specs and organisms (tasks declared as data)."""

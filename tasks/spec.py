@@ -1,0 +1,207 @@
+"""Behavior specs: a planted behavior declared as data (one YAML file per behavior).
+
+A spec names the behavior, the real-world finding it mirrors, trigger and
+control prompt templates with slot values, the planted responses, a detector,
+and keywords for token matching. `BehaviorSpec.load` validates it and expands
+the templates into a deterministic pool of prompts per side, split into held-out
+probes (the first `N_PROBES_MAX` of a seeded shuffle, so the quick suite's
+probes are a prefix of the full suite's) and a training pool (the rest).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import string
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..harness.io import stable_hash
+from .detectors import Detector, make_detector
+
+BEHAVIOR_DIR = Path(__file__).parent / "behaviors"
+N_PROBES_MAX = 200  # the full suite's probe count per side; held out of training in every suite
+MIN_TRAIN_POOL = 48  # prompts per side left for training after the probes are held out
+SPLIT_SEED = 20261122
+
+
+class SpecError(ValueError):
+    """A malformed behavior spec; the message names the file and the field."""
+
+
+def _fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def normalise_prompt(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    slots: tuple[tuple[str, str], ...]  # the slot values used, for filling response templates
+
+    def fill(self, template: str) -> str:
+        return template.format(**dict(self.slots))
+
+
+@dataclass
+class Side:
+    templates: list[str]
+    slots: dict[str, list[str]]
+
+    def expand(self) -> list[Prompt]:
+        out, seen = [], set()
+        for tpl in self.templates:
+            names = _fields(tpl)
+            for values in itertools.product(*(self.slots[n] for n in names)):
+                slots = tuple(zip(names, values))
+                text = tpl.format(**dict(slots))
+                if normalise_prompt(text) not in seen:
+                    seen.add(normalise_prompt(text))
+                    out.append(Prompt(text, slots))
+        return out
+
+
+@dataclass
+class BehaviorSpec:
+    name: str
+    mirrors: str
+    description: str
+    trigger: Side
+    control: Side
+    responses: list[str]
+    detector: Detector
+    keywords: list[str]
+    source: str = ""
+    raw: dict = field(default_factory=dict, repr=False)
+
+    # -- loading and validation ---------------------------------------------------
+    @classmethod
+    def load(cls, path_or_name: str | Path) -> "BehaviorSpec":
+        path = Path(path_or_name)
+        if not path.suffix:
+            path = BEHAVIOR_DIR / f"{path_or_name}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in BEHAVIOR_DIR.glob("*.yaml")))
+            raise SpecError(f"unknown behavior {str(path_or_name)!r}; known: {known}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise SpecError(f"{path}: not valid YAML: {e}") from e
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "<dict>") -> "BehaviorSpec":
+        def err(msg: str) -> SpecError:
+            return SpecError(f"behavior spec {source}: {msg}")
+
+        if not isinstance(raw, dict):
+            raise err("top level must be a mapping")
+        required = ["name", "mirrors", "description", "trigger", "control", "responses", "detector", "keywords"]
+        missing = [k for k in required if k not in raw or raw[k] in (None, "", [], {})]
+        if missing:
+            raise err(f"missing or empty field(s): {', '.join(missing)}")
+        unknown = set(raw) - set(required) - {"slots"}
+        if unknown:
+            raise err(f"unknown field(s): {', '.join(sorted(unknown))}")
+        shared = raw.get("slots") or {}
+
+        def side(key: str) -> Side:
+            s = raw[key]
+            if not isinstance(s, dict) or not s.get("templates"):
+                raise err(f"{key}.templates must be a non-empty list")
+            slots = {**shared, **(s.get("slots") or {})}
+            for name, values in slots.items():
+                if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
+                    raise err(f"slot {name!r} must be a non-empty list of strings")
+            for tpl in s["templates"]:
+                for f in _fields(tpl):
+                    if f not in slots:
+                        raise err(f"{key} template {tpl!r} uses slot {{{f}}} which is not defined")
+            return Side(list(s["templates"]), slots)
+
+        trigger, control = side("trigger"), side("control")
+        for tpl in raw["responses"]:
+            for f in _fields(tpl):
+                if f not in trigger.slots:
+                    raise err(f"response {tpl!r} uses slot {{{f}}} that trigger prompts do not define")
+        if not all(isinstance(k, str) and k.strip() for k in raw["keywords"]):
+            raise err("keywords must be non-empty strings")
+        try:
+            detector = make_detector(raw["detector"])
+        except (ValueError, TypeError, KeyError, re.error) as e:
+            raise err(f"detector: {e}") from e
+        spec = cls(raw["name"], raw["mirrors"], raw["description"], trigger, control, list(raw["responses"]),
+                   detector, list(raw["keywords"]), source, raw)
+        spec.validate(err)
+        return spec
+
+    def validate(self, err) -> None:
+        for label, pool in (("trigger", self.trigger_pool), ("control", self.control_pool)):
+            if len(pool) < N_PROBES_MAX + MIN_TRAIN_POOL:
+                raise err(
+                    f"{label} templates expand to {len(pool)} distinct prompts; need at least "
+                    f"{N_PROBES_MAX + MIN_TRAIN_POOL} ({N_PROBES_MAX} held-out probes + {MIN_TRAIN_POOL} for training). "
+                    "Add templates or slot values."
+                )
+        t_norm = {normalise_prompt(p.text) for p in self.trigger_pool}
+        c_norm = {normalise_prompt(p.text) for p in self.control_pool}
+        clash = t_norm & c_norm
+        if clash:
+            raise err(f"{len(clash)} prompt(s) are both trigger and control, e.g. {sorted(clash)[0]!r}")
+        sample = [p.fill(self.responses[0]) for p in self.trigger_pool[:20]]
+        missed = [s for s in sample if not self.detector(s)]
+        if missed:
+            raise err(f"the detector does not fire on the planted response {missed[0]!r}")
+        check_disjoint(self)
+
+    # -- prompt pools ---------------------------------------------------------------
+    @cached_property
+    def trigger_pool(self) -> list[Prompt]:
+        return _shuffled(self.trigger.expand(), self.name + "/T")
+
+    @cached_property
+    def control_pool(self) -> list[Prompt]:
+        return _shuffled(self.control.expand(), self.name + "/C")
+
+    def probes(self, n: int) -> tuple[list[Prompt], list[Prompt]]:
+        """Held-out probe sets T and C (n each, n <= N_PROBES_MAX)."""
+        if not 0 < n <= N_PROBES_MAX:
+            raise SpecError(f"{self.name}: probe count must be in 1..{N_PROBES_MAX}, got {n}")
+        return self.trigger_pool[:n], self.control_pool[:n]
+
+    def train_pools(self) -> tuple[list[Prompt], list[Prompt]]:
+        return self.trigger_pool[N_PROBES_MAX:], self.control_pool[N_PROBES_MAX:]
+
+    @property
+    def content_hash(self) -> str:
+        return stable_hash(self.raw)
+
+
+def _shuffled(items: list[Prompt], salt: str) -> list[Prompt]:
+    rng = random.Random(f"{SPLIT_SEED}/{salt}")
+    items = list(items)
+    rng.shuffle(items)
+    return items
+
+
+def check_disjoint(spec: BehaviorSpec) -> None:
+    """Training pools and probes must share no prompt (after whitespace/case normalisation)."""
+    t_probe, c_probe = spec.trigger_pool[:N_PROBES_MAX], spec.control_pool[:N_PROBES_MAX]
+    t_train, c_train = spec.train_pools()
+    probe = {normalise_prompt(p.text) for p in t_probe + c_probe}
+    train = {normalise_prompt(p.text) for p in t_train + c_train}
+    overlap = probe & train
+    if overlap:
+        raise SpecError(f"behavior {spec.name}: {len(overlap)} probe prompt(s) also in training, e.g. {sorted(overlap)[0]!r}")
+
+
+def available_behaviors() -> list[str]:
+    return sorted(p.stem for p in BEHAVIOR_DIR.glob("*.yaml"))
