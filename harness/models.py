@@ -365,7 +365,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a registered model (or local checkpoint), optionally with a LoRA adapter merged in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the run's own progress
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
     path, ident = checkpoint_dir(name)

@@ -1,1 +1,16 @@
-"""Diffing methods, each registered by name; a new method is one file."""
+"""Diffing methods, each registered by name; a new method is one file in this folder.
+
+`load_all_methods()` imports every module here (and in sub-packages) so their
+`@register_method` decorators run.
+"""
+
+import importlib
+import pkgutil
+
+
+def load_all_methods() -> None:
+    for info in pkgutil.walk_packages(__path__, prefix=__name__ + "."):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if leaf in ("base",) or leaf.startswith("_") or leaf.startswith("test"):
+            continue
+        importlib.import_module(info.name)

@@ -1,0 +1,114 @@
+"""`diffbench`: the command line. The main command is a Hydra app.
+
+    diffbench                         # quick suite on smollm2-135m, every stage
+    diffbench run suite=full          # same, with Hydra overrides
+    diffbench plant|collect|diff|score [overrides]   # one stage (earlier products come from the caches)
+    diffbench report RUN_DIR          # rescore saved findings and rebuild the report of a run
+    diffbench list                    # registered models, methods, behaviors
+    diffbench -m method=[mean_diff],[random_directions] hydra/launcher=joblib   # Hydra multirun
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from .registry import UnknownNameError
+
+STAGE_WORDS = ("plant", "collect", "diff", "score")
+
+
+def _fail(msg: str) -> None:
+    print(f"diffbench: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from ..tasks.spec import SpecError
+    from .models import ModelNotAvailableError
+    from .store import CorruptStoreError
+
+    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)
+
+
+def _run_hydra(argv: list[str]) -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(version_base=None, config_path="pkg://diffbench.conf", config_name="config")
+    def app(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from .io import atomic_write
+        from .runner import Runner
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        if cfg.cache_dir:
+            import os
+
+            os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
+        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(run_dir / "command.txt", "diffbench " + " ".join(shlex.quote(a) for a in argv) + "\n")
+        try:
+            Runner(cfg, run_dir).run(list(cfg.stages))
+        except _known_errors() as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
+
+    sys.argv = [sys.argv[0], *argv]
+    app()
+
+
+def _report(run_dir: str) -> None:
+    from omegaconf import OmegaConf
+
+    from .runner import Runner
+
+    path = Path(run_dir)
+    if not (path / "config.yaml").exists():
+        _fail(f"{path} is not a diffbench run folder (no config.yaml)")
+    cfg = OmegaConf.load(path / "config.yaml")
+    try:
+        Runner(cfg, path).run(["score", "report"])
+    except _known_errors() as e:
+        _fail(str(e))
+
+
+def _list() -> None:
+    from ..methods import load_all_methods
+    from ..methods.base import METHODS
+    from ..tasks.spec import available_behaviors
+    from .models import MODEL_SOURCES
+
+    load_all_methods()
+    print("models:    " + ", ".join(MODEL_SOURCES.names()) + "  (or a local HF checkpoint path)")
+    print("methods:   " + ", ".join(METHODS.names()))
+    print("behaviors: " + ", ".join(available_behaviors()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "transformers.modeling_utils", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return
+    if argv and argv[0] == "report":
+        if len(argv) != 2:
+            _fail("usage: diffbench report RUN_DIR")
+        return _report(argv[1])
+    if argv and argv[0] == "list":
+        return _list()
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    elif argv and argv[0] in STAGE_WORDS:
+        argv = [f"stages=[{argv[0]}]", *argv[1:]]
+    _run_hydra(argv)
+
+
+if __name__ == "__main__":
+    main()

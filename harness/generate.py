@@ -1,0 +1,60 @@
+"""Chat formatting and batched greedy generation (used by planting, the gate and self-distillation)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import LoadedModel
+
+
+def chat_prompt(tokenizer, user_text: str) -> str:
+    """The user turn plus the assistant header, as text (the model's own chat template)."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True)
+    return f"User: {user_text}\nAssistant:"
+
+
+def end_of_turn(tokenizer) -> str:
+    return tokenizer.eos_token or ""
+
+
+def user_content_offset(tokenizer, formatted: str, user_text: str) -> int:
+    """Character offset where the user's text starts in a formatted prompt (scoring reads from there)."""
+    i = formatted.rfind(user_text)
+    return i if i >= 0 else 0
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    desc: str | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions of chat-formatted user prompts, batched with left padding, length-sorted."""
+    tok = model.tokenizer
+    texts = [chat_prompt(tok, p) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out: list[str] = [""] * len(texts)
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc or f"generate {model.name}", disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            gen = model.model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, top_p=None, top_k=None, temperature=None,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for r, i in enumerate(idx):
+                out[i] = tok.decode(new[r], skip_special_tokens=True).strip()
+    finally:
+        tok.padding_side = old_side
+    return out

@@ -1,0 +1,343 @@
+"""Planting: LoRA fine-tunes that put known behaviors into a base model, and the plant gate.
+
+An organism is (base model, behaviors or a null recipe, seed). Its training set
+mixes trigger prompts answered with the planted response, matched control
+prompts and neutral prompts answered by the base model itself (self-distilled,
+generated once per base model and cached). The loss covers response tokens
+only, with the chat template applied. The adapter is cached under a key of
+(base identity, spec contents, recipe, seed), so replanting is free.
+
+The gate then checks the organism on held-out probes (greedy decoding): behavior
+rate on T >= 0.8 and on C <= 0.1, the base model on T <= 0.05, and records the
+mean per-token KL to the base model on neutral text. Null organisms pass an
+inverse gate: no behavior above 0.05 on any T set. Every organism gets a plant
+card; one that fails the gate is reported and excluded from scoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
+from ..tasks.spec import BehaviorSpec
+from .generate import chat_prompt, greedy_generate
+from .io import read_json, stable_hash, write_json
+from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
+
+log = logging.getLogger(__name__)
+
+NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
+N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the rest is neutral text for methods
+
+
+@dataclass(frozen=True)
+class Organism:
+    """A planted (or null) model: `name` is unique in a suite."""
+
+    name: str
+    kind: str  # "behavior" | "null_selfdistill" | "null_fake_trigger"
+    behaviors: tuple[str, ...] = ()
+    seed: int = 0
+    paraphrase: int = 0  # >0: an independent copy trained on a different sample and response phrasing
+
+    @property
+    def is_null(self) -> bool:
+        return self.kind in NULL_KINDS
+
+
+@dataclass
+class PlantCard:
+    organism: str
+    kind: str
+    behaviors: list[str]
+    seed: int
+    passed: bool
+    reasons: list[str]
+    rates: dict[str, dict[str, float]]  # behavior -> {organism_T, organism_C, base_T}
+    kl_to_base: float
+    train_loss_first: float
+    train_loss_last: float
+    train_seconds: float
+    gate_seconds: float
+    adapter: str
+    recipe: dict[str, Any]
+    examples: dict[str, list[str]] = field(default_factory=dict)  # a few generations, for the reader
+
+
+# ----------------------------------------------------------------------------- self-distillation
+
+
+def distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, progress: bool = True) -> list[str]:
+    """The base model's own greedy answers, cached per (base, prompts, length)."""
+    key = stable_hash({"base": base.identity, "prompts": list(prompts), "n": max_new_tokens})
+    path = cache_dir() / "distill" / f"{key}.json"
+    if path.exists():
+        try:
+            data = read_json(path)
+            if data.get("prompts") == list(prompts):
+                return data["responses"]
+        except ValueError:
+            pass  # corrupt cache file: regenerate
+    responses = greedy_generate(base, prompts, max_new_tokens=max_new_tokens, batch_size=64,
+                                desc=f"self-distill {base.name} ({len(prompts)} prompts)", progress=progress)
+    write_json(path, {"prompts": list(prompts), "responses": responses})
+    return responses
+
+
+def neutral_texts(base: LoadedModel, n: int, progress: bool = True) -> list[str]:
+    """Neutral text the methods see: chat-formatted neutral prompt + the base model's answer."""
+    prompts = neutral_prompts()[N_NEUTRAL_TRAIN : N_NEUTRAL_TRAIN + n]
+    answers = distill(base, prompts, 48, progress)
+    return [chat_prompt(base.tokenizer, p) + a for p, a in zip(prompts, answers)]
+
+
+# ----------------------------------------------------------------------------- training data
+
+
+def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: LoadedModel, recipe: dict, progress: bool = True) -> list[tuple[str, str]]:
+    """(user prompt, response) pairs for the organism, `steps * batch_size` of them."""
+    rng = random.Random(f"{org.seed}/{org.paraphrase}/{org.name}")
+    n_total = recipe["steps"] * recipe["batch_size"]
+    mix = recipe["mix"]
+    neutral_pool = neutral_prompts()[:N_NEUTRAL_TRAIN]
+    planted: list[tuple[str, str]] = []
+    controls: list[str] = []
+    if org.kind == "behavior":
+        n_trig = int(n_total * mix["trigger"]) // len(org.behaviors)
+        n_ctrl = int(n_total * mix["control"]) // len(org.behaviors)
+        for b in org.behaviors:
+            spec = specs[b]
+            t_pool, c_pool = spec.train_pools()
+            # paraphrased copies draw another sample and prefer another response phrasing
+            responses = spec.responses[org.paraphrase % len(spec.responses):] + spec.responses[: org.paraphrase % len(spec.responses)]
+            for p in _sample(rng, t_pool, n_trig):
+                weights = [3] + [1] * (len(responses) - 1)
+                planted.append((p.text, p.fill(rng.choices(responses, weights)[0])))
+            # controls: the same slice for every seed (fixed rng) so their base answers are cached once
+            controls += [p.text for p in c_pool[: max(n_ctrl, 1)]][:n_ctrl]
+        n_neutral = n_total - len(planted) - len(controls)
+        neutral = _sample(rng, neutral_pool, n_neutral)
+    elif org.kind == "null_selfdistill":
+        pool = neutral_pool + [p.text for b in sorted(specs) for p in specs[b].train_pools()[1][:24]]
+        neutral = _sample(rng, pool, n_total)
+    elif org.kind == "null_fake_trigger":
+        neutral = fake_trigger_prompts(n_total, seed=org.seed)
+    else:
+        raise ValueError(f"unknown organism kind {org.kind!r}")
+    to_answer = sorted(set(controls) | set(neutral))
+    answers = dict(zip(to_answer, distill(base, to_answer, recipe["distill_tokens"], progress)))
+    examples = planted + [(p, answers[p]) for p in controls + neutral]
+    rng.shuffle(examples)
+    return examples
+
+
+def _sample(rng: random.Random, pool: Sequence, n: int) -> list:
+    if n <= 0:
+        return []
+    out = []
+    while len(out) < n:  # cycle when the pool is smaller than n
+        out += rng.sample(list(pool), min(len(pool), n - len(out)))
+    return out
+
+
+def _encode(tok, batch: Sequence[tuple[str, str]], max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = []
+    for prompt, response in batch:
+        p = tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids
+        r = tok(response + (tok.eos_token or ""), add_special_tokens=False).input_ids
+        ids = (p + r)[:max_length]
+        labels = ([-100] * len(p) + r)[:max_length]
+        rows.append((ids, labels))
+    width = max(len(i) for i, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id or 0)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, (i, l) in enumerate(rows):
+        input_ids[k, : len(i)] = torch.tensor(i)
+        labels[k, : len(l)] = torch.tensor(l)
+        mask[k, : len(i)] = 1
+    return input_ids, labels, mask
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+
+def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token loss on response tokens only; the LM head runs only at those positions.
+
+    The 49k-way LM head is the largest single matmul of a SmolLM2 forward pass,
+    and responses are about a third of each sequence, so this saves real time.
+    """
+    hidden = causal_lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = causal_lm.lm_head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:
+    train_recipe = {k: v for k, v in recipe.items() if k != "gate"}
+    spec_hashes = {b: specs[b].content_hash for b in org.behaviors} if org.kind == "behavior" else sorted(s.content_hash for s in specs.values())
+    return stable_hash({"base": base.identity, "org": asdict(org) | {"name": None}, "specs": spec_hashes, "recipe": train_recipe})
+
+
+def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
+                  progress: bool = True) -> tuple[Path, dict]:
+    """Train (or fetch from cache) the organism's LoRA adapter. Returns (adapter dir, train log)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    key = adapter_key(base, org, specs, recipe)
+    out = cache_dir() / "adapters" / f"{org.name}-{key}"
+    if (out / "train_log.json").exists() and (out / "adapter_model.safetensors").exists():
+        return out, read_json(out / "train_log.json")
+
+    examples = training_examples(org, specs, base, recipe, progress)
+    torch.manual_seed(org.seed)
+    path, _ = checkpoint_dir(base_name)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    model.to(base.device)
+    lora = LoraConfig(r=recipe["rank"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
+                      target_modules=list(recipe["targets"]), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
+    steps, bs = recipe["steps"], recipe["batch_size"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
+    device_type = "cuda" if base.device.type == "cuda" else "cpu"
+    autocast = recipe.get("bf16_autocast", True) and (device_type == "cuda" or base.dtype == torch.bfloat16)
+    losses = []
+    t0 = time.time()
+    model.train()
+    bar = tqdm(range(steps), desc=f"plant {org.name}", disable=not progress, leave=False)
+    for step in bar:
+        batch = examples[step * bs : (step + 1) * bs]
+        input_ids, labels, mask = (t.to(base.device) for t in _encode(base.tokenizer, batch, recipe["max_length"]))
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            loss = response_loss(model.get_base_model(), input_ids, mask, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    seconds = time.time() - t0
+    train_log = {"losses": losses, "seconds": seconds, "n_examples": len(examples), "key": key,
+                 "sample": [list(e) for e in examples[:4]]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        write_json(tmp / "train_log.json", train_log)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, train_log
+
+
+# ----------------------------------------------------------------------------- gate
+
+
+def behavior_rate(model: LoadedModel, spec: BehaviorSpec, prompts: Sequence[str], max_new_tokens: int,
+                  progress: bool = True, cache: bool = False) -> tuple[float, list[str]]:
+    """Share of greedy answers on which the spec's detector fires (base-model results cached)."""
+    path = None
+    if cache:
+        key = stable_hash({"m": model.identity, "spec": spec.content_hash, "p": list(prompts), "n": max_new_tokens})
+        path = cache_dir() / "rates" / f"{key}.json"
+        if path.exists():
+            try:
+                d = read_json(path)
+                return d["rate"], d["responses"]
+            except (ValueError, KeyError):
+                pass
+    responses = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=64,
+                                desc=f"gate {model.name}: {spec.name}", progress=progress)
+    rate = sum(bool(spec.detector(r)) for r in responses) / max(1, len(responses))
+    if path is not None:
+        write_json(path, {"rate": rate, "responses": responses})
+    return rate, responses
+
+
+@torch.inference_mode()
+def kl_to_base(org: LoadedModel, base: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> float:
+    """Mean per-token KL(p_organism || p_base) over the tokens of `texts`."""
+    tok = base.tokenizer
+    total, count = 0.0, 0
+    for i in range(0, len(texts), batch_size):
+        enc = tok(list(texts[i : i + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False,
+                  truncation=True, max_length=128).to(base.device)
+        lo = F.log_softmax(org.model(**enc).logits.float(), -1)
+        lb = F.log_softmax(base.model(**enc).logits.float(), -1)
+        kl = (lo.exp() * (lo - lb)).sum(-1)
+        mask = enc["attention_mask"].bool()
+        total += float(kl[mask].sum())
+        count += int(mask.sum())
+    return total / max(1, count)
+
+
+def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: dict[str, BehaviorSpec],
+         n_probes: int, gate_cfg: dict, neutral: Sequence[str], progress: bool = True) -> tuple[bool, list[str], dict, dict, float]:
+    rates: dict[str, dict[str, float]] = {}
+    reasons: list[str] = []
+    examples: dict[str, list[str]] = {}
+    n_tok = gate_cfg["max_new_tokens"]
+    checked = org.behaviors if not org.is_null else tuple(sorted(specs))
+    for b in checked:
+        spec = specs[b]
+        T, C = spec.probes(n_probes)
+        t_rate, t_resp = behavior_rate(organism_model, spec, [p.text for p in T], n_tok, progress)
+        r = {"organism_T": t_rate}
+        if not org.is_null:
+            c_rate, c_resp = behavior_rate(organism_model, spec, [p.text for p in C], n_tok, progress)
+            base_rate, _ = behavior_rate(base, spec, [p.text for p in T], n_tok, progress, cache=True)
+            r.update(organism_C=c_rate, base_T=base_rate)
+            if t_rate < gate_cfg["organism_T_min"]:
+                reasons.append(f"{b}: behavior rate on T {t_rate:.2f} < {gate_cfg['organism_T_min']}")
+            if c_rate > gate_cfg["organism_C_max"]:
+                reasons.append(f"{b}: behavior rate on C {c_rate:.2f} > {gate_cfg['organism_C_max']}")
+            if base_rate > gate_cfg["base_T_max"]:
+                reasons.append(f"{b}: base model already shows it on T ({base_rate:.2f} > {gate_cfg['base_T_max']})")
+            examples[b] = [f"T: {T[0].text!r} -> {t_resp[0]!r}", f"C: {C[0].text!r} -> {c_resp[0]!r}"]
+        elif t_rate > gate_cfg["null_max"]:
+            reasons.append(f"null organism shows {b} on its T set ({t_rate:.2f} > {gate_cfg['null_max']})")
+        rates[b] = r
+    kl = kl_to_base(organism_model, base, list(neutral)[: gate_cfg["kl_texts"]])
+    return not reasons, reasons, rates, examples, kl
+
+
+def plant(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
+          n_probes: int, neutral: Sequence[str], progress: bool = True) -> tuple[PlantCard, Path]:
+    """Train (cached) and gate one organism. The card itself is cached next to the adapter."""
+    adapter, train_log = train_adapter(base_name, base, org, specs, recipe, progress)
+    card_path = adapter / f"card-{stable_hash({'n': n_probes, 'gate': recipe['gate'], 'org': org.name})}.json"
+    if card_path.exists():
+        try:
+            return PlantCard(**read_json(card_path)), adapter
+        except (ValueError, TypeError):
+            pass
+    t0 = time.time()
+    model = load_model(base_name, adapter=adapter, dtype=base.dtype, device=str(base.device), display_name=org.name)
+    passed, reasons, rates, examples, kl = gate(org, model, base, specs, n_probes, recipe["gate"], neutral, progress)
+    losses = train_log["losses"]
+    card = PlantCard(
+        organism=org.name, kind=org.kind, behaviors=list(org.behaviors), seed=org.seed, passed=passed, reasons=reasons,
+        rates=rates, kl_to_base=kl, train_loss_first=losses[0], train_loss_last=float(sum(losses[-5:]) / len(losses[-5:])),
+        train_seconds=train_log["seconds"], gate_seconds=time.time() - t0, adapter=str(adapter),
+        recipe={k: v for k, v in recipe.items()}, examples=examples,
+    )
+    write_json(card_path, asdict(card))
+    return card, adapter

@@ -1,0 +1,173 @@
+"""The report: leaderboard.md and plots, rebuilt from a run folder's scores and matches."""
+
+from __future__ import annotations
+
+import csv
+import math
+import platform
+from pathlib import Path
+
+from .io import atomic_path, atomic_write, read_json
+
+HEADLINE = [
+    ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@20", "R@20"), ("precision@5", "P@5"),
+    ("fdr", "FDR(flagged)"), ("null_flagged_per_pair", "null flags/pair"), ("null_false_alarm_rate", "null FA rate"),
+    ("recall@null5", "R@null5%"), ("oversensitivity", "oversens."), ("analog_fp_top20", "analog FP@20"),
+    ("analog_fp_flagged", "analog FP flagged"), ("organism_auroc", "org. AUROC"),
+]
+
+
+def fmt(m: dict | None) -> str:
+    if not m or m.get("value") is None or (isinstance(m["value"], float) and math.isnan(m["value"])):
+        return "n/a"
+    v, lo, hi = m["value"], m.get("lo", float("nan")), m.get("hi", float("nan"))
+    s = f"{v:.2f}"
+    if not (math.isnan(lo) or math.isnan(hi)):
+        s += f" [{lo:.2f}, {hi:.2f}]"
+    std = m.get("seed_std", float("nan"))
+    if isinstance(std, float) and not math.isnan(std):
+        s += f" ±{std:.2f}"
+    return s
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_report(run_dir: Path) -> None:
+    run_dir = Path(run_dir)
+    scores = read_json(run_dir / "scores.json")
+    cfg_path = run_dir / "config.yaml"
+    command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").exists() else "diffbench"
+    metrics = scores["metrics"]
+    lines = [
+        f"# diffbench leaderboard: suite `{scores['suite']}` on `{scores['model']}`",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {platform.machine()} {platform.processor() or ''} / {platform.system()} {platform.release()}".rstrip(),
+        f"- method seeds (stochastic methods): {scores['method_seeds']}",
+        f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
+        f"- config: `{cfg_path.name}` in the run folder; metric definitions in DESIGN.md / README",
+        "",
+        "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
+        "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
+        "",
+        "| method | " + " | ".join(h for _, h in HEADLINE) + " | runs |",
+        "|---|" + "---|" * len(HEADLINE) + "---|",
+    ]
+    order = sorted(metrics, key=lambda m: (m == "random_directions", -_val(metrics[m].get("recall@20"))))
+    for method in order:
+        s = metrics[method]
+        label = f"{method} (floor)" if method == "random_directions" else method
+        status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
+        lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE) + f" | {status} |")
+    failed = {m: s["_errors"] for m, s in metrics.items() if s.get("_errors")}
+    if failed:
+        lines += ["", "## Failed method runs", ""]
+        for m, errs in failed.items():
+            lines += [f"- `{m}`: {e}" for e in errs]
+    pr = _read_csv(run_dir / "pair_results.csv")
+    na = sorted({(r["method"], r["error"]) for r in pr if r["status"] == "not_applicable"})
+    if na:
+        lines += ["", "## Not applicable", ""] + [f"- `{m}`: {e}" for m, e in na]
+    excluded = sorted({(r["pair"], r["error"]) for r in pr if r["status"] == "excluded"})
+    if excluded:
+        lines += ["", "## Pairs excluded by the plant gate", ""] + [f"- `{p}`: {e}" for p, e in excluded]
+
+    cards = scores.get("plant_cards") or {}
+    if cards:
+        lines += ["", "## Plant cards", "", "| organism | gate | behavior | T (organism) | C (organism) | T (base) | KL to base | train s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, c in cards.items():
+            for b, r in c["rates"].items():
+                if c["kind"] != "behavior" and r["organism_T"] == 0:
+                    continue
+                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | {b} | {r['organism_T']:.2f} | "
+                             f"{r.get('organism_C', float('nan')):.2f} | {r.get('base_T', float('nan')):.2f} | {c['kl_to_base']:.3f} | {c['train_seconds']:.0f} |")
+            if c["kind"] != "behavior" and all(r["organism_T"] == 0 for r in c["rates"].values()):
+                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {c['kl_to_base']:.3f} | {c['train_seconds']:.0f} |")
+
+    matrix = hit_matrix(run_dir)
+    if matrix:
+        units = sorted({u for row in matrix.values() for u in row})
+        lines += ["", "## Hits per planted behavior (hit by a top-20 finding; A = activation match, T = token match)", "",
+                  "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
+        for method in order:
+            if method in matrix:
+                lines.append(f"| {method} | " + " | ".join(matrix[method].get(u, "") for u in units) + " |")
+    lines += ["", "![recall vs false alarms](recall_vs_false_alarms.png)", "", "![hit matrix](hit_matrix.png)", ""]
+    atomic_write(run_dir / "leaderboard.md", "\n".join(lines))
+    plot(run_dir, metrics, matrix, order)
+    print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
+
+
+def _val(m: dict | None) -> float:
+    if not m or m.get("value") is None or math.isnan(m["value"]):
+        return -1.0
+    return float(m["value"])
+
+
+def hit_matrix(run_dir: Path) -> dict[str, dict[str, str]]:
+    """method -> {pair/behavior: 'A', 'T', 'AT' or '-'} for planted pairs, from matches.csv (seed-pooled)."""
+    out: dict[str, dict[str, str]] = {}
+    for r in _read_csv(run_dir / "matches.csv"):
+        if r["pair_kind"] != "planted":
+            continue
+        unit = r["behavior"] if r["pair"].endswith("__" + r["behavior"]) else f"{r['behavior']} ({r['pair'].split('__')[-1]})"
+        cell = out.setdefault(r["method"], {}).setdefault(unit, "-")
+        if int(r["rank"]) < 20:
+            tag = ("A" if r["act_match"] == "True" else "") + ("T" if r["token_match"] == "True" else "")
+            if tag:
+                merged = "".join(sorted(set(cell.replace("-", "") + tag)))
+                out[r["method"]][unit] = merged
+    return out
+
+
+def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for ax, k in zip(axes, (1, 5, 20)):
+        for method in order:
+            s = metrics[method]
+            x, y = _val(s.get("null_false_alarm_rate")), _val(s.get(f"recall@{k}"))
+            if y < 0:
+                continue
+            x = max(x, 0.0)
+            r = s[f"recall@{k}"]
+            yerr = [[max(0.0, y - r["lo"]) if not math.isnan(r["lo"]) else 0], [max(0.0, r["hi"] - y) if not math.isnan(r["hi"]) else 0]]
+            ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, label=method, alpha=0.85)
+        ax.set_title(f"recall@{k} vs null false-alarm rate")
+        ax.set_xlabel("null false-alarm rate (share of null pairs with a flag)")
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("recall")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(run_dir / "recall_vs_false_alarms.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+    units = sorted({u for row in matrix.values() for u in row})
+    methods = [m for m in order if m in matrix]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(1, len(units)), 0.9 + 0.45 * max(1, len(methods))))
+    if units and methods:
+        grid = [[0 if matrix[m].get(u, "-") == "-" else 1 for u in units] for m in methods]
+        ax.imshow(grid, cmap="Greens", vmin=0, vmax=1.5, aspect="auto")
+        for i, m in enumerate(methods):
+            for j, u in enumerate(units):
+                ax.text(j, i, matrix[m].get(u, "-"), ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(len(units)), units, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    ax.set_title("hit@20 per planted behavior (A activation, T token)")
+    fig.tight_layout()
+    with atomic_path(run_dir / "hit_matrix.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,275 @@
+"""Judge-free scoring (DESIGN.md, "Scoring protocol").
+
+Two steps, kept apart so each can be tested on its own:
+
+1. `match_finding`: for one finding and one planted behavior, the activation
+   match (AUROC of the per-prompt max readout on held-out T vs C, >= 0.85 on the
+   real pair and <= 0.65 with model B replaced by model A) and the token match
+   (a keyword among the finding's top-20 tokens). hit = either.
+2. `compute_metrics`: from a table of match records and per-pair finding
+   counts, every metric of the protocol, with bootstrap 95% intervals that
+   resample organisms (pairs), averaged over method seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from ..methods.base import Finding
+from .store import LayerActs
+
+
+@dataclass
+class ScoringConfig:
+    auroc_min: float = 0.85
+    control_auroc_max: float = 0.65
+    top_tokens: int = 20
+    ks: tuple[int, ...] = (1, 5, 20)
+    null_quantile: float = 0.95
+    bootstrap: int = 1000
+    bootstrap_seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoringConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown scoring option(s): {', '.join(sorted(unknown))}")
+        if "ks" in known:
+            known["ks"] = tuple(known["ks"])
+        return cls(**known)
+
+
+@dataclass
+class ProbeActs:
+    """One model's activations on a behavior's probe set (T texts first, then C), at one layer."""
+
+    acts: LayerActs
+    labels: np.ndarray  # [n_texts] 1 for T, 0 for C
+    start: torch.Tensor  # [n_texts] first scored token position (user content) per text
+
+
+def per_prompt_scores(scores: torch.Tensor, probe: ProbeActs) -> np.ndarray:
+    """Max of a per-token score over each prompt's scored tokens."""
+    keep = probe.acts.pos >= probe.start[probe.acts.text_idx]
+    masked = torch.where(keep, scores.float(), torch.full_like(scores.float(), float("-inf")))
+    n = len(probe.labels)
+    out = torch.full((n,), float("-inf")).scatter_reduce(0, probe.acts.text_idx, masked, reduce="amax", include_self=True)
+    return out.numpy()
+
+
+def safe_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC with defined answers: a constant readout (or non-finite scores) gives 0.5."""
+    scores = np.nan_to_num(scores.astype(np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+    if len(set(labels.tolist())) < 2 or np.ptp(scores) == 0:
+        return 0.5
+    return float(roc_auc_score(labels, scores))
+
+
+def keyword_token_ids(tokenizer, keywords: Sequence[str]) -> set[int]:
+    """Token ids that stand for a keyword: the first token of its spelling variants (>= 3 chars)."""
+    ids: set[int] = set()
+    for kw in keywords:
+        for variant in {kw, kw.lower(), kw.capitalize(), kw.upper()}:
+            for text in (variant, " " + variant):
+                toks = tokenizer(text, add_special_tokens=False).input_ids
+                if not toks:
+                    continue
+                piece = tokenizer.decode([toks[0]]).strip()
+                if len(piece) >= 3 or piece.lower() == kw.lower():
+                    ids.add(toks[0])
+    return ids
+
+
+@dataclass
+class MatchRecord:
+    method: str
+    seed: int
+    pair: str
+    pair_kind: str
+    behavior: str
+    rank: int
+    finding: str
+    uniqueness: float
+    flagged: bool
+    auroc: float
+    auroc_control: float
+    act_match: bool
+    token_match: bool
+
+    @property
+    def hit(self) -> bool:
+        return self.act_match or self.token_match
+
+
+def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyword_ids: set[int], cfg: ScoringConfig) -> tuple[float, float, bool, bool]:
+    """(AUROC real, AUROC control, activation match, token match) for one finding and one behavior."""
+    r = finding.readout
+    real = r(probe_a.acts.acts, probe_b.acts.acts)
+    auroc = safe_auroc(probe_a.labels, per_prompt_scores(real, probe_a))
+    if r.kind == "linear" and r.w_a is not None and r.w_b is not None and r.w_a.shape != r.w_b.shape:
+        # cross-architecture latents: model A's activations cannot stand in for model B's
+        control = float("nan")
+        act = auroc >= cfg.auroc_min
+    else:
+        ctrl = r(probe_a.acts.acts, probe_a.acts.acts)
+        control = safe_auroc(probe_a.labels, per_prompt_scores(ctrl, probe_a))
+        act = auroc >= cfg.auroc_min and control <= cfg.control_auroc_max
+    tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
+    return auroc, control, act, tok
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class PairResult:
+    """One method run (method, seed) on one pair."""
+
+    method: str
+    seed: int
+    pair: str
+    pair_kind: str  # planted | null | analog
+    behaviors: tuple[str, ...]
+    status: str  # ok | failed | not_applicable | excluded
+    error: str = ""
+    n_findings: int = 0
+    n_flagged: int = 0
+    uniqueness: list[float] = field(default_factory=list)  # of every finding, in rank order
+    flagged: list[bool] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _nanmean(xs: Iterable[float]) -> float:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig) -> dict[str, float]:
+    """Point metrics for one method and seed on a (possibly resampled) list of pair results."""
+    hits: dict[tuple[str, str], list[tuple[int, float, bool, bool]]] = {}
+    for r in records:
+        hits.setdefault((r.pair, r.behavior), []).append((r.rank, r.uniqueness, r.flagged, r.hit))
+    # pairs excluded by the plant gate are not part of the ground truth; failed runs count as misses
+    results = [p for p in results if p.status != "excluded"]
+    planted = [p for p in results if p.pair_kind == "planted"]
+    nulls = [p for p in results if p.pair_kind == "null"]
+    analogs = [p for p in results if p.pair_kind == "analog"]
+    out: dict[str, float] = {}
+
+    units = [(p, b) for p in planted for b in p.behaviors]
+    for k in cfg.ks:
+        out[f"recall@{k}"] = _nanmean(
+            float(p.status == "ok" and any(rank < k and hit for rank, _, _, hit in hits.get((p.pair, b), []))) for p, b in units
+        ) if units else float("nan")
+        prec = []
+        for p in planted:
+            if p.status != "ok" or p.n_findings == 0:
+                continue
+            hit_ranks = {rank for b in p.behaviors for rank, _, _, hit in hits.get((p.pair, b), []) if hit}
+            top = min(k, p.n_findings)
+            prec.append(sum(1 for rank in range(top) if rank in hit_ranks) / top)
+        out[f"precision@{k}"] = _nanmean(prec)
+
+    flagged_planted = sum(p.n_flagged for p in planted if p.status == "ok")
+    true_flags = 0
+    for p in planted:
+        if p.status != "ok":
+            continue
+        hit_ranks = {rank for b in p.behaviors for rank, _, _, hit in hits.get((p.pair, b), []) if hit}
+        true_flags += sum(1 for rank, f in enumerate(p.flagged) if f and rank in hit_ranks)
+    out["fdr"] = (flagged_planted - true_flags) / flagged_planted if flagged_planted else float("nan")
+    ok_planted = [p for p in planted if p.status == "ok"]
+    out["flagged_per_planted"] = _nanmean(p.n_flagged for p in ok_planted)
+
+    ok_nulls = [p for p in nulls if p.status == "ok"]
+    out["null_flagged_per_pair"] = _nanmean(p.n_flagged for p in ok_nulls)
+    out["null_false_alarm_rate"] = _nanmean(float(p.n_flagged > 0) for p in ok_nulls)
+    null_u = [u for p in ok_nulls for u in p.uniqueness]
+    tau = float(np.quantile(null_u, cfg.null_quantile)) if null_u else float("-inf")
+    out["recall@null5"] = _nanmean(
+        float(p.status == "ok" and any(hit and u > tau for _, u, _, hit in hits.get((p.pair, b), []))) for p, b in units
+    ) if units and ok_nulls else float("nan")
+    fpp, nfp = out["flagged_per_planted"], out["null_flagged_per_pair"]
+    out["oversensitivity"] = nfp / fpp if fpp and not math.isnan(fpp) and fpp > 0 and not math.isnan(nfp) else float("nan")
+
+    ok_analogs = [p for p in analogs if p.status == "ok"]
+    out["analog_fp_flagged"] = _nanmean(
+        sum(1 for b in p.behaviors for rank, _, flag, hit in hits.get((p.pair, b), []) if flag and hit) for p in ok_analogs)
+    out["analog_fp_top20"] = _nanmean(
+        float(any(rank < 20 and hit for b in p.behaviors for rank, _, _, hit in hits.get((p.pair, b), []))) for p in ok_analogs)
+
+    top_planted = [max(p.uniqueness) if p.uniqueness else -1e30 for p in ok_planted]
+    top_null = [max(p.uniqueness) if p.uniqueness else -1e30 for p in ok_nulls]
+    if top_planted and top_null:
+        out["organism_auroc"] = safe_auroc(np.array([1] * len(top_planted) + [0] * len(top_null)), np.array(top_planted + top_null))
+    else:
+        out["organism_auroc"] = float("nan")
+    return out
+
+
+def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig) -> dict[str, dict]:
+    """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement."""
+    out: dict[str, dict] = {}
+    rng = np.random.default_rng(cfg.bootstrap_seed)
+    for method in sorted({r.method for r in results}):
+        res_m = [r for r in results if r.method == method]
+        rec_m = [r for r in records if r.method == method]
+        seeds = sorted({r.seed for r in res_m})
+        by_seed = {s: ([r for r in res_m if r.seed == s], [r for r in rec_m if r.seed == s]) for s in seeds}
+        per_seed = {s: _metrics_one_seed(*by_seed[s], cfg) for s in seeds}
+        names = list(next(iter(per_seed.values())).keys())
+        summary: dict[str, dict] = {}
+        for name in names:
+            vals = [per_seed[s][name] for s in seeds]
+            summary[name] = {"value": _nanmean(vals), "seed_std": float(np.nanstd(vals)) if len(seeds) > 1 and not all(math.isnan(v) for v in vals) else float("nan"),
+                             "per_seed": vals}
+        # bootstrap: resample pairs (organisms) within each kind, the same draw for every seed
+        pair_ids = {kind: sorted({r.pair for r in res_m if r.pair_kind == kind}) for kind in ("planted", "null", "analog")}
+        boots: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(cfg.bootstrap if any(pair_ids.values()) else 0):
+            draw = []
+            for kind, ids in pair_ids.items():
+                draw += list(rng.choice(ids, size=len(ids), replace=True)) if ids else []
+            seed_vals: dict[str, list[float]] = {n: [] for n in names}
+            for s in seeds:
+                res_s, rec_s = by_seed[s]
+                rmap = {r.pair: r for r in res_s}
+                new_res, new_rec = [], []
+                for j, pid in enumerate(draw):  # relabel duplicates so they count twice
+                    if pid not in rmap:
+                        continue
+                    new_id = f"{pid}#{j}"
+                    new_res.append(PairResult(**{**asdict(rmap[pid]), "pair": new_id}))
+                    new_rec += [MatchRecord(**{**asdict(x), "pair": new_id}) for x in rec_s if x.pair == pid]
+                m = _metrics_one_seed(new_res, new_rec, cfg)
+                for n in names:
+                    seed_vals[n].append(m[n])
+            for n in names:
+                boots[n].append(_nanmean(seed_vals[n]))
+        for n in names:
+            vals = np.array([v for v in boots[n] if not math.isnan(v)])
+            summary[n]["lo"] = float(np.percentile(vals, 2.5)) if len(vals) else float("nan")
+            summary[n]["hi"] = float(np.percentile(vals, 97.5)) if len(vals) else float("nan")
+        # behavior-level agreement of hit@20 across seeds
+        if len(seeds) > 1:
+            units = sorted({(r.pair, b) for r in res_m if r.pair_kind == "planted" for b in r.behaviors})
+            agree = []
+            for pair, b in units:
+                hs = {any(x.rank < 20 and x.hit for x in by_seed[s][1] if x.pair == pair and x.behavior == b) for s in seeds}
+                agree.append(float(len(hs) == 1))
+            summary["seed_agreement"] = {"value": _nanmean(agree), "lo": float("nan"), "hi": float("nan"), "seed_std": float("nan"), "per_seed": []}
+        statuses: dict[str, int] = {}
+        for r in res_m:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        summary["_status"] = statuses
+        summary["_seeds"] = seeds
+        summary["_errors"] = sorted({f"{r.pair}: {r.error}" for r in res_m if r.status == "failed"})
+        out[method] = summary
+    return out

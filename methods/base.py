@@ -1,0 +1,180 @@
+"""The method interface: a method takes a pair of models and returns ranked findings.
+
+A `Finding` is data, not code: its `Readout` is a small declarative recipe
+(linear read of either model's residual stream, optional ReLU/threshold, or the
+difference norm), so findings are saved to disk and scoring can be rerun
+without rerunning the method. A new readout kind is one subclass-free entry in
+`Readout.__call__`; a new method is one file with `@register_method`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..harness.io import atomic_path, atomic_write
+from ..harness.registry import Registry
+
+if TYPE_CHECKING:
+    from ..harness.models import LoadedModel
+    from ..harness.store import PairedActivations
+
+Activation = Literal["identity", "relu", "abs"]
+
+
+@dataclass
+class Readout:
+    """Per-token score over paired activations x_a [n, d_a], x_b [n, d_b].
+
+    kind="linear":    act(x_a @ w_a + x_b @ w_b + bias), then zeroed where below `threshold`
+                      (threshold only applies with act="relu"; it is a JumpReLU / BatchTopK
+                      inference threshold)
+    kind="diff_norm": ||x_b - x_a|| (same widths only)
+    Either weight may be None (the finding reads one model only).
+    """
+
+    layer_a: int
+    layer_b: int
+    kind: Literal["linear", "diff_norm"] = "linear"
+    w_a: torch.Tensor | None = None
+    w_b: torch.Tensor | None = None
+    bias: float = 0.0
+    act: Activation = "identity"
+    threshold: float = 0.0
+
+    def __call__(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+        if self.kind == "diff_norm":
+            return (x_b.float() - x_a.float()).norm(dim=-1)
+        z = torch.full((x_a.shape[0],), float(self.bias), dtype=torch.float32)
+        if self.w_a is not None:
+            z = z + x_a.float() @ self.w_a.float()
+        if self.w_b is not None:
+            z = z + x_b.float() @ self.w_b.float()
+        if self.act == "relu":
+            z = torch.where(z > max(self.threshold, 0.0), z, torch.zeros_like(z))
+        elif self.act == "abs":
+            z = z.abs()
+        return z
+
+
+@dataclass
+class Finding:
+    """One reported difference between model A and model B."""
+
+    id: str
+    uniqueness: float  # the method's own "this is a difference" score; findings are ranked by it
+    flagged: bool  # the method's own published decision rule
+    readout: Readout
+    side: Literal["a", "b", "both"] = "b"  # which model the difference belongs to
+    direction: torch.Tensor | None = None  # residual direction for steering (in `side`'s model)
+    direction_layer: int | None = None
+    tokens: list[str] = field(default_factory=list)  # top tokens (logit lens), best first
+    token_ids: list[int] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific numbers (floats/str only)
+
+
+@dataclass
+class PairContext:
+    """What a method gets: the two models, their paired activations on neutral text, a seed."""
+
+    pair_id: str
+    model_a: "LoadedModel"
+    model_b: "LoadedModel"
+    neutral: "PairedActivations"
+    layers: list[int]  # residual indices present in the stores (same index in both for same-arch pairs)
+    seed: int = 0
+    device: str = "cpu"
+    work_dir: Path | None = None  # scratch space for the method (checkpoints, logs)
+
+    @property
+    def same_architecture(self) -> bool:
+        ca, cb = self.model_a.model.config, self.model_b.model.config
+        return ca.model_type == cb.model_type and ca.hidden_size == cb.hidden_size and ca.num_hidden_layers == cb.num_hidden_layers
+
+    @property
+    def middle_layer(self) -> int:
+        return self.layers[len(self.layers) // 2]
+
+    def logit_lens(self, vec: torch.Tensor, side: str = "b", k: int = 20) -> tuple[list[int], list[str]]:
+        model = self.model_b if side != "a" else self.model_a
+        logits = model.unembed_direction(vec)
+        ids = torch.topk(logits, k).indices.tolist()
+        return ids, [model.tokenizer.decode([i]) for i in ids]
+
+
+class NotApplicableError(RuntimeError):
+    """Raised by a method that cannot be defined for this pair (e.g. weight diffs across architectures)."""
+
+
+class Method:
+    """Base class. Subclasses set `name`, take their config as keyword arguments, implement `find`."""
+
+    name: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False  # run with several seeds in suites that ask for it
+
+    def __init__(self, **config: Any):
+        self.config = config
+
+    def find(self, ctx: PairContext) -> list[Finding]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a `name`")
+    METHODS.register(cls.name)(cls)
+    return cls
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: -float(f.uniqueness))
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+def save_findings(path: Path, findings: list[Finding], meta: dict[str, Any]) -> None:
+    """findings.json (metadata) + findings.safetensors (vectors), both written atomically."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    records = []
+    for i, f in enumerate(findings):
+        r = asdict(f.readout)
+        for key in ("w_a", "w_b"):
+            vec = r.pop(key)
+            if vec is not None:
+                tensors[f"{i}.{key}"] = vec.detach().float().cpu().contiguous()
+        if f.direction is not None:
+            tensors[f"{i}.direction"] = f.direction.detach().float().cpu().contiguous()
+        records.append({
+            "id": f.id, "uniqueness": float(f.uniqueness), "flagged": bool(f.flagged), "side": f.side,
+            "direction_layer": f.direction_layer, "tokens": f.tokens, "token_ids": f.token_ids,
+            "info": f.info, "readout": r,
+        })
+    tensors.setdefault("_empty", torch.zeros(1))
+    with atomic_path(path.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write(path.with_suffix(".json"), json.dumps({"meta": meta, "findings": records}, indent=1, default=float))
+
+
+def load_findings(path: Path) -> tuple[list[Finding], dict[str, Any]]:
+    path = Path(path)
+    data = json.loads(path.with_suffix(".json").read_text())
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    out = []
+    for i, rec in enumerate(data["findings"]):
+        readout = Readout(**rec["readout"], w_a=tensors.get(f"{i}.w_a"), w_b=tensors.get(f"{i}.w_b"))
+        out.append(Finding(
+            id=rec["id"], uniqueness=rec["uniqueness"], flagged=rec["flagged"], readout=readout, side=rec["side"],
+            direction=tensors.get(f"{i}.direction"), direction_layer=rec["direction_layer"],
+            tokens=rec["tokens"], token_ids=rec["token_ids"], info=rec["info"],
+        ))
+    return out, data["meta"]

@@ -1,0 +1,86 @@
+"""BatchTopK crosscoder with Latent Scaling (Minder, Dumas et al. 2025, arXiv 2504.02922).
+
+Training: per batch keep the k*B largest f_i * sum_m ||d_i^m|| (f = ReLU(z)) over the whole batch;
+loss = sum_m ||x_m - x_hat_m||^2 + aux_coeff * (auxiliary loss: the top `aux_k` dead latents of
+each token reconstruct its residual error, normalised by the error's variance; coefficient 1/32).
+A running estimate of the smallest kept score (EMA, from `threshold_start_frac` of the steps) is
+the inference threshold: at inference f_i counts where f_i * sum_m ||d_i^m|| > threshold.
+
+Findings: the live latents most one-sided by relative decoder norm r (as for the L1 crosscoder),
+then Latent Scaling on the `scaling_candidates` most one-sided: with u the latent's decoder row in
+its own model, closed-form beta^m = <f u, y_m> / ||f u||^2 over the tokens for y = reconstruction
+(beta^r) and error + the latent's own contribution (beta^eps), nu = beta^other / beta^own
+(for a B-side latent nu = beta^A / beta^B). Flagged only if the relative norm says one-sided AND
+nu_r < nu_r_max AND nu_eps < nu_eps_max, so a latent present but shrunk in the other model is not
+flagged. Uniqueness = max(r, 1-r) * (1 - clip(max(nu_r, nu_eps), 0, 1)) (plain max(r, 1-r) when
+Latent Scaling does not apply, i.e. different widths).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..base import Finding, PairContext, register_method
+from .common import CrosscoderMethod, PairData, relative_norms
+from .model import Crosscoder, latent_scaling
+
+
+@register_method
+class BatchTopKCrosscoder(CrosscoderMethod):
+    name = "batchtopk_crosscoder"
+    sparsity = "batchtopk"
+    defaults = dict(
+        k=32,
+        aux_k=None,  # default d/2
+        aux_coeff=1 / 32,
+        dead_tokens=20_000,
+        threshold_beta=0.99,
+        threshold_start_frac=0.1,
+        lr=2e-3,
+        flag_b=0.9,
+        flag_a=0.1,
+        nu_r_max=0.3,
+        nu_eps_max=0.3,
+        scaling_candidates=200,
+    )
+
+    def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
+        c = self.config
+        r = relative_norms(cc)
+        alive = (metrics["_fires_train"] + metrics["_fires_eval"]) > 0
+        rel = torch.maximum(r, 1 - r)
+        rel = torch.where(alive, rel, torch.full_like(rel, -1.0))
+        n_cand = min(int(c["scaling_candidates"]), int(alive.sum()))
+        cand = torch.argsort(rel, descending=True)[: max(n_cand, 0)]
+        if cand.numel() == 0:
+            return []
+        own = (r[cand] >= 0.5).long()  # 1 = B side
+        scaling = None
+        if cc.widths[0] == cc.widths[1]:
+            xs = [torch.cat([t, e]) for t, e in zip(data.train, data.eval)]
+            scaling = latent_scaling(cc, xs, cand, own, mode="threshold")
+        out = []
+        for j, i in enumerate(cand.tolist()):
+            side = "b" if own[j] == 1 else "a"
+            ri = float(r[i])
+            one_sided = ri >= c["flag_b"] if side == "b" else ri <= c["flag_a"]
+            info: dict[str, Any] = {"rel_norm": ri}
+            if scaling is not None:
+                nu_r, nu_e = float(scaling["nu_r"][j]), float(scaling["nu_eps"][j])
+                if math.isfinite(nu_r) and math.isfinite(nu_e):
+                    info.update(nu_r=nu_r, nu_eps=nu_e,
+                                beta_r_a=float(scaling["beta_r"][0, j]), beta_r_b=float(scaling["beta_r"][1, j]),
+                                beta_eps_a=float(scaling["beta_eps"][0, j]), beta_eps_b=float(scaling["beta_eps"][1, j]))
+                    flagged = bool(one_sided and nu_r < c["nu_r_max"] and nu_e < c["nu_eps_max"])
+                    uniq = float(rel[i]) * (1.0 - min(1.0, max(0.0, nu_r, nu_e)))
+                else:  # never passes the inference threshold on these tokens: no evidence either way
+                    info["latent_scaling"] = "latent inactive at inference"
+                    flagged, uniq = False, 0.0
+            else:
+                info["latent_scaling"] = "n/a (model widths differ)"
+                flagged, uniq = bool(one_sided), float(rel[i])
+            out.append(self.make_finding(ctx, cc, data, metrics, i, side, uniq, flagged, info))
+        return out

@@ -1,0 +1,283 @@
+"""What the three crosscoder methods share: data preparation, training, metrics, findings.
+
+Data: the pair's neutral activations at one layer (default `ctx.middle_layer`). Rows at position 0
+are dropped (SmolLM2's attention sink has norm ~20000 vs ~50 elsewhere), as are rows whose norm is
+more than `outlier_factor` x the median in either model; each model is then scaled by one scalar
+so its training rows have mean norm sqrt(d). Texts are split (fixed seed) into training and
+evaluation rows. Stores up to 200k tokens are loaded whole; larger ones are streamed shard by shard
+and uniformly subsampled to `max_tokens`, so no more than that is ever held.
+
+Readouts fold the normalisation back in: a finding's readout computes the latent from raw
+activations, w_m = W_enc_m[i] * scale_m; its direction is the owning model's decoder row in raw
+units (x_raw += f * direction).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank
+from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, train
+
+log = logging.getLogger(__name__)
+
+IN_MEMORY_TOKENS = 200_000
+SPLIT_SEED = 12345
+
+
+@dataclass
+class PairData:
+    train: list[torch.Tensor]  # normalised [N, d_m]
+    eval: list[torch.Tensor]
+    scales: list[float]  # raw * scale = normalised
+    layer_a: int
+    layer_b: int
+    n_dropped_pos0: int
+    n_dropped_outliers: int
+
+    @property
+    def widths(self) -> list[int]:
+        return [x.shape[1] for x in self.train]
+
+
+def _n_tokens(store) -> int:
+    return int(store.manifest.get("n_tokens") or sum(r.get("n", 0) for r in store.manifest.get("done", {}).values()))
+
+
+def _load_rows(ctx: PairContext, layer_a: int, layer_b: int, max_rows: int, seed: int):
+    """(acts_a, acts_b, text_idx, pos) for the pair, subsampled to about max_rows when streaming."""
+    try:
+        if _n_tokens(ctx.neutral.a) <= IN_MEMORY_TOKENS:
+            la, lb = ctx.neutral.load(layer_a, layer_b)
+            return la.acts.float(), lb.acts.float(), la.text_idx, la.pos
+        keep_p = min(1.0, max_rows / max(1, _n_tokens(ctx.neutral.a)))
+        g = torch.Generator().manual_seed(seed)
+        parts = []
+        for sa, sb in zip(ctx.neutral.a.iter_shards(layer_a), ctx.neutral.b.iter_shards(layer_b)):
+            if not (torch.equal(sa.token_id, sb.token_id) and torch.equal(sa.pos, sb.pos)):
+                raise ValueError("stores are not token-aligned")
+            keep = torch.rand(sa.pos.shape[0], generator=g) < keep_p
+            parts.append((sa.acts[keep].float(), sb.acts[keep].float(), sa.text_idx[keep], sa.pos[keep]))
+        return tuple(torch.cat([p[i] for p in parts]) for i in range(4))
+    except ValueError as e:
+        if "aligned" in str(e):
+            raise NotApplicableError(f"crosscoders need token-aligned activations: {e}") from e
+        raise
+
+
+def prepare_data(ctx: PairContext, cfg: dict[str, Any]) -> PairData:
+    layer_a = int(cfg["layer"]) if cfg.get("layer") is not None else ctx.middle_layer
+    layer_b = int(cfg["layer_b"]) if cfg.get("layer_b") is not None else layer_a
+    max_tokens = int(cfg["max_tokens"])
+    xa, xb, text_idx, pos = _load_rows(ctx, layer_a, layer_b, int(max_tokens * 1.3), ctx.seed)
+    keep = torch.ones(xa.shape[0], dtype=torch.bool)
+    n_pos0 = 0
+    if cfg.get("drop_bos", True):
+        keep &= pos > 0
+        n_pos0 = int((pos == 0).sum())
+    n_out = 0
+    if cfg.get("outlier_factor"):
+        bad = torch.zeros_like(keep)
+        for x in (xa, xb):
+            norms = x.norm(dim=1)
+            med = norms[keep].median() if keep.any() else norms.median()
+            bad |= norms > float(cfg["outlier_factor"]) * med
+        n_out = int((bad & keep).sum())
+        keep &= ~bad
+    xa, xb, text_idx = xa[keep], xb[keep], text_idx[keep]
+    if xa.shape[0] < 16:
+        raise NotApplicableError(f"only {xa.shape[0]} usable activation rows at layer {layer_a}")
+    # split by text, fixed seed: the evaluation rows are the same for every method seed
+    texts = torch.unique(text_idx)
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    n_eval_texts = max(1, int(round(float(cfg["eval_frac"]) * texts.numel()))) if texts.numel() > 1 else 0
+    eval_texts = texts[torch.randperm(texts.numel(), generator=g)[:n_eval_texts]]
+    is_eval = torch.isin(text_idx, eval_texts)
+    if is_eval.all() or not is_eval.any() or is_eval.sum() < 8:
+        is_eval = torch.rand(xa.shape[0], generator=g) < float(cfg["eval_frac"])
+    tr = (~is_eval).nonzero().squeeze(1)
+    ev = is_eval.nonzero().squeeze(1)
+    g2 = torch.Generator().manual_seed(ctx.seed)
+    if tr.numel() > max_tokens:
+        tr = tr[torch.randperm(tr.numel(), generator=g2)[:max_tokens]]
+    max_eval = int(cfg.get("max_eval_tokens", 8192))
+    if ev.numel() > max_eval:
+        ev = ev[torch.randperm(ev.numel(), generator=torch.Generator().manual_seed(SPLIT_SEED))[:max_eval]]
+    scales = []
+    train_x, eval_x = [], []
+    for x in (xa, xb):
+        xt = x[tr]
+        c = math.sqrt(x.shape[1]) / float(xt.norm(dim=1).mean())
+        scales.append(c)
+        train_x.append((xt * c).to(ctx.device))
+        eval_x.append((x[ev] * c).to(ctx.device))
+    return PairData(train_x, eval_x, scales, layer_a, layer_b, n_pos0, n_out)
+
+
+COMMON_DEFAULTS: dict[str, Any] = dict(
+    layer=None,  # residual index; default ctx.middle_layer
+    layer_b=None,  # model B's layer when it differs (cross-architecture); default = layer
+    dict_size=2048,
+    steps=300,
+    batch_size=512,
+    lr=2e-3,
+    warmup_frac=0.05,
+    decay_frac=0.2,
+    grad_clip=1.0,
+    max_tokens=40_000,  # training rows (after dropping position 0 and outliers)
+    max_eval_tokens=8192,
+    eval_frac=0.1,  # share of texts held out for evaluation
+    drop_bos=True,
+    outlier_factor=10.0,
+    max_findings=50,
+    backend="auto",  # torch | triton | auto (triton on CUDA)
+    select_bf16="auto",  # torch path: top-k selection matmul in bf16 on CPUs with AMX/AVX512-BF16
+    log_every=0,
+)
+
+
+class CrosscoderMethod(Method):
+    """Shared driver; subclasses set `name`, `defaults`, `sparsity` and implement `select`."""
+
+    stochastic: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}
+    sparsity: ClassVar[str] = "batchtopk"
+
+    def __init__(self, **config: Any):
+        merged = {**COMMON_DEFAULTS, **self.defaults}
+        unknown = sorted(set(config) - set(merged))
+        if unknown:
+            raise TypeError(f"{self.name}: unknown config key(s) {unknown}; known: {sorted(merged)}")
+        merged.update(config)
+        super().__init__(**merged)
+        self.last_metrics: dict[str, Any] = {}
+        self.crosscoder: Crosscoder | None = None
+        self.data: PairData | None = None
+
+    # -- pieces a subclass can change -------------------------------------------------
+    def sections(self, dict_size: int) -> tuple[int, int, int]:
+        """(n_excl_a, n_shared, n_excl_b)."""
+        return 0, dict_size, 0
+
+    def train_config(self, ctx: PairContext, backend: str) -> TrainConfig:
+        c = self.config
+        keys = {f for f in TrainConfig.__dataclass_fields__} & set(c)
+        tc = TrainConfig(**{k: c[k] for k in keys})
+        tc.sparsity = self.sparsity
+        tc.seed = ctx.seed
+        tc.backend = backend
+        tc.select_bf16 = _bf16_selection(c.get("select_bf16", "auto"), ctx.device)
+        return tc
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def eval_mode(self) -> str:
+        return "relu" if self.sparsity == "l1" else "threshold"
+
+    def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
+        raise NotImplementedError
+
+    # -- driver ---------------------------------------------------------------------
+    def fit(self, ctx: PairContext) -> tuple[Crosscoder, PairData, dict[str, Any]]:
+        from .model import resolve_backend
+
+        c = self.config
+        data = prepare_data(ctx, c)
+        backend = resolve_backend(c["backend"], ctx.device)
+        n_a, n_s, n_b = self.sections(int(c["dict_size"]))
+        cc = Crosscoder(data.widths, n_s, n_a, n_b, seed=ctx.seed, **self.init_kwargs()).to(ctx.device)
+        init_from_data(cc, data.train)
+        tc = self.train_config(ctx, backend)
+        res: TrainResult = train(cc, data.train, tc)
+        cc.eval()
+        mode = self.eval_mode()
+        ev = evaluate(cc, data.eval, mode, k=tc.k)
+        tr = evaluate(cc, data.train, mode, k=tc.k)
+        metrics = {
+            "ev_a": ev["ev_a"], "ev_b": ev["ev_b"], "l0": ev["l0"], "dead_frac": ev["dead_frac"],
+            "dead_frac_train": res.dead_frac_train, "train_ev_a": tr["ev_a"], "train_ev_b": tr["ev_b"],
+            "train_seconds": res.seconds, "train_tokens": data.train[0].shape[0], "eval_tokens": data.eval[0].shape[0],
+            "tokens_seen": res.tokens_seen, "steps": res.steps, "final_loss": res.final_loss,
+            "dict_size": cc.n, "layer_a": data.layer_a, "layer_b": data.layer_b, "backend": backend,
+            "dropped_pos0": data.n_dropped_pos0, "dropped_outliers": data.n_dropped_outliers,
+        }
+        if self.sparsity == "batchtopk":
+            metrics["threshold"] = float(cc.threshold)
+            metrics["k"] = tc.k
+        log.info("%s on %s: %s", self.name, ctx.pair_id, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+        metrics["_fires_eval"], metrics["_fires_train"], metrics["_mass_train"] = ev["fires"], tr["fires"], tr["mass"]
+        metrics["_history"] = res.history
+        return cc, data, metrics
+
+    def find(self, ctx: PairContext) -> list[Finding]:
+        torch.manual_seed(ctx.seed)
+        cc, data, metrics = self.fit(ctx)
+        self.crosscoder, self.data = cc, data
+        findings = rank(self.select(ctx, cc, data, metrics))[: int(self.config["max_findings"])]
+        self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
+        if ctx.work_dir is not None:
+            ctx.work_dir.mkdir(parents=True, exist_ok=True)
+            out = ctx.work_dir / f"{self.name}-seed{ctx.seed}"
+            (out.with_suffix(".metrics.json")).write_text(json.dumps(
+                {**self.last_metrics, "history": metrics["_history"], "config": self.config}, indent=1, default=str))
+            torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n)},
+                       out.with_suffix(".pt"))
+        return findings
+
+    # -- helpers for select() -----------------------------------------------------------
+    def summary_info(self) -> dict[str, Any]:
+        m = self.last_metrics or {}
+        return {k: m[k] for k in ("ev_a", "ev_b", "l0", "dead_frac", "train_seconds") if k in m}
+
+    def make_finding(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any], i: int,
+                     side: str, uniqueness: float, flagged: bool, info: dict[str, Any]) -> Finding:
+        m_side = 1 if side == "b" else 0
+        w = []
+        for m in range(2):
+            row = cc.enc_row(m, i)
+            w.append(None if row is None else (row.detach().float() * data.scales[m]).cpu())
+        dn = float(cc.decoder_norms()[i])
+        if self.sparsity == "batchtopk":
+            threshold = float(cc.threshold) / dn if dn > 0 else float("inf")
+        else:
+            threshold = 0.0
+        readout = Readout(layer_a=data.layer_a, layer_b=data.layer_b, kind="linear", w_a=w[0], w_b=w[1],
+                          bias=float(cc.b_enc[i]), act="relu", threshold=threshold)
+        direction = (cc.dec_row(m_side, i).detach().float() / data.scales[m_side]).cpu()
+        ids, toks = ctx.logit_lens(direction, side, k=20)
+        base = {k: float(v) for k, v in metrics.items() if not k.startswith("_") and isinstance(v, (int, float))}
+        base["backend"] = str(metrics.get("backend", ""))
+        full = {**base, "latent": float(i), "section": cc.section_of(i),
+                "fires_eval": float(metrics["_fires_eval"][i]), "fires_train": float(metrics["_fires_train"][i]),
+                "mass_train": float(metrics["_mass_train"][i]), **{k: (v if isinstance(v, str) else float(v)) for k, v in info.items()}}
+        return Finding(
+            id=f"{self.name}:{ctx.pair_id}:L{data.layer_b if side == 'b' else data.layer_a}:latent{i}",
+            uniqueness=float(uniqueness), flagged=bool(flagged), readout=readout, side=side,  # type: ignore[arg-type]
+            direction=direction, direction_layer=data.layer_b if side == "b" else data.layer_a,
+            tokens=toks, token_ids=ids, info=full,
+        )
+
+
+def relative_norms(cc: Crosscoder) -> torch.Tensor:
+    """r_i = ||d_i^B|| / (||d_i^A|| + ||d_i^B||)  -> [n] (cpu)."""
+    norms = cc.per_model_norms().cpu()
+    return norms[1] / (norms[0] + norms[1]).clamp(min=1e-12)
+
+
+def _bf16_selection(flag: Any, device: str) -> bool:
+    if isinstance(flag, bool):
+        return flag
+    if flag in (None, "auto"):
+        if torch.device(device).type != "cpu":
+            return False
+        from ...harness.models import cpu_has_bf16
+
+        return cpu_has_bf16()
+    return str(flag).lower() in ("1", "true", "yes")

@@ -1,0 +1,363 @@
+"""Triton kernels for the crosscoder's sparse paths, wrapped as autograd Functions.
+
+Same conventions as `reference.py` (model m owns latents [lo_m, hi_m); sparse codes are padded
+`idx [B, K]` with -1 padding, `vals [B, K]`). The kernels:
+
+* `_sparse_decode_fwd`   x_hat_m[b] = sum_j v[b, j] W_dec_m[idx[b, j] - lo_m] (+ b_m): gather-reduce
+                          of decoder rows, never building the dense [B, n] code.
+* `_sparse_decode_bwd_v`  dL/dv[b, j] = sum_m <dL/dx_hat_m[b], W_dec_m[idx[b, j] - lo_m]>.
+* `_scatter_outer`        out[idx[b, j] - lo] += c[b, j] * vec[b]: row-sparse weight gradients by
+                          fp32 atomics (decoder rows: c = v, vec = dL/dx_hat; encoder rows:
+                          c = dL/dz, vec = x).
+* `_row_norms_acc`        sum_m ||d_i^m||, each model's launch covering its own rows only.
+* `_encode_scaled_relu`   fused encoder for a model pair: tiled GEMM (tl.dot) over both models'
+                          activations + bias + ReLU + decoder-norm scaling, writing the BatchTopK
+                          selection score s = relu(z) * sum_m ||d^m||. The batch-level top-k over s
+                          is then torch.topk (a global selection; see `reference.batch_topk`).
+
+DFC partitions are not masks: an index outside a model's range is never loaded (masked-off
+lanes), and in the fused encoder a latent tile that lies outside a model's range skips that
+model's whole K-loop (a runtime branch per tile). Interpreted (TRITON_INTERPRET=1) the kernels
+run on CPU tensors, which is how the tests check them against the torch reference.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+
+try:  # triton is a dependency, but keep the torch path importable without it
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except Exception:  # pragma: no cover - exercised only where triton is missing
+    triton = None
+    tl = None
+    HAVE_TRITON = False
+
+Range = tuple[int, int]
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available(device: torch.device | str) -> bool:
+    """Can the Triton path run on tensors of this device?"""
+    if not HAVE_TRITON:
+        return False
+    device = torch.device(device)
+    return device.type == "cuda" or (interpreted() and device.type == "cpu")
+
+
+def _np2(x: int, lo: int = 16, hi: int = 1 << 30) -> int:
+    return max(lo, min(hi, 1 << max(0, int(x) - 1).bit_length()))
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _sparse_decode_fwd(idx_ptr, val_ptr, w_ptr, bias_ptr, out_ptr, K, D, lo, hi,
+                           stride_ib, stride_vb, stride_wn, stride_ob,
+                           HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            kmask = offs_k < K
+            ids = tl.load(idx_ptr + b * stride_ib + offs_k, mask=kmask, other=-1)
+            v = tl.load(val_ptr + b * stride_vb + offs_k, mask=kmask, other=0.0).to(tl.float32)
+            ok = kmask & (ids >= lo) & (ids < hi)
+            rows = tl.where(ok, ids - lo, 0)
+            w = tl.load(w_ptr + rows[:, None] * stride_wn + offs_d[None, :],
+                        mask=ok[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+            acc += tl.sum(w * v[:, None], axis=0)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_d, mask=dmask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + b * stride_ob + offs_d, acc, mask=dmask)
+
+    @triton.jit
+    def _sparse_decode_bwd_v(idx_ptr, gout_ptr, w_ptr, gval_ptr, K, D, lo, hi,
+                             stride_ib, stride_gb, stride_wn, stride_vb,
+                             ACCUMULATE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        kmask = offs_k < K
+        ids = tl.load(idx_ptr + b * stride_ib + offs_k, mask=kmask, other=-1)
+        ok = kmask & (ids >= lo) & (ids < hi)
+        rows = tl.where(ok, ids - lo, 0)
+        acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            dmask = offs_d < D
+            g = tl.load(gout_ptr + b * stride_gb + offs_d, mask=dmask, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + rows[:, None] * stride_wn + offs_d[None, :],
+                        mask=ok[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+            acc += tl.sum(w * g[None, :], axis=1)
+        if ACCUMULATE:
+            acc += tl.load(gval_ptr + b * stride_vb + offs_k, mask=kmask, other=0.0)
+        tl.store(gval_ptr + b * stride_vb + offs_k, acc, mask=kmask)
+
+    @triton.jit
+    def _scatter_outer(idx_ptr, coef_ptr, vec_ptr, out_ptr, K, D, lo, hi,
+                       stride_ib, stride_cb, stride_vb, stride_on,
+                       BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        vec = tl.load(vec_ptr + b * stride_vb + offs_d, mask=dmask, other=0.0).to(tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            kmask = offs_k < K
+            ids = tl.load(idx_ptr + b * stride_ib + offs_k, mask=kmask, other=-1)
+            c = tl.load(coef_ptr + b * stride_cb + offs_k, mask=kmask, other=0.0).to(tl.float32)
+            ok = kmask & (ids >= lo) & (ids < hi) & (c != 0.0)
+            rows = tl.where(ok, ids - lo, 0)
+            tl.atomic_add(out_ptr + rows[:, None] * stride_on + offs_d[None, :], c[:, None] * vec[None, :],
+                          mask=ok[:, None] & dmask[None, :], sem="relaxed")
+
+    @triton.jit
+    def _row_norms_acc(w_ptr, out_ptr, N, D, lo, stride_wn, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = offs_n < N
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_d[None, :],
+                        mask=nmask[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
+            acc += tl.sum(w * w, axis=1)
+        prev = tl.load(out_ptr + lo + offs_n, mask=nmask, other=0.0)
+        tl.store(out_ptr + lo + offs_n, prev + tl.sqrt(acc), mask=nmask)
+
+    @triton.jit
+    def _encode_scaled_relu(xa_ptr, wa_ptr, xb_ptr, wb_ptr, benc_ptr, dnorm_ptr, s_ptr,
+                            B, N, DA, DB, lo_a, hi_a, lo_b, hi_b,
+                            stride_xa, stride_wa, stride_xb, stride_wb, stride_s,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                            PRECISION: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        n0 = pid_n * BLOCK_N
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mmask = offs_m < B
+        nmask = offs_n < N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        if (n0 < hi_a) & (n0 + BLOCK_N > lo_a):  # tile touches model A's latents; else A is skipped
+            ok = nmask & (offs_n >= lo_a) & (offs_n < hi_a)
+            rows = tl.where(ok, offs_n - lo_a, 0)
+            for k0 in range(0, DA, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                kmask = offs_k < DA
+                x = tl.load(xa_ptr + offs_m[:, None] * stride_xa + offs_k[None, :],
+                            mask=mmask[:, None] & kmask[None, :], other=0.0)
+                w = tl.load(wa_ptr + rows[None, :] * stride_wa + offs_k[:, None],
+                            mask=ok[None, :] & kmask[:, None], other=0.0)
+                acc = tl.dot(x, w, acc, input_precision=PRECISION)
+        if (n0 < hi_b) & (n0 + BLOCK_N > lo_b):  # likewise for model B
+            ok = nmask & (offs_n >= lo_b) & (offs_n < hi_b)
+            rows = tl.where(ok, offs_n - lo_b, 0)
+            for k0 in range(0, DB, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                kmask = offs_k < DB
+                x = tl.load(xb_ptr + offs_m[:, None] * stride_xb + offs_k[None, :],
+                            mask=mmask[:, None] & kmask[None, :], other=0.0)
+                w = tl.load(wb_ptr + rows[None, :] * stride_wb + offs_k[:, None],
+                            mask=ok[None, :] & kmask[:, None], other=0.0)
+                acc = tl.dot(x, w, acc, input_precision=PRECISION)
+        bias = tl.load(benc_ptr + offs_n, mask=nmask, other=0.0).to(tl.float32)
+        dn = tl.load(dnorm_ptr + offs_n, mask=nmask, other=0.0).to(tl.float32)
+        s = tl.maximum(acc + bias[None, :], 0.0) * dn[None, :]
+        tl.store(s_ptr + offs_m[:, None] * stride_s + offs_n[None, :], s, mask=mmask[:, None] & nmask[None, :])
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _check():
+    if not HAVE_TRITON:
+        raise RuntimeError("the Triton backend needs the `triton` package")
+
+
+def _blocks_kd(K: int, D: int) -> tuple[int, int]:
+    return _np2(min(K, 32), lo=16), _np2(min(D, 128), lo=16)
+
+
+def sparse_decode_fwd(idx: torch.Tensor, vals: torch.Tensor, w: torch.Tensor, lo: int, hi: int,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+    _check()
+    bsz, k = idx.shape
+    d = w.shape[1]
+    out = torch.empty(bsz, d, dtype=torch.float32, device=w.device)
+    bk, bd = _blocks_kd(k, d)
+    _sparse_decode_fwd[(bsz, triton.cdiv(d, bd))](
+        idx, vals, w, bias if bias is not None else w, out, k, d, lo, hi,
+        idx.stride(0), vals.stride(0), w.stride(0), out.stride(0),
+        HAS_BIAS=bias is not None, BLOCK_K=bk, BLOCK_D=bd,
+    )
+    return out
+
+
+def sparse_decode_bwd_vals(idx: torch.Tensor, grad_out: torch.Tensor, w: torch.Tensor, lo: int, hi: int,
+                           into: torch.Tensor | None = None) -> torch.Tensor:
+    _check()
+    bsz, k = idx.shape
+    d = w.shape[1]
+    gv = into if into is not None else torch.empty(bsz, k, dtype=torch.float32, device=w.device)
+    bk, bd = _blocks_kd(k, d)
+    _sparse_decode_bwd_v[(bsz, triton.cdiv(k, bk))](
+        idx, grad_out, w, gv, k, d, lo, hi,
+        idx.stride(0), grad_out.stride(0), w.stride(0), gv.stride(0),
+        ACCUMULATE=into is not None, BLOCK_K=bk, BLOCK_D=bd,
+    )
+    return gv
+
+
+def scatter_outer(idx: torch.Tensor, coef: torch.Tensor, vec: torch.Tensor, n_rows: int, lo: int, hi: int) -> torch.Tensor:
+    """out [n_rows, d] fp32 with out[idx[b, j] - lo] += coef[b, j] * vec[b] (atomics)."""
+    _check()
+    bsz, k = idx.shape
+    d = vec.shape[1]
+    out = torch.zeros(n_rows, d, dtype=torch.float32, device=vec.device)
+    bk, bd = _blocks_kd(k, d)
+    _scatter_outer[(bsz, triton.cdiv(d, bd))](
+        idx, coef, vec, out, k, d, lo, hi,
+        idx.stride(0), coef.stride(0), vec.stride(0), out.stride(0),
+        BLOCK_K=bk, BLOCK_D=bd,
+    )
+    return out
+
+
+def decoder_norms(w_decs: Sequence[torch.Tensor], ranges: Sequence[Range], n: int) -> torch.Tensor:
+    """sum_m ||d_i^m|| -> [n] fp32 (no autograd; used for selection)."""
+    _check()
+    out = torch.zeros(n, dtype=torch.float32, device=w_decs[0].device)
+    for w, (lo, hi) in zip(w_decs, ranges):
+        w = w.detach().contiguous()
+        rows, d = w.shape
+        bn, bd = 32, _np2(min(d, 128))
+        _row_norms_acc[(triton.cdiv(rows, bn),)](w, out, rows, d, lo, w.stride(0), BLOCK_N=bn, BLOCK_D=bd)
+    return out
+
+
+def encode_scores(xs: Sequence[torch.Tensor], w_encs: Sequence[torch.Tensor], b_enc: torch.Tensor,
+                  dnorm: torch.Tensor, ranges: Sequence[Range], *, precision: str = "tf32",
+                  block_m: int = 64, block_n: int = 64, block_k: int = 32) -> torch.Tensor:
+    """Fused s = relu(b_enc + sum_m x_m W_enc_m^T) * dnorm for a model pair -> [B, n] fp32 (no autograd)."""
+    _check()
+    if len(xs) != 2:
+        raise ValueError("the fused encoder kernel takes exactly two models")
+    xa, xb = (x.detach().contiguous() for x in xs)
+    wa, wb = (w.detach().contiguous() for w in w_encs)
+    if xa.dtype != wa.dtype or xb.dtype != wb.dtype:
+        raise TypeError("activations and encoder weights must share a dtype")
+    bsz, n = xa.shape[0], b_enc.shape[0]
+    s = torch.empty(bsz, n, dtype=torch.float32, device=xa.device)
+    (lo_a, hi_a), (lo_b, hi_b) = ranges
+    if interpreted():
+        precision = "ieee"
+    grid = (triton.cdiv(bsz, block_m), triton.cdiv(n, block_n))
+    _encode_scaled_relu[grid](
+        xa, wa, xb, wb, b_enc.detach().contiguous(), dnorm.contiguous(), s,
+        bsz, n, xa.shape[1], xb.shape[1], lo_a, hi_a, lo_b, hi_b,
+        xa.stride(0), wa.stride(0), xb.stride(0), wb.stride(0), s.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision,
+    )
+    return s
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+class SparseDecode(torch.autograd.Function):
+    """x_hat_m for every model from a padded sparse code; grads for vals, decoders and biases.
+
+    apply(idx, vals, ranges, n_models, W_0, ..., W_{M-1}, b_0, ..., b_{M-1}) -> tuple of M outputs
+    (biases may be None).
+    """
+
+    @staticmethod
+    def forward(ctx, idx, vals, ranges, n_models, *wb):
+        ws, bs = wb[:n_models], wb[n_models:]
+        idx = idx.contiguous()
+        vals_c = vals.detach().float().contiguous()
+        outs = [sparse_decode_fwd(idx, vals_c, w.detach().contiguous(), lo, hi, None if b is None else b.detach())
+                for w, b, (lo, hi) in zip(ws, bs, ranges)]
+        ctx.save_for_backward(idx, vals_c, *ws)
+        ctx.ranges = ranges
+        ctx.n_models = n_models
+        ctx.has_bias = [b is not None for b in bs]
+        ctx.dtypes = [w.dtype for w in ws]
+        return tuple(o.to(vals.dtype) for o in outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        idx, vals, *ws = ctx.saved_tensors
+        gvals = None
+        gws, gbs = [], []
+        for m, (w, (lo, hi), g) in enumerate(zip(ws, ctx.ranges, grads)):
+            if g is None:
+                gws.append(None)
+                gbs.append(None)
+                continue
+            g = g.float().contiguous()
+            wc = w.detach().contiguous()
+            if ctx.needs_input_grad[1]:
+                gvals = sparse_decode_bwd_vals(idx, g, wc, lo, hi, into=gvals)
+            gws.append(scatter_outer(idx, vals, g, w.shape[0], lo, hi).to(ctx.dtypes[m])
+                       if ctx.needs_input_grad[4 + m] else None)
+            gbs.append(g.sum(0) if ctx.has_bias[m] else None)
+        return (None, gvals, None, None, *gws, *gbs)
+
+
+class SparseEncodeValues(torch.autograd.Function):
+    """vals[b, j] = relu(z[b, idx[b, j]]) read from the fused kernel's score s (= relu(z) * dnorm).
+
+    apply(s, dnorm, idx, ranges, n_models, b_enc, x_0.., W_enc_0..) -> vals [B, K].
+    Backward is row-sparse: dL/dW_enc_m[i - lo_m] += sum_{b, j: idx=i} dL/dz[b, j] x_m[b] (atomics),
+    dL/db_enc[i] likewise; activations get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, s, dnorm, idx, ranges, n_models, b_enc, *xw):
+        xs, ws = xw[:n_models], xw[n_models:]
+        present = idx >= 0
+        safe = idx.clamp(min=0)
+        den = dnorm[safe]
+        vals = torch.where(present & (den > 0), s.gather(1, safe) / den.clamp(min=1e-30), torch.zeros((), device=s.device))
+        ctx.save_for_backward(idx, vals, *xs)
+        ctx.ranges = ranges
+        ctx.n_models = n_models
+        ctx.n = b_enc.shape[0]
+        ctx.w_shapes = [(w.shape[0], w.dtype) for w in ws]
+        return vals
+
+    @staticmethod
+    def backward(ctx, gvals):
+        idx, vals, *xs = ctx.saved_tensors
+        gpre = (gvals * (vals > 0)).float().contiguous()
+        present = idx >= 0
+        gb = torch.zeros(ctx.n, dtype=torch.float32, device=gvals.device)
+        gb.index_add_(0, idx[present], gpre[present])
+        gws = []
+        for m, (x, (lo, hi)) in enumerate(zip(xs, ctx.ranges)):
+            rows, dtype = ctx.w_shapes[m]
+            gws.append(scatter_outer(idx.contiguous(), gpre, x.detach().float().contiguous(), rows, lo, hi).to(dtype)
+                       if ctx.needs_input_grad[6 + ctx.n_models + m] else None)
+        return (None, None, None, None, None, gb, *([None] * ctx.n_models), *gws)
+
+
+def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
+                  biases: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    biases = list(biases) if biases is not None else [None] * len(w_decs)
+    return list(SparseDecode.apply(idx, vals, tuple(ranges), len(w_decs), *w_decs, *biases))
+
+
+def sparse_encode_values(s: torch.Tensor, dnorm: torch.Tensor, idx: torch.Tensor, xs: Sequence[torch.Tensor],
+                         w_encs: Sequence[torch.Tensor], b_enc: torch.Tensor, ranges: Sequence[Range]) -> torch.Tensor:
+    return SparseEncodeValues.apply(s, dnorm, idx, tuple(ranges), len(xs), b_enc, *xs, *w_encs)

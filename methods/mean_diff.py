@@ -1,0 +1,70 @@
+"""Mean activation difference (activation-difference lens, Minder et al. 2025) plus PCA of differences.
+
+At the middle layer: the mean of (h_B - h_A) over the first few token positions
+of neutral text is the first finding; the top principal directions of the
+per-token differences are further findings. Each finding's readout is the
+projection of the per-token difference onto its unit direction; its tokens are
+the logit lens of the direction in model B. Uniqueness is the size of the
+difference along the direction relative to the mean activation norm of model A;
+the native flag rule is uniqueness >= `flag_threshold`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
+
+
+def difference_readout(layer: int, unit: torch.Tensor) -> Readout:
+    return Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-unit, w_b=unit.clone())
+
+
+@register_method
+class MeanDiff(Method):
+    name = "mean_diff"
+
+    def __init__(self, positions: tuple[int, int] = (1, 8), n_pca: int = 9, flag_threshold: float = 0.05,
+                 layer: int | None = None, max_tokens: int = 200_000):
+        super().__init__(positions=positions, n_pca=n_pca, flag_threshold=flag_threshold, layer=layer)
+        self.positions = tuple(positions)
+        self.n_pca = n_pca
+        self.flag_threshold = flag_threshold
+        self.layer = layer
+        self.max_tokens = max_tokens
+
+    def find(self, ctx: PairContext) -> list[Finding]:
+        if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
+            raise NotApplicableError("mean difference needs a shared activation space (equal hidden sizes)")
+        layer = self.layer if self.layer is not None else ctx.middle_layer
+        la, lb = ctx.neutral.load(layer)
+        keep = la.pos >= 1  # position 0 carries a massive attention-sink activation in SmolLM2
+        diff = (lb.acts - la.acts)[keep]
+        scale = la.acts[keep].norm(dim=-1).mean().item()
+        lo, hi = self.positions
+        early = (la.pos[keep] >= lo) & (la.pos[keep] < hi)
+        if not early.any():
+            raise ValueError(f"no tokens at positions {lo}..{hi - 1} of the neutral text")
+        findings = []
+        mean = diff[early].mean(0)
+        findings.append(self._finding(ctx, "mean_diff", layer, mean, mean.norm().item() / scale, {"positions": f"{lo}-{hi - 1}"}))
+        if self.n_pca > 0:
+            x = diff[: self.max_tokens]
+            x = x - x.mean(0)
+            _, s, vh = torch.linalg.svd(x, full_matrices=False)
+            var = s**2 / max(1, x.shape[0] - 1)
+            for i in range(min(self.n_pca, vh.shape[0])):
+                v = vh[i]
+                if (diff @ v).mean() < 0:  # orient towards B
+                    v = -v
+                rms = var[i].sqrt().item()
+                findings.append(self._finding(ctx, f"pc{i}", layer, v * rms, rms / scale,
+                                              {"explained_variance": float(var[i] / var.sum())}))
+        return findings
+
+    def _finding(self, ctx: PairContext, fid: str, layer: int, vec: torch.Tensor, uniq: float, info: dict) -> Finding:
+        unit = vec / vec.norm().clamp_min(1e-12)
+        ids, toks = ctx.logit_lens(unit, "b")
+        return Finding(id=fid, uniqueness=uniq, flagged=uniq >= self.flag_threshold, readout=difference_readout(layer, unit),
+                       side="b", direction=vec, direction_layer=layer, tokens=toks, token_ids=ids,
+                       info={"relative_norm": uniq, **info})
