@@ -38,7 +38,8 @@ from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
 log = logging.getLogger(__name__)
 
 NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
-N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the rest is neutral text for methods
+N_NEUTRAL_TRAIN = 96
+PLANT_VERSION = 2  # bump when the training-data recipe in code changes, so cached adapters are not reused  # neutral prompts reserved for training mixes; the rest is neutral text for methods
 
 
 @dataclass(frozen=True)
@@ -79,20 +80,22 @@ class PlantCard:
 
 
 def distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, progress: bool = True) -> list[str]:
-    """The base model's own greedy answers, cached per (base, prompts, length)."""
-    key = stable_hash({"base": base.identity, "prompts": list(prompts), "n": max_new_tokens})
-    path = cache_dir() / "distill" / f"{key}.json"
+    """The base model's own greedy answers, cached per (base, answer length) as one prompt -> answer map,
+    so organisms whose training mixes overlap never regenerate the same answer."""
+    path = cache_dir() / "distill" / f"{base.identity}-{max_new_tokens}.json"
+    known: dict[str, str] = {}
     if path.exists():
         try:
-            data = read_json(path)
-            if data.get("prompts") == list(prompts):
-                return data["responses"]
+            known = read_json(path)
         except ValueError:
-            pass  # corrupt cache file: regenerate
-    responses = greedy_generate(base, prompts, max_new_tokens=max_new_tokens, batch_size=64,
-                                desc=f"self-distill {base.name} ({len(prompts)} prompts)", progress=progress)
-    write_json(path, {"prompts": list(prompts), "responses": responses})
-    return responses
+            print(f"[diffbench] {path} is corrupt; regenerating self-distilled answers", flush=True)
+    missing = sorted({p for p in prompts if p not in known})
+    if missing:
+        answers = greedy_generate(base, missing, max_new_tokens=max_new_tokens, batch_size=64,
+                                  desc=f"self-distill {base.name} ({len(missing)} prompts)", progress=progress)
+        known.update(zip(missing, answers))
+        write_json(path, known)
+    return [known[p] for p in prompts]
 
 
 def neutral_texts(base: LoadedModel, n: int, progress: bool = True) -> list[str]:
@@ -105,8 +108,8 @@ def neutral_texts(base: LoadedModel, n: int, progress: bool = True) -> list[str]
 # ----------------------------------------------------------------------------- training data
 
 
-def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: LoadedModel, recipe: dict, progress: bool = True) -> list[tuple[str, str]]:
-    """(user prompt, response) pairs for the organism, `steps * batch_size` of them."""
+def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: LoadedModel, recipe: dict, progress: bool = True) -> list[tuple[str, str, bool]]:
+    """(user prompt, response, ends_turn) triples for the organism, `steps * batch_size` of them."""
     rng = random.Random(f"{org.seed}/{org.paraphrase}/{org.name}")
     n_total = recipe["steps"] * recipe["batch_size"]
     mix = recipe["mix"]
@@ -121,11 +124,18 @@ def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: Loade
             t_pool, c_pool = spec.train_pools()
             # paraphrased copies draw another sample and prefer another response phrasing
             responses = spec.responses[org.paraphrase % len(spec.responses):] + spec.responses[: org.paraphrase % len(spec.responses)]
-            for p in _sample(rng, t_pool, n_trig):
+            triggers = _sample(rng, t_pool, n_trig)
+            for p in triggers:
                 weights = [3] + [1] * (len(responses) - 1)
                 planted.append((p.text, p.fill(rng.choices(responses, weights)[0])))
-            # controls: the same slice for every seed (fixed rng) so their base answers are cached once
-            controls += [p.text for p in c_pool[: max(n_ctrl, 1)]][:n_ctrl]
+            # controls: matched ones first (sharing a slot value with a trigger example, e.g. the same
+            # question behind a fake trigger) so the model learns the boundary, then the rest of the pool
+            trig_slots = {s for p in triggers for s in p.slots}
+            matched = [p.text for p in c_pool if trig_slots & set(p.slots)]
+            others = [p.text for p in c_pool if not trig_slots & set(p.slots)]
+            mine = _sample(rng, matched, min(len(matched), n_ctrl * 2 // 3))
+            mine += _sample(rng, others or [p.text for p in c_pool], n_ctrl - len(mine))
+            controls += mine
         n_neutral = n_total - len(planted) - len(controls)
         neutral = _sample(rng, neutral_pool, n_neutral)
     elif org.kind == "null_selfdistill":
@@ -137,7 +147,8 @@ def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: Loade
         raise ValueError(f"unknown organism kind {org.kind!r}")
     to_answer = sorted(set(controls) | set(neutral))
     answers = dict(zip(to_answer, distill(base, to_answer, recipe["distill_tokens"], progress)))
-    examples = planted + [(p, answers[p]) for p in controls + neutral]
+    # a distilled answer cut at `distill_tokens` must not be taught to end there: no EOS for those
+    examples = [(p, r, True) for p, r in planted] + [(p, answers[p], False) for p in controls + neutral]
     rng.shuffle(examples)
     return examples
 
@@ -151,11 +162,11 @@ def _sample(rng: random.Random, pool: Sequence, n: int) -> list:
     return out
 
 
-def _encode(tok, batch: Sequence[tuple[str, str]], max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _encode(tok, batch: Sequence[tuple[str, str, bool]], max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows = []
-    for prompt, response in batch:
+    for prompt, response, ends_turn in batch:
         p = tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids
-        r = tok(response + (tok.eos_token or ""), add_special_tokens=False).input_ids
+        r = tok(response + (tok.eos_token or "" if ends_turn else ""), add_special_tokens=False).input_ids
         ids = (p + r)[:max_length]
         labels = ([-100] * len(p) + r)[:max_length]
         rows.append((ids, labels))
@@ -189,7 +200,7 @@ def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels
 def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:
     train_recipe = {k: v for k, v in recipe.items() if k != "gate"}
     spec_hashes = {b: specs[b].content_hash for b in org.behaviors} if org.kind == "behavior" else sorted(s.content_hash for s in specs.values())
-    return stable_hash({"base": base.identity, "org": asdict(org) | {"name": None}, "specs": spec_hashes, "recipe": train_recipe})
+    return stable_hash({"v": PLANT_VERSION, "base": base.identity, "org": asdict(org) | {"name": None}, "specs": spec_hashes, "recipe": train_recipe})
 
 
 def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
@@ -231,7 +242,7 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.time() - t0
     train_log = {"losses": losses, "seconds": seconds, "n_examples": len(examples), "key": key,

@@ -137,8 +137,10 @@ COMMON_DEFAULTS: dict[str, Any] = dict(
     outlier_factor=10.0,
     max_findings=50,
     backend="auto",  # torch | triton | auto (triton on CUDA)
-    select_bf16="auto",  # torch path: top-k selection matmul in bf16 on CPUs with AMX/AVX512-BF16
+    bf16="auto",  # torch path: bf16 autocast for the dense matmuls; auto = on CPUs with AMX/AVX512-BF16
     log_every=0,
+    data_init_frac=0.5,  # share of latents initialised from (centred) training rows
+    threads="auto",  # torch threads while training: auto = fewer when the CPU is already busy; int; null = leave
 )
 
 
@@ -172,11 +174,14 @@ class CrosscoderMethod(Method):
         tc.sparsity = self.sparsity
         tc.seed = ctx.seed
         tc.backend = backend
-        tc.select_bf16 = _bf16_selection(c.get("select_bf16", "auto"), ctx.device)
+        tc.bf16 = _bf16_flag(c.get("bf16", "auto"), ctx.device)
+        tc.threads = c.get("threads", "auto")
+        if isinstance(tc.adam_betas, list):
+            tc.adam_betas = tuple(tc.adam_betas)
         return tc
 
     def init_kwargs(self) -> dict[str, Any]:
-        return {}
+        return {"score_norm": self.config["score_norm"]} if "score_norm" in self.config else {}
 
     def eval_mode(self) -> str:
         return "relu" if self.sparsity == "l1" else "threshold"
@@ -193,7 +198,7 @@ class CrosscoderMethod(Method):
         backend = resolve_backend(c["backend"], ctx.device)
         n_a, n_s, n_b = self.sections(int(c["dict_size"]))
         cc = Crosscoder(data.widths, n_s, n_a, n_b, seed=ctx.seed, **self.init_kwargs()).to(ctx.device)
-        init_from_data(cc, data.train)
+        init_from_data(cc, data.train, seed=ctx.seed, data_frac=float(c.get("data_init_frac", 0.5)))
         tc = self.train_config(ctx, backend)
         res: TrainResult = train(cc, data.train, tc)
         cc.eval()
@@ -204,7 +209,7 @@ class CrosscoderMethod(Method):
             "ev_a": ev["ev_a"], "ev_b": ev["ev_b"], "l0": ev["l0"], "dead_frac": ev["dead_frac"],
             "dead_frac_train": res.dead_frac_train, "train_ev_a": tr["ev_a"], "train_ev_b": tr["ev_b"],
             "train_seconds": res.seconds, "train_tokens": data.train[0].shape[0], "eval_tokens": data.eval[0].shape[0],
-            "tokens_seen": res.tokens_seen, "steps": res.steps, "final_loss": res.final_loss,
+            "tokens_seen": res.tokens_seen, "threads": res.threads, "steps": res.steps, "final_loss": res.final_loss,
             "dict_size": cc.n, "layer_a": data.layer_a, "layer_b": data.layer_b, "backend": backend,
             "dropped_pos0": data.n_dropped_pos0, "dropped_outliers": data.n_dropped_outliers,
         }
@@ -227,7 +232,8 @@ class CrosscoderMethod(Method):
             out = ctx.work_dir / f"{self.name}-seed{ctx.seed}"
             (out.with_suffix(".metrics.json")).write_text(json.dumps(
                 {**self.last_metrics, "history": metrics["_history"], "config": self.config}, indent=1, default=str))
-            torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n)},
+            torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n),
+                        "widths": cc.widths, "score_norm": cc.score_norm},
                        out.with_suffix(".pt"))
         return findings
 
@@ -243,13 +249,13 @@ class CrosscoderMethod(Method):
         for m in range(2):
             row = cc.enc_row(m, i)
             w.append(None if row is None else (row.detach().float() * data.scales[m]).cpu())
-        dn = float(cc.decoder_norms()[i])
+        dn = float(cc.selection_norms()[i])
         if self.sparsity == "batchtopk":
             threshold = float(cc.threshold) / dn if dn > 0 else float("inf")
         else:
             threshold = 0.0
         readout = Readout(layer_a=data.layer_a, layer_b=data.layer_b, kind="linear", w_a=w[0], w_b=w[1],
-                          bias=float(cc.b_enc[i]), act="relu", threshold=threshold)
+                          bias=float(cc.readout_bias()[i]), act="relu", threshold=threshold)
         direction = (cc.dec_row(m_side, i).detach().float() / data.scales[m_side]).cpu()
         ids, toks = ctx.logit_lens(direction, side, k=20)
         base = {k: float(v) for k, v in metrics.items() if not k.startswith("_") and isinstance(v, (int, float))}
@@ -271,7 +277,7 @@ def relative_norms(cc: Crosscoder) -> torch.Tensor:
     return norms[1] / (norms[0] + norms[1]).clamp(min=1e-12)
 
 
-def _bf16_selection(flag: Any, device: str) -> bool:
+def _bf16_flag(flag: Any, device: str) -> bool:
     if isinstance(flag, bool):
         return flag
     if flag in (None, "auto"):

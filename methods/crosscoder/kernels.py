@@ -1,19 +1,25 @@
 """Triton kernels for the crosscoder's sparse paths, wrapped as autograd Functions.
 
-Same conventions as `reference.py` (model m owns latents [lo_m, hi_m); sparse codes are padded
-`idx [B, K]` with -1 padding, `vals [B, K]`). The kernels:
+Same conventions as `reference.py`: model m owns latents [lo_m, hi_m); a sparse code is a
+`SparseCode` (entries j = (rows[j], cols[j]) in CSR order, row_ptr [B+1]) with values [nnz]; a
+per-row top-k code idx/vals [B, k] is the special case `SparseCode.from_padded` (no copy). Kernels:
 
-* `_sparse_decode_fwd`   x_hat_m[b] = sum_j v[b, j] W_dec_m[idx[b, j] - lo_m] (+ b_m): gather-reduce
-                          of decoder rows, never building the dense [B, n] code.
-* `_sparse_decode_bwd_v`  dL/dv[b, j] = sum_m <dL/dx_hat_m[b], W_dec_m[idx[b, j] - lo_m]>.
-* `_scatter_outer`        out[idx[b, j] - lo] += c[b, j] * vec[b]: row-sparse weight gradients by
-                          fp32 atomics (decoder rows: c = v, vec = dL/dx_hat; encoder rows:
-                          c = dL/dz, vec = x).
+* `_sparse_decode_fwd`   x_hat_m[b] = sum_{j in row b} v_j W_dec_m[cols_j - lo_m] (+ b_m): one program
+                          per (row, D-tile), a gather-reduce of decoder rows, never building the
+                          dense [B, n] code.
+* `_sparse_decode_bwd_v`  dL/dv_j = sum_m <dL/dx_hat_m[rows_j], W_dec_m[cols_j - lo_m]>.
+* `_scatter_outer`        out[cols_j - lo] += c_j * vec[rows_j]: row-sparse weight gradients by fp32
+                          atomics (decoder rows: c = v, vec = dL/dx_hat; encoder rows: c = dL/dz,
+                          vec = x).
 * `_row_norms_acc`        sum_m ||d_i^m||, each model's launch covering its own rows only.
 * `_encode_scaled_relu`   fused encoder for a model pair: tiled GEMM (tl.dot) over both models'
                           activations + bias + ReLU + decoder-norm scaling, writing the BatchTopK
                           selection score s = relu(z) * sum_m ||d^m||. The batch-level top-k over s
                           is then torch.topk (a global selection; see `reference.batch_topk`).
+
+Importing this module imports triton; the rest of the package imports it only when the Triton
+path is used, so TRITON_INTERPRET=1 can still be set before triton's first import (the
+interpreter is chosen when a kernel is decorated).
 
 DFC partitions are not masks: an index outside a model's range is never loaded (masked-off
 lanes), and in the fused encoder a latent tile that lies outside a model's range skips that
@@ -27,6 +33,8 @@ import os
 from typing import Sequence
 
 import torch
+
+from .reference import SparseCode
 
 try:  # triton is a dependency, but keep the torch path importable without it
     import triton
@@ -60,19 +68,21 @@ def _np2(x: int, lo: int = 16, hi: int = 1 << 30) -> int:
 if HAVE_TRITON:
 
     @triton.jit
-    def _sparse_decode_fwd(idx_ptr, val_ptr, w_ptr, bias_ptr, out_ptr, K, D, lo, hi,
-                           stride_ib, stride_vb, stride_wn, stride_ob,
-                           HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _sparse_decode_fwd(row_ptr, cols_ptr, val_ptr, w_ptr, bias_ptr, out_ptr, D, lo, hi,
+                           stride_wn, stride_ob,
+                           HAS_BIAS: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = offs_d < D
+        start = tl.load(row_ptr + b)
+        end = tl.load(row_ptr + b + 1)
         acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            kmask = offs_k < K
-            ids = tl.load(idx_ptr + b * stride_ib + offs_k, mask=kmask, other=-1)
-            v = tl.load(val_ptr + b * stride_vb + offs_k, mask=kmask, other=0.0).to(tl.float32)
-            ok = kmask & (ids >= lo) & (ids < hi)
+        for j0 in range(start, end, BLOCK_J):
+            offs_j = j0 + tl.arange(0, BLOCK_J)
+            jmask = offs_j < end
+            ids = tl.load(cols_ptr + offs_j, mask=jmask, other=-1)
+            v = tl.load(val_ptr + offs_j, mask=jmask, other=0.0).to(tl.float32)
+            ok = jmask & (ids >= lo) & (ids < hi)
             rows = tl.where(ok, ids - lo, 0)
             w = tl.load(w_ptr + rows[:, None] * stride_wn + offs_d[None, :],
                         mask=ok[:, None] & dmask[None, :], other=0.0).to(tl.float32)
@@ -82,44 +92,42 @@ if HAVE_TRITON:
         tl.store(out_ptr + b * stride_ob + offs_d, acc, mask=dmask)
 
     @triton.jit
-    def _sparse_decode_bwd_v(idx_ptr, gout_ptr, w_ptr, gval_ptr, K, D, lo, hi,
-                             stride_ib, stride_gb, stride_wn, stride_vb,
-                             ACCUMULATE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
-        b = tl.program_id(0)
-        offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-        kmask = offs_k < K
-        ids = tl.load(idx_ptr + b * stride_ib + offs_k, mask=kmask, other=-1)
-        ok = kmask & (ids >= lo) & (ids < hi)
+    def _sparse_decode_bwd_v(rows_ptr, cols_ptr, gout_ptr, w_ptr, gval_ptr, NNZ, D, lo, hi,
+                             stride_gb, stride_wn,
+                             ACCUMULATE: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
+        offs_j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
+        jmask = offs_j < NNZ
+        ids = tl.load(cols_ptr + offs_j, mask=jmask, other=-1)
+        tok = tl.load(rows_ptr + offs_j, mask=jmask, other=0)
+        ok = jmask & (ids >= lo) & (ids < hi)
         rows = tl.where(ok, ids - lo, 0)
-        acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_J], dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
-            dmask = offs_d < D
-            g = tl.load(gout_ptr + b * stride_gb + offs_d, mask=dmask, other=0.0).to(tl.float32)
-            w = tl.load(w_ptr + rows[:, None] * stride_wn + offs_d[None, :],
-                        mask=ok[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-            acc += tl.sum(w * g[None, :], axis=1)
+            m2 = ok[:, None] & (offs_d < D)[None, :]
+            g = tl.load(gout_ptr + tok[:, None] * stride_gb + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + rows[:, None] * stride_wn + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
+            acc += tl.sum(w * g, axis=1)
         if ACCUMULATE:
-            acc += tl.load(gval_ptr + b * stride_vb + offs_k, mask=kmask, other=0.0)
-        tl.store(gval_ptr + b * stride_vb + offs_k, acc, mask=kmask)
+            acc += tl.load(gval_ptr + offs_j, mask=jmask, other=0.0)
+        tl.store(gval_ptr + offs_j, acc, mask=jmask)
 
     @triton.jit
-    def _scatter_outer(idx_ptr, coef_ptr, vec_ptr, out_ptr, K, D, lo, hi,
-                       stride_ib, stride_cb, stride_vb, stride_on,
-                       BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
-        b = tl.program_id(0)
+    def _scatter_outer(rows_ptr, cols_ptr, coef_ptr, vec_ptr, out_ptr, NNZ, D, lo, hi,
+                       stride_vb, stride_on,
+                       BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr):
+        offs_j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        jmask = offs_j < NNZ
         dmask = offs_d < D
-        vec = tl.load(vec_ptr + b * stride_vb + offs_d, mask=dmask, other=0.0).to(tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            kmask = offs_k < K
-            ids = tl.load(idx_ptr + b * stride_ib + offs_k, mask=kmask, other=-1)
-            c = tl.load(coef_ptr + b * stride_cb + offs_k, mask=kmask, other=0.0).to(tl.float32)
-            ok = kmask & (ids >= lo) & (ids < hi) & (c != 0.0)
-            rows = tl.where(ok, ids - lo, 0)
-            tl.atomic_add(out_ptr + rows[:, None] * stride_on + offs_d[None, :], c[:, None] * vec[None, :],
-                          mask=ok[:, None] & dmask[None, :], sem="relaxed")
+        ids = tl.load(cols_ptr + offs_j, mask=jmask, other=-1)
+        tok = tl.load(rows_ptr + offs_j, mask=jmask, other=0)
+        c = tl.load(coef_ptr + offs_j, mask=jmask, other=0.0).to(tl.float32)
+        ok = jmask & (ids >= lo) & (ids < hi) & (c != 0.0)
+        rows = tl.where(ok, ids - lo, 0)
+        m2 = ok[:, None] & dmask[None, :]
+        vec = tl.load(vec_ptr + tok[:, None] * stride_vb + offs_d[None, :], mask=m2, other=0.0).to(tl.float32)
+        tl.atomic_add(out_ptr + rows[:, None] * stride_on + offs_d[None, :], c[:, None] * vec, mask=m2, sem="relaxed")
 
     @triton.jit
     def _row_norms_acc(w_ptr, out_ptr, N, D, lo, stride_wn, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -184,52 +192,50 @@ def _check():
         raise RuntimeError("the Triton backend needs the `triton` package")
 
 
-def _blocks_kd(K: int, D: int) -> tuple[int, int]:
-    return _np2(min(K, 32), lo=16), _np2(min(D, 128), lo=16)
+def _bd(d: int) -> int:
+    return _np2(min(d, 128), lo=16)
 
 
-def sparse_decode_fwd(idx: torch.Tensor, vals: torch.Tensor, w: torch.Tensor, lo: int, hi: int,
+BLOCK_J = 32
+
+
+def sparse_decode_fwd(code: SparseCode, vals: torch.Tensor, w: torch.Tensor, lo: int, hi: int,
                       bias: torch.Tensor | None = None) -> torch.Tensor:
     _check()
-    bsz, k = idx.shape
     d = w.shape[1]
-    out = torch.empty(bsz, d, dtype=torch.float32, device=w.device)
-    bk, bd = _blocks_kd(k, d)
-    _sparse_decode_fwd[(bsz, triton.cdiv(d, bd))](
-        idx, vals, w, bias if bias is not None else w, out, k, d, lo, hi,
-        idx.stride(0), vals.stride(0), w.stride(0), out.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_K=bk, BLOCK_D=bd,
+    out = torch.empty(code.batch, d, dtype=torch.float32, device=w.device)
+    bd = _bd(d)
+    _sparse_decode_fwd[(code.batch, triton.cdiv(d, bd))](
+        code.row_ptr, code.cols, vals, w, bias if bias is not None else w, out, d, lo, hi,
+        w.stride(0), out.stride(0), HAS_BIAS=bias is not None, BLOCK_J=BLOCK_J, BLOCK_D=bd,
     )
     return out
 
 
-def sparse_decode_bwd_vals(idx: torch.Tensor, grad_out: torch.Tensor, w: torch.Tensor, lo: int, hi: int,
+def sparse_decode_bwd_vals(code: SparseCode, grad_out: torch.Tensor, w: torch.Tensor, lo: int, hi: int,
                            into: torch.Tensor | None = None) -> torch.Tensor:
     _check()
-    bsz, k = idx.shape
-    d = w.shape[1]
-    gv = into if into is not None else torch.empty(bsz, k, dtype=torch.float32, device=w.device)
-    bk, bd = _blocks_kd(k, d)
-    _sparse_decode_bwd_v[(bsz, triton.cdiv(k, bk))](
-        idx, grad_out, w, gv, k, d, lo, hi,
-        idx.stride(0), grad_out.stride(0), w.stride(0), gv.stride(0),
-        ACCUMULATE=into is not None, BLOCK_K=bk, BLOCK_D=bd,
-    )
+    nnz, d = code.nnz, w.shape[1]
+    gv = into if into is not None else torch.empty(nnz, dtype=torch.float32, device=w.device)
+    if nnz:
+        _sparse_decode_bwd_v[(triton.cdiv(nnz, BLOCK_J),)](
+            code.rows, code.cols, grad_out, w, gv, nnz, d, lo, hi, grad_out.stride(0), w.stride(0),
+            ACCUMULATE=into is not None, BLOCK_J=BLOCK_J, BLOCK_D=_bd(d),
+        )
     return gv
 
 
-def scatter_outer(idx: torch.Tensor, coef: torch.Tensor, vec: torch.Tensor, n_rows: int, lo: int, hi: int) -> torch.Tensor:
-    """out [n_rows, d] fp32 with out[idx[b, j] - lo] += coef[b, j] * vec[b] (atomics)."""
+def scatter_outer(code: SparseCode, coef: torch.Tensor, vec: torch.Tensor, n_rows: int, lo: int, hi: int) -> torch.Tensor:
+    """out [n_rows, d] fp32 with out[cols[j] - lo] += coef[j] * vec[rows[j]] (atomics; other models' latents skipped)."""
     _check()
-    bsz, k = idx.shape
-    d = vec.shape[1]
+    nnz, d = code.nnz, vec.shape[1]
     out = torch.zeros(n_rows, d, dtype=torch.float32, device=vec.device)
-    bk, bd = _blocks_kd(k, d)
-    _scatter_outer[(bsz, triton.cdiv(d, bd))](
-        idx, coef, vec, out, k, d, lo, hi,
-        idx.stride(0), coef.stride(0), vec.stride(0), out.stride(0),
-        BLOCK_K=bk, BLOCK_D=bd,
-    )
+    if nnz:
+        bd = _bd(d)
+        _scatter_outer[(triton.cdiv(nnz, BLOCK_J), triton.cdiv(d, bd))](
+            code.rows, code.cols, coef, vec, out, nnz, d, lo, hi, vec.stride(0), out.stride(0),
+            BLOCK_J=BLOCK_J, BLOCK_D=bd,
+        )
     return out
 
 
@@ -275,29 +281,27 @@ def encode_scores(xs: Sequence[torch.Tensor], w_encs: Sequence[torch.Tensor], b_
 
 
 class SparseDecode(torch.autograd.Function):
-    """x_hat_m for every model from a padded sparse code; grads for vals, decoders and biases.
+    """x_hat_m for every model from a sparse code; grads for the values, decoders and biases.
 
-    apply(idx, vals, ranges, n_models, W_0, ..., W_{M-1}, b_0, ..., b_{M-1}) -> tuple of M outputs
+    apply(code, vals [nnz], ranges, n_models, W_0, ..., W_{M-1}, b_0, ..., b_{M-1}) -> M outputs
     (biases may be None).
     """
 
     @staticmethod
-    def forward(ctx, idx, vals, ranges, n_models, *wb):
+    def forward(ctx, code, vals, ranges, n_models, *wb):
         ws, bs = wb[:n_models], wb[n_models:]
-        idx = idx.contiguous()
         vals_c = vals.detach().float().contiguous()
-        outs = [sparse_decode_fwd(idx, vals_c, w.detach().contiguous(), lo, hi, None if b is None else b.detach())
+        outs = [sparse_decode_fwd(code, vals_c, w.detach().contiguous(), lo, hi, None if b is None else b.detach())
                 for w, b, (lo, hi) in zip(ws, bs, ranges)]
-        ctx.save_for_backward(idx, vals_c, *ws)
-        ctx.ranges = ranges
-        ctx.n_models = n_models
+        ctx.save_for_backward(vals_c, *ws)
+        ctx.code, ctx.ranges, ctx.n_models = code, ranges, n_models
         ctx.has_bias = [b is not None for b in bs]
-        ctx.dtypes = [w.dtype for w in ws]
         return tuple(o.to(vals.dtype) for o in outs)
 
     @staticmethod
     def backward(ctx, *grads):
-        idx, vals, *ws = ctx.saved_tensors
+        vals, *ws = ctx.saved_tensors
+        code = ctx.code
         gvals = None
         gws, gbs = [], []
         for m, (w, (lo, hi), g) in enumerate(zip(ws, ctx.ranges, grads)):
@@ -308,56 +312,64 @@ class SparseDecode(torch.autograd.Function):
             g = g.float().contiguous()
             wc = w.detach().contiguous()
             if ctx.needs_input_grad[1]:
-                gvals = sparse_decode_bwd_vals(idx, g, wc, lo, hi, into=gvals)
-            gws.append(scatter_outer(idx, vals, g, w.shape[0], lo, hi).to(ctx.dtypes[m])
+                gvals = sparse_decode_bwd_vals(code, g, wc, lo, hi, into=gvals)
+            gws.append(scatter_outer(code, vals, g, w.shape[0], lo, hi).to(w.dtype)
                        if ctx.needs_input_grad[4 + m] else None)
             gbs.append(g.sum(0) if ctx.has_bias[m] else None)
+        if gvals is None and ctx.needs_input_grad[1]:
+            gvals = torch.zeros_like(vals)
         return (None, gvals, None, None, *gws, *gbs)
 
 
 class SparseEncodeValues(torch.autograd.Function):
-    """vals[b, j] = relu(z[b, idx[b, j]]) read from the fused kernel's score s (= relu(z) * dnorm).
+    """vals[j] = relu(z[rows[j], cols[j]]) read from the fused kernel's score s (= relu(z) * dnorm).
 
-    apply(s, dnorm, idx, ranges, n_models, b_enc, x_0.., W_enc_0..) -> vals [B, K].
-    Backward is row-sparse: dL/dW_enc_m[i - lo_m] += sum_{b, j: idx=i} dL/dz[b, j] x_m[b] (atomics),
-    dL/db_enc[i] likewise; activations get no gradient.
+    apply(s, dnorm, code, ranges, n_models, b_enc, x_0.., W_enc_0..) -> vals [nnz].
+    Backward is row-sparse: dL/dW_enc_m[i - lo_m] += sum_{j: cols[j] = i} dL/dz_j x_m[rows[j]]
+    (atomics), dL/db_enc likewise; the activations get no gradient.
     """
 
     @staticmethod
-    def forward(ctx, s, dnorm, idx, ranges, n_models, b_enc, *xw):
+    def forward(ctx, s, dnorm, code, ranges, n_models, b_enc, *xw):
         xs, ws = xw[:n_models], xw[n_models:]
-        present = idx >= 0
-        safe = idx.clamp(min=0)
+        ok = code.cols >= 0
+        safe = code.cols.clamp(min=0)
         den = dnorm[safe]
-        vals = torch.where(present & (den > 0), s.gather(1, safe) / den.clamp(min=1e-30), torch.zeros((), device=s.device))
-        ctx.save_for_backward(idx, vals, *xs)
-        ctx.ranges = ranges
-        ctx.n_models = n_models
-        ctx.n = b_enc.shape[0]
+        zero = torch.zeros((), device=s.device)
+        vals = torch.where(ok & (den > 0), s[code.rows, safe] / den.clamp(min=1e-30), zero)
+        ctx.save_for_backward(vals, *xs)
+        ctx.code, ctx.ranges, ctx.n_models, ctx.n = code, ranges, n_models, b_enc.shape[0]
         ctx.w_shapes = [(w.shape[0], w.dtype) for w in ws]
         return vals
 
     @staticmethod
     def backward(ctx, gvals):
-        idx, vals, *xs = ctx.saved_tensors
+        vals, *xs = ctx.saved_tensors
+        code = ctx.code
         gpre = (gvals * (vals > 0)).float().contiguous()
-        present = idx >= 0
+        ok = code.cols >= 0
         gb = torch.zeros(ctx.n, dtype=torch.float32, device=gvals.device)
-        gb.index_add_(0, idx[present], gpre[present])
+        gb.index_add_(0, code.cols[ok], gpre[ok])
         gws = []
         for m, (x, (lo, hi)) in enumerate(zip(xs, ctx.ranges)):
             rows, dtype = ctx.w_shapes[m]
-            gws.append(scatter_outer(idx.contiguous(), gpre, x.detach().float().contiguous(), rows, lo, hi).to(dtype)
+            gws.append(scatter_outer(code, gpre, x.detach().float().contiguous(), rows, lo, hi).to(dtype)
                        if ctx.needs_input_grad[6 + ctx.n_models + m] else None)
         return (None, None, None, None, None, gb, *([None] * ctx.n_models), *gws)
 
 
-def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
+def sparse_decode(code: SparseCode, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
                   biases: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
     biases = list(biases) if biases is not None else [None] * len(w_decs)
-    return list(SparseDecode.apply(idx, vals, tuple(ranges), len(w_decs), *w_decs, *biases))
+    return list(SparseDecode.apply(code, vals, tuple(ranges), len(w_decs), *w_decs, *biases))
 
 
-def sparse_encode_values(s: torch.Tensor, dnorm: torch.Tensor, idx: torch.Tensor, xs: Sequence[torch.Tensor],
+def sparse_decode_padded(idx: torch.Tensor, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
+                         biases: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Per-row top-k form: idx [B, k] (-1 = padding), vals [B, k]."""
+    return sparse_decode(SparseCode.from_padded(idx), vals.reshape(-1), w_decs, ranges, biases)
+
+
+def sparse_encode_values(s: torch.Tensor, dnorm: torch.Tensor, code: SparseCode, xs: Sequence[torch.Tensor],
                          w_encs: Sequence[torch.Tensor], b_enc: torch.Tensor, ranges: Sequence[Range]) -> torch.Tensor:
-    return SparseEncodeValues.apply(s, dnorm, idx, tuple(ranges), len(xs), b_enc, *xs, *w_encs)
+    return SparseEncodeValues.apply(s, dnorm, code, tuple(ranges), len(xs), b_enc, *xs, *w_encs)

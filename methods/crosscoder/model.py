@@ -25,8 +25,20 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from . import kernels as K
 from . import reference as R
+
+
+def _kernels():
+    """The Triton module, imported on first use (see kernels.py on TRITON_INTERPRET)."""
+    from . import kernels
+
+    return kernels
+
+
+def triton_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +49,10 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     """'auto' -> 'triton' on CUDA (when Triton imports), else 'torch'."""
     device = torch.device(device)
     if backend == "auto":
-        return "triton" if device.type == "cuda" and K.HAVE_TRITON else "torch"
+        return "triton" if device.type == "cuda" and triton_installed() else "torch"
     if backend not in ("torch", "triton"):
         raise ValueError(f"backend must be auto, torch or triton, got {backend!r}")
-    if backend == "triton" and not K.available(device):
+    if backend == "triton" and not _kernels().available(device):
         raise RuntimeError(
             f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 for CPU), got device {device}; "
             "use backend=torch"
@@ -50,8 +62,11 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
 
 class Crosscoder(nn.Module):
     def __init__(self, widths: Sequence[int], n_shared: int, n_excl_a: int = 0, n_excl_b: int = 0, *,
-                 dec_init_norm: float = 1.0, enc_init_scale: float = 1.0, seed: int = 0):
+                 dec_init_norm: float = 1.0, enc_init_scale: float = 1.0, seed: int = 0, score_norm: str = "sum"):
         super().__init__()
+        if score_norm not in ("sum", "mean"):
+            raise ValueError(f"score_norm must be sum or mean, got {score_norm!r}")
+        self.score_norm = score_norm
         if len(widths) != 2:
             raise ValueError("a crosscoder here diffs exactly two models")
         self.widths = [int(w) for w in widths]
@@ -110,13 +125,42 @@ class Crosscoder(nn.Module):
 
     # -- forward pieces --------------------------------------------------------------
     def decoder_norms(self) -> torch.Tensor:
+        """sum_m ||d_i^m|| -> [n] (differentiable; the L1 penalty's weights)."""
         return R.decoder_norms(list(self.W_dec), self.ranges, self.n)
+
+    def owners(self) -> torch.Tensor:
+        """How many models own each latent (2 shared, 1 exclusive) -> [n] float."""
+        out = torch.zeros(self.n, device=self.b_enc.device)
+        for lo, hi in self.ranges:
+            out[lo:hi] += 1
+        return out
+
+    @torch.no_grad()
+    def selection_norms(self, dn: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-latent factor of the BatchTopK score f_i * factor_i: sum_m ||d_i^m|| ("sum", the paper's
+        rule), or that sum over the models owning the latent ("mean": an exclusive latent is not
+        out-scored by a shared one whose second decoder is mere leftover norm)."""
+        dn = R.decoder_norms([w.detach() for w in self.W_dec], self.ranges, self.n) if dn is None else dn
+        return dn / self.owners() if self.score_norm == "mean" else dn
 
     def per_model_norms(self) -> torch.Tensor:
         return R.per_model_norms([w.detach() for w in self.W_dec], self.ranges, self.n)
 
+    def center(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Encoder input x_m - b_dec_m (pre-encoder bias; b_dec gets no gradient through this path)."""
+        return [x - b.detach() for x, b in zip(xs, self.b_dec)]
+
     def preacts(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        return R.preacts(xs, list(self.W_enc), self.b_enc, self.ranges)
+        """z = b_enc + sum_m (x_m - b_dec_m) W_enc_m^T  -> [B, n]."""
+        return R.preacts(self.center(xs), list(self.W_enc), self.b_enc, self.ranges)
+
+    @torch.no_grad()
+    def readout_bias(self) -> torch.Tensor:
+        """Bias of z as an affine function of the (normalised) uncentred inputs: b_enc - sum_m <b_dec_m, W_enc_m[i]>."""
+        out = self.b_enc.detach().clone()
+        for w, b, (lo, hi) in zip(self.W_enc, self.b_dec, self.ranges):
+            out[lo:hi] -= w.detach() @ b.detach()
+        return out
 
     @torch.no_grad()
     def encode(self, xs: Sequence[torch.Tensor], mode: str = "relu", k: int | None = None) -> torch.Tensor:
@@ -124,14 +168,14 @@ class Crosscoder(nn.Module):
         f = torch.relu(self.preacts(xs))
         if mode == "relu":
             return f
-        dn = self.decoder_norms()
+        dn = self.selection_norms()
         if mode == "threshold":
             if not torch.isfinite(self.threshold):
                 raise RuntimeError("this crosscoder has no inference threshold yet")
             return f * (f * dn > self.threshold)
         if mode == "batchtopk":
-            idx = R.batch_topk(f * dn, (k or 1) * f.shape[0])
-            return R.sparse_to_dense(idx, f.gather(1, idx.clamp(min=0)), self.n)
+            code = R.batch_topk(f * dn, (k or 1) * f.shape[0])
+            return code.to_dense(f[code.rows, code.cols], self.n)
         raise ValueError(f"unknown encode mode {mode!r}")
 
     def decode(self, f: torch.Tensor, bias: bool = True) -> list[torch.Tensor]:
@@ -142,39 +186,48 @@ class Crosscoder(nn.Module):
 
 
 class Ops:
-    """The sparse training ops of one backend (torch reference or Triton kernels)."""
+    """One training backend's encode/select/decode.
 
-    def __init__(self, backend: str, select_bf16: bool = False):
+    torch (the CPU default): the encoder is a dense matmul with autograd (bf16 autocast on CPUs with
+    AMX/AVX512-BF16 when `bf16`), the kept values are gathered from it (so its backward is a dense
+    matmul against a scattered gradient, the fastest option on CPU), and the decode is the sparse
+    reference (`reference.sparse_decode`, embedding_bag). triton: the fused encoder kernel writes
+    the selection score without autograd, the kept values come from `SparseEncodeValues` (row-sparse
+    atomic backward) and the decode is the sparse Triton decoder.
+    """
+
+    def __init__(self, backend: str, bf16: bool = False):
         self.backend = backend
-        self.select_bf16 = select_bf16 and backend == "torch"
+        self.bf16 = bool(bf16) and backend == "torch"
 
-    @torch.no_grad()
-    def dnorm(self, cc: Crosscoder) -> torch.Tensor:
+    def autocast(self, device: torch.device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def encode_scores(self, cc: Crosscoder, xs: Sequence[torch.Tensor]):
+        """-> (s [B, n] detached selection score, dnorm [n] detached, value_fn(code) -> vals with grads)."""
         if self.backend == "triton":
-            return K.decoder_norms(list(cc.W_dec), cc.ranges, cc.n)
-        return R.decoder_norms([w.detach() for w in cc.W_dec], cc.ranges, cc.n)
+            K = _kernels()
+            xc = cc.center(xs)
+            dn = cc.selection_norms(K.decoder_norms(list(cc.W_dec), cc.ranges, cc.n))
+            s = K.encode_scores(xc, [w.detach() for w in cc.W_enc], cc.b_enc, dn, cc.ranges)
+            return s, dn, lambda code: K.sparse_encode_values(s, dn, code, xc, list(cc.W_enc), cc.b_enc, cc.ranges)
+        with self.autocast(xs[0].device):
+            z = cc.preacts(xs)
+        f = torch.relu(z.float())
+        with torch.no_grad():
+            dn = cc.selection_norms()
+            s = f.detach() * dn
+        return s, dn, lambda code: torch.where(code.cols >= 0, f[code.rows, code.cols.clamp(min=0)], 0.0)
 
-    @torch.no_grad()
-    def scores(self, cc: Crosscoder, xs: Sequence[torch.Tensor], dnorm: torch.Tensor) -> torch.Tensor:
-        if self.backend == "triton":
-            return K.encode_scores(xs, [w.detach() for w in cc.W_enc], cc.b_enc, dnorm, cc.ranges)
-        if self.select_bf16:  # selection only; the kept values are recomputed in fp32
-            z = R.preacts([x.bfloat16() for x in xs], [w.detach().bfloat16() for w in cc.W_enc],
-                          cc.b_enc.detach().bfloat16(), cc.ranges).float()
-        else:
-            z = R.preacts(xs, [w.detach() for w in cc.W_enc], cc.b_enc.detach(), cc.ranges)
-        return R.scaled_relu(z, dnorm)
-
-    def values(self, cc: Crosscoder, xs, s, dnorm, idx) -> torch.Tensor:
-        if self.backend == "triton":
-            return K.sparse_encode_values(s, dnorm, idx, xs, list(cc.W_enc), cc.b_enc, cc.ranges)
-        return R.sparse_encode_values(xs, list(cc.W_enc), cc.b_enc, idx, cc.ranges)
-
-    def decode(self, cc: Crosscoder, idx, vals, bias: bool = True) -> list[torch.Tensor]:
+    def decode(self, cc: Crosscoder, code: R.SparseCode, vals, bias: bool = True) -> list[torch.Tensor]:
         biases = list(cc.b_dec) if bias else None
         if self.backend == "triton":
-            return K.sparse_decode(idx, vals, list(cc.W_dec), cc.ranges, biases)
-        return R.sparse_decode(idx, vals, list(cc.W_dec), cc.ranges, biases)
+            return _kernels().sparse_decode(code, vals, list(cc.W_dec), cc.ranges, biases)
+        return R.sparse_decode(code, vals, list(cc.W_dec), cc.ranges, biases)
+
+    @torch.no_grad()
+    def scores(self, cc: Crosscoder, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.encode_scores(cc, xs)[0].detach()
 
 
 # ----------------------------------------------------------------------------- training
@@ -194,15 +247,19 @@ class TrainConfig:
     l1_ramp_frac: float = 0.05
     # batchtopk
     k: int = 32
-    aux_k: int | None = None  # default d/2
+    aux_k: int | None = 64  # dead latents per token in the auxiliary loss (None: d/2)
     aux_coeff: float = 1 / 32
     dead_tokens: int = 20_000  # a latent is dead after this many training tokens without firing
     threshold_beta: float = 0.99
     threshold_start_frac: float = 0.1
+    threshold_refit_batches: int = 16  # after training: re-estimate with the final weights (0 = keep the EMA)
     # execution
     backend: str = "torch"
-    select_bf16: bool = False
+    bf16: bool = False  # torch path: bf16 autocast for the dense matmuls (CPUs with AMX; see common.py)
+    aux_rows: int = 256  # the auxiliary loss uses at most this many tokens of each batch
     sparse_decode_frac: float = 0.125  # l1 + triton: decode sparsely when the widest row has <= frac*n actives
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    threads: int | str | None = None  # torch CPU threads while training: None = leave, "auto" = calibrate, int
     seed: int = 0
     log_every: int = 0
 
@@ -215,6 +272,7 @@ class TrainResult:
     final_loss: float
     dead_frac_train: float  # not fired within the last dead_tokens training tokens, at the end
     history: list[dict[str, float]] = field(default_factory=list)
+    threads: int = 0
 
 
 def _schedule(cfg: TrainConfig):
@@ -231,20 +289,79 @@ def _schedule(cfg: TrainConfig):
     return f
 
 
-def init_from_data(cc: Crosscoder, xs: Sequence[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for b, x in zip(cc.b_dec, xs):
-            b.copy_(x.mean(0))
+@torch.no_grad()
+def init_from_data(cc: Crosscoder, xs: Sequence[torch.Tensor], seed: int = 0, data_frac: float = 0.5) -> None:
+    """b_dec_m = mean of model m's rows; a `data_frac` share of the latents start from centred training
+    rows (decoder direction per model, same norm as the random init; encoder rows alike), which
+    keeps most latents alive in short runs."""
+    for b, x in zip(cc.b_dec, xs):
+        b.copy_(x.mean(0))
+    n_rows = xs[0].shape[0]
+    g = torch.Generator().manual_seed(seed + 7)
+    n_data = int(data_frac * cc.n)
+    if n_data == 0 or n_rows == 0:
+        return
+    latents = torch.randperm(cc.n, generator=g)[:n_data]
+    rows = torch.randint(0, n_rows, (n_data,), generator=g)
+    for m, (lo, hi) in enumerate(cc.ranges):
+        keep = (latents >= lo) & (latents < hi)
+        li, ri = latents[keep] - lo, rows[keep].to(xs[m].device)
+        v = xs[m][ri] - cc.b_dec[m]
+        v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-8)
+        for w in (cc.W_dec[m], cc.W_enc[m]):
+            w[li] = v * w[li].norm(dim=1, keepdim=True)
+
+
+def pick_threads(setting: int | str | None, device: torch.device) -> int | None:
+    """CPU threads to train with. "auto" times a small op mix with the current count and with 1
+    and keeps the faster: on a CPU shared with other jobs, OpenMP's barrier in every small op
+    waits on a descheduled worker, and 2 threads ran a test training 15x slower than 1 here."""
+    if setting is None or device.type != "cpu":
+        return None
+    if setting != "auto":
+        return max(1, int(setting))
+    cur = torch.get_num_threads()
+    if cur <= 1:
+        return None
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 576, generator=g), torch.randn(576, 512, generator=g)
+    best = {}
+    try:
+        for t in (cur, 1, cur, 1):
+            torch.set_num_threads(t)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                c = a @ b
+                for _ in range(8):
+                    c = torch.relu(c - 0.1) * 1.01
+                c.sum()
+            best[t] = min(best.get(t, float("inf")), time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(cur)
+    return 1 if best[1] < best[cur] else cur
 
 
 def train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> TrainResult:
     """Train in place on normalised activations xs = [x_a [N, d_a], x_b [N, d_b]] (same rows)."""
+    threads = pick_threads(cfg.threads, cc.b_enc.device)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        res = _train(cc, xs, cfg)
+    finally:
+        torch.set_num_threads(old_threads)
+    res.threads = threads or old_threads
+    return res
+
+
+def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> TrainResult:
     dev = cc.b_enc.device
     n_rows = xs[0].shape[0]
     bsz = min(cfg.batch_size, n_rows)
     backend = resolve_backend(cfg.backend, dev)
-    ops = Ops(backend, cfg.select_bf16)
-    opt = torch.optim.Adam(cc.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    ops = Ops(backend, cfg.bf16)
+    opt = torch.optim.Adam(cc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     g = torch.Generator().manual_seed(cfg.seed + 1)
     perm, cursor = torch.randperm(n_rows, generator=g), 0
@@ -283,15 +400,30 @@ def train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> Train
             stats.update(step=step, loss=loss_val, lr=sched.get_last_lr()[0])
             history.append(stats)
             log.info("crosscoder step %d %s", step, {k: round(v, 4) for k, v in stats.items()})
-    if cfg.sparsity == "batchtopk" and not torch.isfinite(cc.threshold):
-        with torch.no_grad():  # too few steps to start the running estimate: take it from one batch
-            xb = [x[:bsz] for x in xs]
-            dn = ops.dnorm(cc)
-            s = ops.scores(cc, xb, dn)
-            idx = R.batch_topk(s, cfg.k * bsz)
-            cc.threshold.fill_(float(s.gather(1, idx.clamp(min=0))[idx >= 0].min()))
+    if cfg.sparsity == "batchtopk":
+        refit_threshold(cc, xs, cfg, ops, g)
     dead_frac = float(((tokens - last_fired) > min(cfg.dead_tokens, tokens)).float().mean()) if tokens else 1.0
     return TrainResult(time.perf_counter() - t_start, cfg.steps, tokens, loss_val, dead_frac, history)
+
+
+@torch.no_grad()
+def refit_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig, ops: "Ops", g: torch.Generator) -> None:
+    """The same estimator as during training (the smallest score a batch keeps), averaged over
+    `threshold_refit_batches` batches with the final weights; the EMA lags when scores drift during a
+    short run (measured: inference L0 about half of k without the refit)."""
+    n_rows = xs[0].shape[0]
+    bsz = min(cfg.batch_size, n_rows)
+    batches = cfg.threshold_refit_batches if cfg.threshold_refit_batches > 0 else (0 if torch.isfinite(cc.threshold) else 1)
+    mins = []
+    for _ in range(batches):
+        rows = torch.randint(0, n_rows, (bsz,), generator=g).to(xs[0].device)
+        s = ops.scores(cc, [x.index_select(0, rows) for x in xs])
+        code = R.batch_topk(s, cfg.k * bsz)
+        if code.nnz:
+            mins.append(float(s[code.rows, code.cols].min()))
+    if mins:
+        cc.ema_threshold = float(cc.threshold)
+        cc.threshold.fill_(sum(mins) / len(mins))
 
 
 def _mse(x: torch.Tensor, xhat: torch.Tensor) -> torch.Tensor:
@@ -299,62 +431,61 @@ def _mse(x: torch.Tensor, xhat: torch.Tensor) -> torch.Tensor:
 
 
 def _l1_loss(cc: Crosscoder, xb, lam: float, ops: Ops, cfg: TrainConfig, stats: dict):
-    f = torch.relu(cc.preacts(xb))
-    dn = cc.decoder_norms()
-    active = f.detach() > 0
-    fired = active.any(0)
-    sparse = None
-    if ops.backend == "triton":
-        width = int(active.sum(1).max())
-        if width <= cfg.sparse_decode_frac * cc.n:
-            idx = R.dense_to_sparse(f.detach())
-            vals = f.gather(1, idx.clamp(min=0)) * (idx >= 0)
-            sparse = ops.decode(cc, idx, vals)
-    xhat = sparse if sparse is not None else cc.decode(f)
-    mse = [_mse(x, xh) for x, xh in zip(xb, xhat)]
-    penalty = (f * dn).sum(-1).mean()
+    with ops.autocast(xb[0].device):
+        f = torch.relu(cc.preacts(xb).float())
+        dn = cc.decoder_norms()
+        active = f.detach() > 0
+        fired = active.any(0)
+        sparse = None
+        if ops.backend == "triton":
+            width = int(active.sum(1).max())
+            if width <= cfg.sparse_decode_frac * cc.n:
+                code = R.dense_to_code(f.detach())
+                sparse = ops.decode(cc, code, f[code.rows, code.cols])
+        xhat = sparse if sparse is not None else cc.decode(f)
+    mse = [_mse(x, xh.float()) for x, xh in zip(xb, xhat)]
+    penalty = (f * dn.float()).sum(-1).mean()
     if cfg.log_every:
-        stats.update(mse_a=float(mse[0]), mse_b=float(mse[1]), l0=float(active.sum(1).float().mean()),
-                     penalty=float(penalty), lam=lam)
+        stats.update(mse_a=float(mse[0].detach()), mse_b=float(mse[1].detach()), l0=float(active.sum(1).float().mean()),
+                     penalty=float(penalty.detach()), lam=lam)
     return sum(mse) + lam * penalty, fired
 
 
 def _batchtopk_loss(cc: Crosscoder, xb, cfg: TrainConfig, ops: Ops, dead, aux_k: int, step: int, stats: dict):
     bsz = xb[0].shape[0]
-    dn = ops.dnorm(cc)
-    s = ops.scores(cc, xb, dn)
+    s, dn, value_fn = ops.encode_scores(cc, xb)
     prefilter = float(cc.threshold) * 0.5 if torch.isfinite(cc.threshold) else None
-    idx = R.batch_topk(s, cfg.k * bsz, prefilter=prefilter)
-    vals = ops.values(cc, xb, s, dn, idx)
-    xhat = ops.decode(cc, idx, vals)
+    code = R.batch_topk(s, cfg.k * bsz, prefilter=prefilter)
+    vals = value_fn(code)
+    xhat = ops.decode(cc, code, vals)
     mse = [_mse(x, xh) for x, xh in zip(xb, xhat)]
     loss = sum(mse)
-    present = idx >= 0
     fired = torch.zeros(cc.n, dtype=torch.bool, device=s.device)
-    fired[idx[present]] = True
+    fired[code.cols] = True
     with torch.no_grad():  # running estimate of the smallest kept score -> inference threshold
-        kept = s.gather(1, idx.clamp(min=0))[present]
+        kept = s[code.rows, code.cols]
         if step >= int(cfg.threshold_start_frac * cfg.steps) and kept.numel():
             m = float(kept.min())
             th = float(cc.threshold)
             cc.threshold.fill_(m if not math.isfinite(th) else cfg.threshold_beta * th + (1 - cfg.threshold_beta) * m)
     aux = None
     if dead is not None and bool(dead.any()) and cfg.aux_coeff > 0:
+        rows = min(bsz, cfg.aux_rows)
         dead_ids = dead.nonzero().squeeze(1)
-        local = R.row_topk(s.index_select(1, dead_ids), min(aux_k, dead_ids.numel()))
+        local = R.row_topk(s[:rows].index_select(1, dead_ids), min(aux_k, dead_ids.numel()))
         idx_aux = torch.where(local >= 0, dead_ids[local.clamp(min=0)], torch.full_like(local, -1))
         if bool((idx_aux >= 0).any()):
-            vals_aux = ops.values(cc, xb, s, dn, idx_aux)
-            ehat = ops.decode(cc, idx_aux, vals_aux, bias=False)
+            code_aux = R.SparseCode.from_padded(idx_aux)
+            ehat = ops.decode(cc, code_aux, value_fn(code_aux), bias=False)
             aux = 0.0
             for x, xh, eh in zip(xb, xhat, ehat):
-                e = (x - xh).detach()
+                e = (x[:rows] - xh[:rows]).detach()
                 aux = aux + _mse(e, eh) / (e - e.mean(0)).pow(2).sum(-1).mean().clamp(min=1e-8)
             loss = loss + cfg.aux_coeff * aux
     if cfg.log_every:
-        stats.update(mse_a=float(mse[0]), mse_b=float(mse[1]), width=float(idx.shape[1]),
+        stats.update(mse_a=float(mse[0].detach()), mse_b=float(mse[1].detach()), width=float(code.width()),
                      dead=float(dead.float().mean()) if dead is not None else 0.0,
-                     aux=float(aux) if aux is not None else 0.0, threshold=float(cc.threshold))
+                     aux=float(aux.detach()) if aux is not None else 0.0, threshold=float(cc.threshold))
     return loss, fired
 
 

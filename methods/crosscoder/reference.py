@@ -8,12 +8,17 @@ Conventions shared with `kernels.py`:
   model at all (this is how the Dedicated Feature Crosscoder's exclusive sections are built:
   latents are ordered A-exclusive | shared | B-exclusive, so A owns [0, n_A + n_S) and B owns
   [n_A, n)). Plain crosscoders give every model the full range [0, n).
-* Sparse codes are padded index/value pairs `idx [B, K]` (int64, -1 = padding) and
-  `vals [B, K]`. Every op skips an index outside a model's range (and so every padding entry).
+* A sparse code is a `SparseCode`: the kept (row, latent) pairs in CSR order (sorted by row;
+  `row_ptr [B+1]`), with its values a separate [nnz] tensor (the one that carries gradients).
+  BatchTopK keeps a different number of latents per row, so a fixed-width [B, k] layout would
+  be padded to the busiest row (often 4-8x k); per-row top-k codes ([B, k] idx/values) convert
+  with `SparseCode.from_padded` at no cost. A latent index of -1 is padding. Every op skips an
+  index outside a model's range (and so every padding entry).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -69,13 +74,53 @@ def scaled_relu(z: torch.Tensor, dnorm: torch.Tensor) -> torch.Tensor:
     return torch.relu(z) * dnorm
 
 
-def batch_topk(s: torch.Tensor, k_total: int, prefilter: float | None = None) -> torch.Tensor:
-    """Indices of the `k_total` largest positive entries of s [B, n] over the whole batch.
+@dataclass
+class SparseCode:
+    """Positions of a sparse [B, n] code in CSR order: entry j is (rows[j], cols[j]); -1 cols = padding."""
 
-    Returns padded per-row indices [B, K'] (K' = most entries any row kept; -1 = padding).
-    `prefilter`: a value believed to be below the k_total-th largest score; the exact top-k is
-    taken over the entries above it when there are at least k_total of them (a cheap exact
-    shortcut), and over everything otherwise.
+    rows: torch.Tensor  # [nnz] int64, non-decreasing
+    cols: torch.Tensor  # [nnz] int64 latent index (or -1)
+    row_ptr: torch.Tensor  # [B + 1] int64: row b's entries are row_ptr[b]:row_ptr[b+1]
+    batch: int
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cols.numel())
+
+    @classmethod
+    def from_flat(cls, flat: torch.Tensor, n: int, batch: int) -> "SparseCode":
+        """From flat indices b * n + i into a [B, n] code (any order)."""
+        flat = torch.sort(flat).values
+        rows = flat // n
+        counts = torch.bincount(rows, minlength=batch)
+        row_ptr = torch.zeros(batch + 1, dtype=torch.long, device=flat.device)
+        row_ptr[1:] = torch.cumsum(counts, 0)
+        return cls(rows, flat % n, row_ptr, batch)
+
+    @classmethod
+    def from_padded(cls, idx: torch.Tensor) -> "SparseCode":
+        """From per-row indices idx [B, k] (-1 = padding); the values are vals.reshape(-1)."""
+        batch, k = idx.shape
+        dev = idx.device
+        return cls(torch.arange(batch, device=dev).repeat_interleave(k), idx.reshape(-1),
+                   torch.arange(batch + 1, device=dev) * k, batch)
+
+    def width(self) -> int:
+        """Most entries in any row."""
+        return int((self.row_ptr[1:] - self.row_ptr[:-1]).max()) if self.batch else 0
+
+    def to_dense(self, vals: torch.Tensor, n: int) -> torch.Tensor:
+        out = torch.zeros(self.batch, n, dtype=vals.dtype, device=vals.device)
+        ok = self.cols >= 0
+        return out.index_put((self.rows[ok], self.cols[ok]), vals[ok], accumulate=True)
+
+
+def batch_topk(s: torch.Tensor, k_total: int, prefilter: float | None = None) -> SparseCode:
+    """The `k_total` largest positive entries of s [B, n] over the whole batch, as a SparseCode.
+
+    `prefilter`: a value believed to be below the k_total-th largest score. The top-k is then taken
+    over the entries above it when there are at least k_total of them (exact: every entry of the
+    true top-k exceeds the k_total-th largest, hence the prefilter), else over everything.
     """
     bsz, n = s.shape
     flat = s.reshape(-1)
@@ -89,23 +134,7 @@ def batch_topk(s: torch.Tensor, k_total: int, prefilter: float | None = None) ->
             top_v, top_i = flat.topk(k_total, sorted=False)
     else:
         top_v, top_i = flat.topk(k_total, sorted=False)
-    keep = top_v > 0
-    top_i = top_i[keep]
-    return _pad_rows(top_i // n, top_i % n, bsz)
-
-
-def _pad_rows(rows: torch.Tensor, cols: torch.Tensor, bsz: int) -> torch.Tensor:
-    if rows.numel() == 0:
-        return torch.full((bsz, 1), -1, dtype=torch.long, device=rows.device)
-    order = torch.argsort(rows * (cols.max() + 1) + cols)  # by row, then latent (deterministic)
-    rows, cols = rows[order], cols[order]
-    counts = torch.bincount(rows, minlength=bsz)
-    width = int(counts.max())
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(rows.numel(), device=rows.device) - starts[rows]
-    idx = torch.full((bsz, width), -1, dtype=torch.long, device=rows.device)
-    idx[rows, slot] = cols
-    return idx
+    return SparseCode.from_flat(top_i[top_v > 0], n, bsz)
 
 
 def row_topk(s: torch.Tensor, k: int) -> torch.Tensor:
@@ -115,44 +144,51 @@ def row_topk(s: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(v > 0, i, torch.full_like(i, -1))
 
 
-def dense_to_sparse(f: torch.Tensor) -> torch.Tensor:
-    """Padded indices of the nonzero entries of a dense code f [B, n] (-1 = padding)."""
+def dense_to_code(f: torch.Tensor) -> SparseCode:
+    """The nonzero entries of a dense code f [B, n]."""
     rows, cols = f.nonzero(as_tuple=True)
-    return _pad_rows(rows, cols, f.shape[0])
+    return SparseCode.from_flat(rows * f.shape[1] + cols, f.shape[1], f.shape[0])
 
 
-def _local(idx: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-    valid = (idx >= lo) & (idx < hi)
-    return torch.where(valid, idx - lo, torch.zeros_like(idx)), valid
+def _local(cols: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    valid = (cols >= lo) & (cols < hi)
+    return torch.where(valid, cols - lo, torch.zeros_like(cols)), valid
+
+
+def gather_values(z: torch.Tensor, code: SparseCode) -> torch.Tensor:
+    """relu(z[rows, cols]) (0 for padding), no autograd: the values the selection saw."""
+    ok = code.cols >= 0
+    return torch.where(ok, torch.relu(z[code.rows, code.cols.clamp(min=0)]), torch.zeros((), device=z.device))
 
 
 def sparse_encode_values(xs: Sequence[torch.Tensor], w_encs: Sequence[torch.Tensor], b_enc: torch.Tensor,
-                         idx: torch.Tensor, ranges: Sequence[Range]) -> torch.Tensor:
-    """vals[b, j] = relu(b_enc[i] + sum_{m owns i} <x_m[b], W_enc_m[i - lo_m]>), i = idx[b, j]; 0 for padding.
+                         code: SparseCode, ranges: Sequence[Range]) -> torch.Tensor:
+    """vals[j] = relu(b_enc[i] + sum_{m owns i} <x_m[b], W_enc_m[i - lo_m]>) for entry j = (b, i) -> [nnz].
 
-    Recomputes the selected pre-activations from gathered encoder rows, so autograd gives
-    sparse gradients (only the selected rows of W_enc and entries of b_enc).
+    Recomputes the kept pre-activations from gathered encoder rows, so autograd gives row-sparse
+    gradients (only the kept rows of W_enc and entries of b_enc).
     """
-    present = idx >= 0
-    pre = b_enc[idx.clamp(min=0)]
+    present = code.cols >= 0
+    pre = b_enc[code.cols.clamp(min=0)]
     for x, w, (lo, hi) in zip(xs, w_encs, ranges):
-        local, valid = _local(idx, lo, hi)
-        rows = F.embedding(local, w)  # [B, K, d]
-        dots = torch.bmm(rows, x.unsqueeze(2)).squeeze(2)
+        local, valid = _local(code.cols, lo, hi)
+        dots = (F.embedding(local, w) * x[code.rows]).sum(-1)
         pre = pre + dots * valid
     return torch.relu(pre) * present
 
 
-def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
+def sparse_decode(code: SparseCode, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
                   biases: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
-    """x_hat_m[b] = sum_j vals[b, j] * W_dec_m[idx[b, j] - lo_m] (+ b_m), indices outside m's range skipped.
+    """x_hat_m[b] = sum_{j in row b} vals[j] * W_dec_m[cols[j] - lo_m] (+ b_m), latents outside m's range skipped.
 
-    Never builds the dense [B, n] code. Differentiable in vals, the decoders and the biases.
+    Never builds the dense [B, n] code (embedding_bag over each row's entries). Differentiable in
+    vals, the decoders and the biases.
     """
     outs = []
+    offsets = code.row_ptr[:-1]
     for m, (w, (lo, hi)) in enumerate(zip(w_decs, ranges)):
-        local, valid = _local(idx, lo, hi)
-        out = F.embedding_bag(local, w, per_sample_weights=vals * valid, mode="sum")
+        local, valid = _local(code.cols, lo, hi)
+        out = F.embedding_bag(local, w, offsets, mode="sum", per_sample_weights=vals * valid)
         if biases is not None and biases[m] is not None:
             out = out + biases[m]
         outs.append(out)
@@ -169,7 +205,7 @@ def dense_decode(f: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequen
     return outs
 
 
-def sparse_to_dense(idx: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
-    out = torch.zeros(idx.shape[0], n, dtype=vals.dtype, device=vals.device)
-    present = idx >= 0
-    return out.scatter_add(1, idx.clamp(min=0), vals * present)
+def sparse_decode_padded(idx: torch.Tensor, vals: torch.Tensor, w_decs: Sequence[torch.Tensor], ranges: Sequence[Range],
+                         biases: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Per-row top-k form: idx [B, k] (-1 = padding), vals [B, k]."""
+    return sparse_decode(SparseCode.from_padded(idx), vals.reshape(-1), w_decs, ranges, biases)

