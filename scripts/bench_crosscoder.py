@@ -159,7 +159,7 @@ def main() -> None:
     sizes = args.sizes or ([4096, 16384, 65536] if args.full else ([4096, 16384] if cpu else [4096, 16384, 65536]))
     ks = args.ks or ([32, 64, 128] if args.full or not cpu else [32, 128])
     batch = args.batch or (256 if cpu else 4096)
-    steps = args.steps or (3 if cpu else 20)
+    steps = args.steps or (5 if cpu else 20)
     warmup = 2 if cpu else 5
     backends = ["torch"] if cpu else ["torch", "triton"]
     threads = None

@@ -50,6 +50,7 @@ class FakeCtx:
     """Just enough of a PairContext for `select`: a pair id and a logit lens."""
 
     pair_id = "synthetic"
+    seed = 0
 
     def logit_lens(self, vec, side="b", k=20):
         return list(range(k)), [f"t{i}" for i in range(k)]
@@ -59,7 +60,7 @@ def _metrics(cc, xs, mode):
     ev = evaluate(cc, xs, mode)
     return {"ev_a": ev["ev_a"], "ev_b": ev["ev_b"], "l0": ev["l0"], "dead_frac": ev["dead_frac"],
             "train_tokens": xs[0].shape[0], "backend": "torch",
-            "_fires_eval": ev["fires"], "_fires_train": ev["fires"], "_mass_train": ev["mass"]}
+            "_fires_eval": ev["fires"], "_fires_train": ev["fires"], "_n_train_sample": ev["n_tokens"]}
 
 
 # ----------------------------------------------------------------------------- DFC partition
@@ -70,7 +71,8 @@ def _train_dfc(widths=(48, 64), steps=150, seed=0):
     xs, _ = synth(n_tokens=3000, widths=widths, n_shared=16, n_a=3, n_b=3, seed=seed)
     cc = Crosscoder(widths, n_shared=48, n_excl_a=8, n_excl_b=8, seed=seed)
     init_from_data(cc, xs, seed=seed)
-    cfg = TrainConfig(sparsity="batchtopk", k=6, aux_k=8, steps=steps, batch_size=128, lr=5e-3, dead_tokens=1000)
+    cfg = TrainConfig(sparsity="batchtopk", k=6, aux_k=8, steps=steps, batch_size=128, lr=5e-3, dead_tokens=1000,
+                      threads="auto")
     train(cc, xs, cfg)
     return cc, xs
 
@@ -225,7 +227,7 @@ def test_l1_crosscoder_flags_b_only_feature():
     xs, dirs = synth(n_tokens=3000, n_shared=12, n_b=1, seed=1)
     cc = Crosscoder([24, 24], n_shared=32, dec_init_norm=0.1, seed=0)
     init_from_data(cc, xs, seed=0)
-    train(cc, xs, TrainConfig(sparsity="l1", l1_coeff=0.5, steps=200, batch_size=128, lr=5e-3))
+    train(cc, xs, TrainConfig(sparsity="l1", l1_coeff=0.5, steps=200, batch_size=128, lr=5e-3, threads="auto"))
     ev = evaluate(cc, xs, "relu")
     assert ev["ev_a"] > 0.8 and ev["ev_b"] > 0.8, ev
     i = best_latent(cc, 1, dirs[1][12])
@@ -326,7 +328,7 @@ def test_method_end_to_end_on_tiny_pair(tiny_pair, name, tmp_path):
             assert (f.readout.w_a is None) == (f.side == "b") and (f.readout.w_b is None) == (f.side == "a")
     m = method.last_metrics
     assert 0.0 < m["ev_a"] <= 1.0 and 0.0 < m["ev_b"] <= 1.0 and m["l0"] > 0
-    assert (ctx.work_dir / f"{name}-seed0.metrics.json").exists()
+    assert (ctx.work_dir / f"{name}-tiny-seed0.metrics.json").exists()
     save_findings(tmp_path / "f", findings, {"method": name})
     loaded, _ = load_findings(tmp_path / "f")
     assert [f.id for f in loaded] == [f.id for f in findings]
@@ -347,3 +349,15 @@ def test_batch_topk_selection_is_exact_with_prefilter():
     assert torch.all(s[full.rows, full.cols] >= kth) and full.nnz == 64
     dense = full.to_dense(s[full.rows, full.cols], 100)
     assert int((dense > 0).sum()) == 64
+
+
+def test_large_stores_are_streamed_and_subsampled(tiny_pair, monkeypatch):
+    from diffbench.methods.crosscoder import common
+
+    monkeypatch.setattr(common, "IN_MEMORY_TOKENS", 10)  # force the shard-streaming path
+    cfg = {**common.COMMON_DEFAULTS, "max_tokens": 100, "eval_frac": 0.25}
+    data = common.prepare_data(tiny_pair, cfg)
+    assert data.train[0].shape[0] <= 100 and data.train[0].shape == data.train[1].shape
+    assert data.eval[0].shape[0] > 0 and data.layer_a == data.layer_b == 2
+    mean_norm = data.train[0].norm(dim=1).mean()
+    assert abs(float(mean_norm) - 8.0) < 1e-3  # sqrt(64): normalised to the fixed mean norm

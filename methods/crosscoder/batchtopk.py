@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..base import Finding, PairContext, register_method
-from .common import CrosscoderMethod, PairData, relative_norms
+from .common import CrosscoderMethod, PairData, relative_norms, subsample
 from .model import Crosscoder, latent_scaling
 
 
@@ -34,17 +34,20 @@ class BatchTopKCrosscoder(CrosscoderMethod):
     sparsity = "batchtopk"
     defaults = dict(
         k=32,
-        aux_k=None,  # default d/2
+        aux_k=64,  # dead latents per token in the auxiliary loss (None: d/2)
+        aux_rows=256,
         aux_coeff=1 / 32,
         dead_tokens=20_000,
         threshold_beta=0.99,
         threshold_start_frac=0.1,
-        lr=2e-3,
+        threshold_refit_batches=16,
+        score_norm="sum",  # BatchTopK score f_i * sum_m ||d_i^m|| ("mean": divided by the number of owning models)
         flag_b=0.9,
         flag_a=0.1,
         nu_r_max=0.3,
         nu_eps_max=0.3,
-        scaling_candidates=200,
+        scaling_candidates=200,  # most one-sided live latents that get Latent Scaling
+        scaling_tokens=16384,  # tokens (training + evaluation) Latent Scaling is fitted on
     )
 
     def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
@@ -60,7 +63,7 @@ class BatchTopKCrosscoder(CrosscoderMethod):
         own = (r[cand] >= 0.5).long()  # 1 = B side
         scaling = None
         if cc.widths[0] == cc.widths[1]:
-            xs = [torch.cat([t, e]) for t, e in zip(data.train, data.eval)]
+            xs = subsample([torch.cat([t, e]) for t, e in zip(data.train, data.eval)], int(c["scaling_tokens"]), ctx.seed)
             scaling = latent_scaling(cc, xs, cand, own, mode="threshold")
         out = []
         for j, i in enumerate(cand.tolist()):
@@ -82,5 +85,5 @@ class BatchTopKCrosscoder(CrosscoderMethod):
             else:
                 info["latent_scaling"] = "n/a (model widths differ)"
                 flagged, uniq = bool(one_sided), float(rel[i])
-            out.append(self.make_finding(ctx, cc, data, metrics, i, side, uniq, flagged, info))
-        return out
+            out.append((i, side, uniq, flagged, info))
+        return self.emit(ctx, cc, data, metrics, out)

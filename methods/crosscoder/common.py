@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank
-from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, train
+from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,14 @@ COMMON_DEFAULTS: dict[str, Any] = dict(
     layer_b=None,  # model B's layer when it differs (cross-architecture); default = layer
     dict_size=2048,
     steps=300,
-    batch_size=512,
-    lr=2e-3,
+    batch_size=256,
+    lr=3e-3,
     warmup_frac=0.05,
     decay_frac=0.2,
     grad_clip=1.0,
     max_tokens=40_000,  # training rows (after dropping position 0 and outliers)
     max_eval_tokens=8192,
+    max_stat_tokens=8192,  # training rows used for the training-set statistics (EV, firing frequency)
     eval_frac=0.1,  # share of texts held out for evaluation
     drop_bos=True,
     outlier_factor=10.0,
@@ -139,8 +141,9 @@ COMMON_DEFAULTS: dict[str, Any] = dict(
     backend="auto",  # torch | triton | auto (triton on CUDA)
     bf16="auto",  # torch path: bf16 autocast for the dense matmuls; auto = on CPUs with AMX/AVX512-BF16
     log_every=0,
-    data_init_frac=0.5,  # share of latents initialised from (centred) training rows
-    threads="auto",  # torch threads while training: auto = fewer when the CPU is already busy; int; null = leave
+    data_init_frac=0.25,  # share of latents initialised from (centred) training rows
+    save_weights=False,  # with ctx.work_dir: also save the crosscoder (<name>-<pair>-seed<s>.pt, ~19 MB at defaults)
+    threads="auto",  # torch CPU threads for the whole run: auto = 1 on machines with <= 4 cores; int; null = leave
 )
 
 
@@ -175,7 +178,7 @@ class CrosscoderMethod(Method):
         tc.seed = ctx.seed
         tc.backend = backend
         tc.bf16 = _bf16_flag(c.get("bf16", "auto"), ctx.device)
-        tc.threads = c.get("threads", "auto")
+        tc.threads = None  # find() has already set the thread count for the whole run
         if isinstance(tc.adam_betas, list):
             tc.adam_betas = tuple(tc.adam_betas)
         return tc
@@ -204,7 +207,7 @@ class CrosscoderMethod(Method):
         cc.eval()
         mode = self.eval_mode()
         ev = evaluate(cc, data.eval, mode, k=tc.k)
-        tr = evaluate(cc, data.train, mode, k=tc.k)
+        tr = evaluate(cc, subsample(data.train, int(c["max_stat_tokens"]), ctx.seed), mode, k=tc.k)
         metrics = {
             "ev_a": ev["ev_a"], "ev_b": ev["ev_b"], "l0": ev["l0"], "dead_frac": ev["dead_frac"],
             "dead_frac_train": res.dead_frac_train, "train_ev_a": tr["ev_a"], "train_ev_b": tr["ev_b"],
@@ -215,32 +218,40 @@ class CrosscoderMethod(Method):
         }
         if self.sparsity == "batchtopk":
             metrics["threshold"] = float(cc.threshold)
+            if getattr(cc, "ema_threshold", None) is not None:
+                metrics["threshold_ema"] = float(cc.ema_threshold)
             metrics["k"] = tc.k
         log.info("%s on %s: %s", self.name, ctx.pair_id, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
-        metrics["_fires_eval"], metrics["_fires_train"], metrics["_mass_train"] = ev["fires"], tr["fires"], tr["mass"]
+        metrics["_fires_eval"], metrics["_fires_train"], metrics["_n_train_sample"] = ev["fires"], tr["fires"], tr["n_tokens"]
         metrics["_history"] = res.history
         return cc, data, metrics
 
     def find(self, ctx: PairContext) -> list[Finding]:
         torch.manual_seed(ctx.seed)
-        cc, data, metrics = self.fit(ctx)
-        self.crosscoder, self.data = cc, data
-        findings = rank(self.select(ctx, cc, data, metrics))[: int(self.config["max_findings"])]
+        with cpu_threads(self.config.get("threads", "auto"), ctx.device) as n_threads:
+            cc, data, metrics = self.fit(ctx)
+            metrics["threads"] = n_threads
+            self.crosscoder, self.data = cc, data
+            findings = rank(self.select(ctx, cc, data, metrics))[: int(self.config["max_findings"])]
         self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
         if ctx.work_dir is not None:
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            out = ctx.work_dir / f"{self.name}-seed{ctx.seed}"
-            (out.with_suffix(".metrics.json")).write_text(json.dumps(
+            safe = "".join(ch if ch.isalnum() or ch in "-_.+@" else "_" for ch in ctx.pair_id)
+            out = ctx.work_dir / f"{self.name}-{safe}-seed{ctx.seed}"
+            out.with_suffix(".metrics.json").write_text(json.dumps(
                 {**self.last_metrics, "history": metrics["_history"], "config": self.config}, indent=1, default=str))
-            torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n),
-                        "widths": cc.widths, "score_norm": cc.score_norm},
-                       out.with_suffix(".pt"))
+            if self.config.get("save_weights"):
+                torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n),
+                            "widths": cc.widths, "score_norm": cc.score_norm}, out.with_suffix(".pt"))
         return findings
 
     # -- helpers for select() -----------------------------------------------------------
-    def summary_info(self) -> dict[str, Any]:
-        m = self.last_metrics or {}
-        return {k: m[k] for k in ("ev_a", "ev_b", "l0", "dead_frac", "train_seconds") if k in m}
+    def emit(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any],
+             rows: list[tuple[int, str, float, bool, dict[str, Any]]]) -> list[Finding]:
+        """Findings for the `max_findings` highest-uniqueness (latent, side, uniqueness, flagged, info)
+        rows (the logit lens is only run for those)."""
+        rows = sorted(rows, key=lambda r: -r[2])[: int(self.config["max_findings"])]
+        return [self.make_finding(ctx, cc, data, metrics, i, side, u, fl, info) for i, side, u, fl, info in rows]
 
     def make_finding(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any], i: int,
                      side: str, uniqueness: float, flagged: bool, info: dict[str, Any]) -> Finding:
@@ -261,14 +272,34 @@ class CrosscoderMethod(Method):
         base = {k: float(v) for k, v in metrics.items() if not k.startswith("_") and isinstance(v, (int, float))}
         base["backend"] = str(metrics.get("backend", ""))
         full = {**base, "latent": float(i), "section": cc.section_of(i),
-                "fires_eval": float(metrics["_fires_eval"][i]), "fires_train": float(metrics["_fires_train"][i]),
-                "mass_train": float(metrics["_mass_train"][i]), **{k: (v if isinstance(v, str) else float(v)) for k, v in info.items()}}
+                "fires_eval": float(metrics["_fires_eval"][i]),
+                "freq_train": float(metrics["_fires_train"][i]) / max(1, int(metrics["_n_train_sample"])), **{k: (v if isinstance(v, str) else float(v)) for k, v in info.items()}}
         return Finding(
             id=f"{self.name}:{ctx.pair_id}:L{data.layer_b if side == 'b' else data.layer_a}:latent{i}",
             uniqueness=float(uniqueness), flagged=bool(flagged), readout=readout, side=side,  # type: ignore[arg-type]
             direction=direction, direction_layer=data.layer_b if side == "b" else data.layer_a,
             tokens=toks, token_ids=ids, info=full,
         )
+
+
+def subsample(xs: list[torch.Tensor], n: int, seed: int) -> list[torch.Tensor]:
+    if xs[0].shape[0] <= n:
+        return xs
+    rows = torch.randperm(xs[0].shape[0], generator=torch.Generator().manual_seed(seed + 3))[:n].to(xs[0].device)
+    return [x.index_select(0, rows) for x in xs]
+
+
+@contextmanager
+def cpu_threads(setting: Any, device: str):
+    """Run the block with `pick_threads(setting)` torch CPU threads, restoring the count after."""
+    old = torch.get_num_threads()
+    chosen = pick_threads(setting, torch.device(device))
+    if chosen is not None:
+        torch.set_num_threads(chosen)
+    try:
+        yield chosen or old
+    finally:
+        torch.set_num_threads(old)
 
 
 def relative_norms(cc: Crosscoder) -> torch.Tensor:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..base import Finding, PairContext, register_method
 from .batchtopk import BatchTopKCrosscoder
 from .common import PairData
-from .model import Crosscoder
+from .model import Crosscoder, latent_mass
 
 
 @register_method
@@ -29,6 +31,7 @@ class DedicatedFeatureCrosscoder(BatchTopKCrosscoder):
         BatchTopKCrosscoder.defaults,
         excl_frac_a=0.05,  # share of dict_size that is A-exclusive
         excl_frac_b=0.05,
+        data_init_frac=0.0,  # measured: data-initialised shared latents grab one-model features first
     )
 
     def sections(self, dict_size: int) -> tuple[int, int, int]:
@@ -39,16 +42,18 @@ class DedicatedFeatureCrosscoder(BatchTopKCrosscoder):
         return n_a, dict_size - n_a - n_b, n_b
 
     def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
-        mass = metrics["_mass_train"]
         fires_eval = metrics["_fires_eval"]
-        n_train = max(1, int(metrics["train_tokens"]))
+        n_train = max(1, data.train[0].shape[0])
         out = []
         for section, side in (("a", "a"), ("b", "b")):
             sl = cc.section_slice(section)
-            for i in range(sl.start, sl.stop):
-                if float(mass[i]) <= 0:
+            latents = torch.arange(sl.start, sl.stop)
+            if latents.numel() == 0:
+                continue
+            mass = latent_mass(cc, data.train, latents, mode="threshold")  # over all training tokens
+            for j, i in enumerate(latents.tolist()):
+                if float(mass[j]) <= 0:
                     continue
-                out.append(self.make_finding(
-                    ctx, cc, data, metrics, i, side, float(mass[i]) / n_train, bool(fires_eval[i] > 0),
-                    {"mass_per_token": float(mass[i]) / n_train}))
-        return out
+                out.append((i, side, float(mass[j]) / n_train, bool(fires_eval[i] > 0),
+                            {"mass": float(mass[j]), "mass_per_token": float(mass[j]) / n_train}))
+        return self.emit(ctx, cc, data, metrics, out)

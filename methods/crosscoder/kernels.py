@@ -17,9 +17,10 @@ per-row top-k code idx/vals [B, k] is the special case `SparseCode.from_padded` 
                           selection score s = relu(z) * sum_m ||d^m||. The batch-level top-k over s
                           is then torch.topk (a global selection; see `reference.batch_topk`).
 
-Importing this module imports triton; the rest of the package imports it only when the Triton
-path is used, so TRITON_INTERPRET=1 can still be set before triton's first import (the
-interpreter is chosen when a kernel is decorated).
+Importing this module imports triton. The crosscoder modules import it only when the Triton path
+is used (`diffbench.methods.load_all_methods()` does import every module), so TRITON_INTERPRET=1
+can usually still be set before triton's first import (the interpreter is chosen when a kernel is
+decorated); the kernel tests rerun themselves in a fresh process when it cannot.
 
 DFC partitions are not masks: an index outside a model's range is never loaded (masked-off
 lanes), and in the fused encoder a latent tile that lies outside a model's range skips that

@@ -27,9 +27,10 @@ class L1Crosscoder(CrosscoderMethod):
     name = "l1_crosscoder"
     sparsity = "l1"
     defaults = dict(
-        l1_coeff=1.5,
+        l1_coeff=1.0,
         l1_ramp_frac=0.05,
-        lr=2e-3,
+        steps=250,
+        data_init_frac=0.5,
         dec_init_norm=0.1,
         flag_b=0.9,  # r >= flag_b -> B-specific
         flag_a=0.1,  # r <= flag_a -> A-specific
@@ -50,6 +51,5 @@ class L1Crosscoder(CrosscoderMethod):
                 break
             side = "b" if r[i] >= 0.5 else "a"
             flagged = bool(r[i] >= self.config["flag_b"]) if side == "b" else bool(r[i] <= self.config["flag_a"])
-            out.append(self.make_finding(ctx, cc, data, metrics, i, side, float(score[i]), flagged,
-                                         {"rel_norm": float(r[i])}))
-        return out
+            out.append((i, side, float(score[i]), flagged, {"rel_norm": float(r[i])}))
+        return self.emit(ctx, cc, data, metrics, out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -237,8 +238,8 @@ class Ops:
 class TrainConfig:
     sparsity: str = "batchtopk"  # "l1" | "batchtopk"
     steps: int = 300
-    batch_size: int = 512
-    lr: float = 2e-3
+    batch_size: int = 256
+    lr: float = 3e-3
     warmup_frac: float = 0.05
     decay_frac: float = 0.2  # linear decay to 0 over the last fraction of steps
     grad_clip: float = 1.0
@@ -313,32 +314,16 @@ def init_from_data(cc: Crosscoder, xs: Sequence[torch.Tensor], seed: int = 0, da
 
 
 def pick_threads(setting: int | str | None, device: torch.device) -> int | None:
-    """CPU threads to train with. "auto" times a small op mix with the current count and with 1
-    and keeps the faster: on a CPU shared with other jobs, OpenMP's barrier in every small op
-    waits on a descheduled worker, and 2 threads ran a test training 15x slower than 1 here."""
+    """CPU threads to train with: None = leave torch's setting, an int, or "auto": 1 thread on
+    machines with at most 4 cores, else torch's setting. The training step is many small ops; on a
+    2-core machine shared with other jobs, OpenMP's barrier in each op waits for a descheduled
+    worker, and 2 threads ran the same training 10-20x slower than 1 (measured here). A timing
+    probe at start-up was tried and dropped: the contention it saw did not predict the next minute."""
     if setting is None or device.type != "cpu":
         return None
     if setting != "auto":
         return max(1, int(setting))
-    cur = torch.get_num_threads()
-    if cur <= 1:
-        return None
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 576, generator=g), torch.randn(576, 512, generator=g)
-    best = {}
-    try:
-        for t in (cur, 1, cur, 1):
-            torch.set_num_threads(t)
-            t0 = time.perf_counter()
-            for _ in range(3):
-                c = a @ b
-                for _ in range(8):
-                    c = torch.relu(c - 0.1) * 1.01
-                c.sum()
-            best[t] = min(best.get(t, float("inf")), time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(cur)
-    return 1 if best[1] < best[cur] else cur
+    return 1 if (os.cpu_count() or 1) <= 4 else None
 
 
 def train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> TrainResult:
@@ -524,6 +509,30 @@ def evaluate(cc: Crosscoder, xs: Sequence[torch.Tensor], mode: str, k: int | Non
         "mass": mass.float().cpu(),
         "n_tokens": n_rows,
     }
+
+
+@torch.no_grad()
+def latent_codes(cc: Crosscoder, xs: Sequence[torch.Tensor], latents: torch.Tensor, mode: str) -> torch.Tensor:
+    """Codes of a subset of latents only -> [B, c] (relu or threshold mode: both are per latent)."""
+    latents = latents.to(cc.b_enc.device)
+    z = cc.b_enc.detach()[latents].expand(xs[0].shape[0], -1).clone()
+    for m, x in enumerate(cc.center(xs)):
+        z += x @ cc.dense_encoder(m)[latents].t()
+    f = torch.relu(z)
+    if mode == "threshold":
+        f = f * (f * cc.selection_norms()[latents] > cc.threshold)
+    elif mode != "relu":
+        raise ValueError(f"latent_codes supports relu and threshold, not {mode!r}")
+    return f
+
+
+@torch.no_grad()
+def latent_mass(cc: Crosscoder, xs: Sequence[torch.Tensor], latents: torch.Tensor, mode: str, chunk: int = 8192) -> torch.Tensor:
+    """Sum of each latent's activation over all rows of xs -> [c] (cpu, float64)."""
+    out = torch.zeros(latents.numel(), dtype=torch.float64)
+    for xb in iter_chunks(xs, chunk):
+        out += latent_codes(cc, xb, latents, mode).sum(0).double().cpu()
+    return out
 
 
 @torch.no_grad()

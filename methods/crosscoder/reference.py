@@ -155,12 +155,6 @@ def _local(cols: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Te
     return torch.where(valid, cols - lo, torch.zeros_like(cols)), valid
 
 
-def gather_values(z: torch.Tensor, code: SparseCode) -> torch.Tensor:
-    """relu(z[rows, cols]) (0 for padding), no autograd: the values the selection saw."""
-    ok = code.cols >= 0
-    return torch.where(ok, torch.relu(z[code.rows, code.cols.clamp(min=0)]), torch.zeros((), device=z.device))
-
-
 def sparse_encode_values(xs: Sequence[torch.Tensor], w_encs: Sequence[torch.Tensor], b_enc: torch.Tensor,
                          code: SparseCode, ranges: Sequence[Range]) -> torch.Tensor:
     """vals[j] = relu(b_enc[i] + sum_{m owns i} <x_m[b], W_enc_m[i - lo_m]>) for entry j = (b, i) -> [nnz].

