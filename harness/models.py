@@ -309,7 +309,7 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
         out = cache_dir() / "models" / f"{name}-{ident}"
         marker = out / "diffbench_source.json"
         if not marker.exists():
-            log.info("materialising %s into %s (one-off)", name, out)
+            log.debug("materialising %s into %s", name, out)
             print(f"[diffbench] preparing {name} (one-off dequantize/convert) -> {out}", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))

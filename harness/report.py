@@ -134,12 +134,12 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, k in zip(axes, (1, 5, 20)):
-        for method in order:
+        for i, method in enumerate(order):
             s = metrics[method]
             x, y = _val(s.get("null_false_alarm_rate")), _val(s.get(f"recall@{k}"))
             if y < 0:
                 continue
-            x = max(x, 0.0)
+            x = max(x, 0.0) + 0.012 * (i - (len(order) - 1) / 2)  # small offset so coincident methods stay visible
             r = s[f"recall@{k}"]
             yerr = [[max(0.0, y - r["lo"]) if not math.isnan(r["lo"]) else 0], [max(0.0, r["hi"] - y) if not math.isnan(r["hi"]) else 0]]
             ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, label=method, alpha=0.85)

@@ -148,7 +148,7 @@ class Runner:
                     roots.add(self._collect(m, self.probe_set(b, m.tokenizer)[0]).root)
         say(f"collected activations in {time.time() - t0:.0f}s; {len(roots)} stores under {Path(next(iter(roots))).parent if roots else '-'}")
         for r in sorted(roots):
-            log.info("store %s", r)
+            log.debug("store %s", r)
 
     # -- stage: diff -----------------------------------------------------------------
     def finding_path(self, method_key: str, pair: Pair, seed: int) -> Path:
