@@ -166,7 +166,7 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
                 ax.text(j, i, matrix[m].get(u, "-"), ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(units)), units, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(methods)), methods, fontsize=8)
-    ax.set_title("hit@20 per planted behavior (A activation, T token)")
+    ax.set_title("hit@20 per planted behavior\n(A: activation match, T: token match)", fontsize=9)
     fig.tight_layout()
     with atomic_path(run_dir / "hit_matrix.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
