@@ -120,7 +120,7 @@ class LoadedModel:
 
 
 def resolve_layer(layer: int | float, n_layers: int) -> int:
-    if isinstance(layer, float) and not float(layer).is_integer() or (isinstance(layer, float) and 0 < layer < 1):
+    if isinstance(layer, float) and not layer.is_integer():  # relative depth
         if not 0.0 < layer < 1.0:
             raise ValueError(f"relative layer depth must be in (0, 1), got {layer}")
         idx = int(round(layer * n_layers))

@@ -164,9 +164,9 @@ class Runner:
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")
-                    if status_path.exists() and read_json(status_path)["status"] in ("ok", "not_applicable") and (
-                        read_json(status_path)["status"] != "ok" or path.with_suffix(".json").exists()):
-                        continue  # resume: done before
+                    previous = read_json(status_path)["status"] if status_path.exists() else None
+                    if previous == "not_applicable" or (previous == "ok" and path.with_suffix(".json").exists()):
+                        continue  # resume: done before (failed and excluded runs are retried)
                     result = PairResult(key, seed, pair.id, pair.kind, pair.behaviors, "ok")
                     status = self.pair_status(pair)
                     if status != "ok":
