@@ -17,6 +17,31 @@ HEADLINE = [
 ]
 
 
+def machine_description() -> str:
+    """CPU model and core count (and GPU when present), for the reader of a leaderboard."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            desc += f", GPU {torch.cuda.get_device_name(0)}"
+        else:
+            desc += ", no GPU"
+    except ImportError:
+        pass
+    return desc
+
+
 def fmt(m: dict | None) -> str:
     if not m or m.get("value") is None or (isinstance(m["value"], float) and math.isnan(m["value"])):
         return "n/a"
@@ -47,7 +72,7 @@ def write_report(run_dir: Path) -> None:
         f"# diffbench leaderboard: suite `{scores['suite']}` on `{scores['model']}`",
         "",
         f"- command: `{command}`",
-        f"- machine: {platform.machine()} {platform.processor() or ''} / {platform.system()} {platform.release()}".rstrip(),
+        f"- machine: {machine_description()}",
         f"- method seeds (stochastic methods): {scores['method_seeds']}",
         f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
         f"- config: `{cfg_path.name}` in the run folder; metric definitions in DESIGN.md / README",
