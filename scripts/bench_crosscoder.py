@@ -54,7 +54,7 @@ def run_one(variant: str, n: int, k: int, backend: str, batch: int, steps: int, 
     for b, x in zip(cc.b_dec, xs_all):
         b.data.copy_(x.mean(0))
     sparsity = "l1" if variant == "l1" else "batchtopk"
-    cfg = TrainConfig(sparsity=sparsity, k=k, aux_k=64, steps=1000, backend=backend, sparse_decode_frac=0.125,
+    cfg = TrainConfig(sparsity=sparsity, k=k, aux_k=64, steps=1000, backend=backend,
                       bf16=(device == "cpu" and _cpu_bf16()))
     ops = Ops(backend, cfg.bf16)
     opt = torch.optim.Adam(cc.parameters(), lr=1e-3)
@@ -100,8 +100,14 @@ def _cpu_bf16() -> bool:
     return cpu_has_bf16()
 
 
-def decoder_microbench(n=32768, k=64, batch=4096, d=D_MODEL, iters=20) -> list[dict]:
-    """Sparse Triton decoder vs dense decode (and the torch sparse reference), forward + backward."""
+def decoder_microbench(n=32768, k=64, batch=4096, d=D_MODEL, iters=21) -> list[dict]:
+    """Sparse Triton decoder vs dense decode (and the torch sparse reference), forward + backward.
+
+    Two timings per decoder, each the median of `iters` calls timed with CUDA events:
+    * eager: one call as the training loop makes it, synchronised, so the host's launch overhead
+      (Python, autograd, ~13 small ops for the sparse path) counts when the GPU waits for it;
+    * graph: the same call captured once in a CUDA graph and replayed: device time only.
+    """
     from diffbench.methods.crosscoder import kernels as K
     from diffbench.methods.crosscoder import reference as R
 
@@ -117,22 +123,54 @@ def decoder_microbench(n=32768, k=64, batch=4096, d=D_MODEL, iters=20) -> list[d
         return [torch.addmm(b, f, w)]
 
     fns = {"triton sparse": lambda: K.sparse_decode_padded(idx, vals, [w], [(0, n)], [b]),
-           "torch sparse (embedding_bag)": lambda: R.sparse_decode_padded(idx, vals, [w], [(0, n)], [b]),
-           "dense (scatter + matmul)": dense}
+           "dense (scatter + matmul)": dense,
+           "torch sparse (embedding_bag)": lambda: R.sparse_decode_padded(idx, vals, [w], [(0, n)], [b])}
+
+    def call(fn):
+        w.grad = vals.grad = b.grad = None
+        fn()[0].backward(g)
+
+    def timed(run) -> float:
+        times = []
+        for _ in range(iters):
+            ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            ev0.record()
+            run()
+            ev1.record()
+            ev1.synchronize()
+            times.append(ev0.elapsed_time(ev1))
+        return sorted(times)[len(times) // 2]
+
     out = []
     for name, fn in fns.items():
         for _ in range(3):
-            fn()[0].backward(g)
+            call(fn)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        t0 = time.perf_counter()
-        for _ in range(iters):
+        eager = timed(lambda: call(fn))
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        graph_ms = None
+        try:  # whole fwd+bwd in one CUDA graph (warm-up on a side stream, grads allocated in the capture)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    call(fn)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
             w.grad = vals.grad = b.grad = None
-            fn()[0].backward(g)
+            with torch.cuda.graph(graph):
+                fn()[0].backward(g)
+            graph.replay()
+            torch.cuda.synchronize()
+            graph_ms = timed(graph.replay)
+            del graph
+        except Exception as e:  # report, don't fail the benchmark
+            print(f"# {name}: CUDA graph capture failed: {type(e).__name__}: {str(e)[:200]}")
+        w.grad = vals.grad = b.grad = None
         torch.cuda.synchronize()
-        out.append({"decoder": name, "ms_fwd_bwd": (time.perf_counter() - t0) / iters * 1e3,
-                    "peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20})
+        out.append({"decoder": name, "ms_fwd_bwd": eager, "ms_fwd_bwd_graph": graph_ms, "peak_mib": peak})
     return out
 
 
@@ -171,11 +209,20 @@ def main() -> None:
     else:
         torch.backends.cuda.matmul.allow_tf32 = True  # the fused Triton encoder uses tf32 too
 
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # pragma: no cover
+        triton_version = "not installed"
+    print("# command: python scripts/bench_crosscoder.py " + " ".join(sys.argv[1:]))
+    print(f"# device={args.device} ({torch.cuda.get_device_name() if not cpu else platform.processor() or platform.machine()}), "
+          f"torch {torch.__version__}, triton {triton_version}"
+          + (f", CUDA {torch.version.cuda}" if not cpu else "")
+          + f", CPU threads={threads if cpu else torch.get_num_threads()}, "
+          f"cores={os.cpu_count()}, load avg={os.getloadavg()[0]:.1f}")
     print(f"# crosscoder training throughput, d_model={D_MODEL}, two models, batch={batch}, "
           f"{steps} timed steps after {warmup} warm-up")
-    print(f"# device={args.device} ({torch.cuda.get_device_name() if not cpu else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, CPU threads={threads if cpu else torch.get_num_threads()}, "
-          f"cores={os.cpu_count()}, load avg={os.getloadavg()[0]:.1f}")
     if cpu:
         print("# Triton path: not run (the kernels need CUDA; on CPU they only run interpreted, in the tests)")
         print("# peak = peak RSS of a fresh process above its RSS once data and model exist")
@@ -209,9 +256,16 @@ def main() -> None:
                             f" | speed x{tr['tokens_per_s'] / t['tokens_per_s']:.2f} mem x{tr['peak_mib'] / max(t['peak_mib'], 1e-9):.2f}"
                 print(line, flush=True)
     if not cpu:
-        print("# decoder only, n=32768, k=64, batch=4096, fwd+bwd (values, decoder rows, bias)")
-        for r in decoder_microbench():
-            print(f"{r['decoder']:30s} {r['ms_fwd_bwd']:8.2f} ms  peak {r['peak_mib']:8.1f} MiB")
+        print("# decoder only, n=32768, k=64, batch=4096, d=576, fwd+bwd (values, decoder rows, bias), median of 21;")
+        print("# eager = synchronised call incl. host launch overhead; graph = CUDA-graph replay (device time)")
+        micro = decoder_microbench()
+        tri = micro[0]
+        for r in micro:
+            gr = r["ms_fwd_bwd_graph"]
+            line = f"{r['decoder']:30s} eager {r['ms_fwd_bwd']:7.3f} ms (x{r['ms_fwd_bwd'] / tri['ms_fwd_bwd']:.2f})"
+            if gr is not None and tri["ms_fwd_bwd_graph"] is not None:
+                line += f"  graph {gr:7.3f} ms (x{gr / tri['ms_fwd_bwd_graph']:.2f})"
+            print(line + f"  peak {r['peak_mib']:8.1f} MiB   (xN = time / triton sparse)")
             rows.append(r)
     print(f"# total {time.perf_counter() - t_start:.0f} s")
     if args.json:
