@@ -11,10 +11,22 @@ from .models import LoadedModel
 
 
 def chat_prompt(tokenizer, user_text: str) -> str:
-    """The user turn plus the assistant header, as text (the model's own chat template)."""
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True)
-    return f"User: {user_text}\nAssistant:"
+    """The user turn plus the assistant header, as text (the model's own chat template).
+
+    Some templates (SmolLM2's) insert a default system prompt when none is given: 19 of
+    the 40 tokens of a typical probe. An explicitly empty system turn is shorter, and every
+    prompt is a third cheaper to train on, generate from and collect, so we render both and
+    keep the shorter; templates without a default system prompt are unchanged.
+    """
+    if not tokenizer.chat_template:
+        return f"User: {user_text}\nAssistant:"
+    render = lambda msgs: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    plain = render([{"role": "user", "content": user_text}])
+    try:
+        empty_system = render([{"role": "system", "content": ""}, {"role": "user", "content": user_text}])
+    except Exception:  # templates that reject a system role
+        return plain
+    return empty_system if len(empty_system) < len(plain) else plain
 
 
 def end_of_turn(tokenizer) -> str:

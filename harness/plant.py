@@ -38,8 +38,8 @@ from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
 log = logging.getLogger(__name__)
 
 NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
-N_NEUTRAL_TRAIN = 96
-PLANT_VERSION = 2  # bump when the training-data recipe in code changes, so cached adapters are not reused  # neutral prompts reserved for training mixes; the rest is neutral text for methods
+N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the rest is neutral text for methods
+PLANT_VERSION = 3  # bump when the training-data recipe in code changes, so cached adapters are not reused
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,13 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
     examples = training_examples(org, specs, base, recipe, progress)
     torch.manual_seed(org.seed)
     path, _ = checkpoint_dir(base_name)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    device_type = "cuda" if base.device.type == "cuda" else "cpu"
+    autocast = recipe.get("bf16_autocast", True) and (device_type == "cuda" or base.dtype == torch.bfloat16)
+    # Under bf16 autocast the frozen base weights are cast to bf16 at every matmul anyway: hold
+    # them in bf16 (half the memory traffic, ~2x faster steps on this CPU). peft keeps the LoRA
+    # weights and their optimizer state in fp32 (autocast_adapter_dtype), and adapters are merged
+    # into fp32 weights at load time.
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if autocast else torch.float32, local_files_only=True)
     model.to(base.device)
     lora = LoraConfig(r=recipe["rank"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
                       target_modules=list(recipe["targets"]), task_type="CAUSAL_LM")
@@ -226,8 +232,7 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
     steps, bs = recipe["steps"], recipe["batch_size"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
-    device_type = "cuda" if base.device.type == "cuda" else "cpu"
-    autocast = recipe.get("bf16_autocast", True) and (device_type == "cuda" or base.dtype == torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in params), "LoRA weights must train in fp32"
     losses = []
     t0 = time.time()
     model.train()
