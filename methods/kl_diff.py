@@ -54,14 +54,14 @@ class KLDiff(Method):
 
     def __init__(self, n_texts: int = 32, top_frac: float = 0.05, min_contexts: int = 16, n_groups: int = 9,
                  min_group: int = 2, flag_kl: float = 0.5, readout_tokens: int = 5, layer: int | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, threads: int | str | None = "auto"):
         super().__init__(n_texts=n_texts, top_frac=top_frac, min_contexts=min_contexts, n_groups=n_groups, min_group=min_group,
-                         flag_kl=flag_kl, readout_tokens=readout_tokens, layer=layer, batch_size=batch_size)
+                         flag_kl=flag_kl, readout_tokens=readout_tokens, layer=layer, batch_size=batch_size, threads=threads)
         self.c: dict[str, Any] = self.config
 
     def find(self, ctx: PairContext) -> list[Finding]:
         c = self.c
-        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"])
+        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"], c["threads"])
         layer, n = od.layer, od.n
         diff = od.hid_b - od.hid_a
         total = float(od.kl.sum())

@@ -42,18 +42,18 @@ class LogitDiffTokens(Method):
 
     def __init__(self, n_texts: int = 32, top_k: int = 20, n_groups: int = 10, max_vocab: int = 512, min_count: int = 2,
                  group_size: int = 20, readout_tokens: int = 5, flag_freq: float = 0.25, layer: int | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, threads: int | str | None = "auto"):
         if not 1 <= int(top_k) <= TOP_K:
             raise ValueError(f"top_k must be in 1..{TOP_K}")
         super().__init__(n_texts=n_texts, top_k=top_k, n_groups=n_groups, max_vocab=max_vocab, min_count=min_count,
-                         group_size=group_size, readout_tokens=readout_tokens, flag_freq=flag_freq, layer=layer, batch_size=batch_size)
+                         group_size=group_size, readout_tokens=readout_tokens, flag_freq=flag_freq, layer=layer, batch_size=batch_size, threads=threads)
         self.c: dict[str, Any] = self.config
 
     def find(self, ctx: PairContext) -> list[Finding]:
         from sklearn.decomposition import NMF
 
         c = self.c
-        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"])
+        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"], c["threads"])
         layer, n = od.layer, od.n
         top = od.top_diff[:, : int(c["top_k"])]
         texts, text_row = torch.unique(od.text_idx, return_inverse=True)

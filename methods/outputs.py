@@ -122,7 +122,17 @@ def _forward(model, batch: list[torch.Tensor], layer: int) -> tuple[torch.Tensor
     return logits, captured["h"], mask
 
 
-def output_diff(ctx: PairContext, n_texts: int = 32, batch_size: int = 8, layer: int | None = None) -> OutputDiff:
+def output_diff(ctx: PairContext, n_texts: int = 32, batch_size: int = 8, layer: int | None = None,
+                threads: int | str | None = "auto") -> OutputDiff:
+    """The shared pass (cached); `threads` as for the crosscoders ("auto": 1 CPU thread on machines with
+    <= 4 cores, where two threads ran this pass ~12x slower on a shared 2-core box)."""
+    from .crosscoder.common import cpu_threads
+
+    with cpu_threads(threads, ctx.device):
+        return _output_diff(ctx, n_texts, batch_size, layer)
+
+
+def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | None) -> OutputDiff:
     check_shared_vocabulary(ctx)
     layer = final_layer(ctx) if layer is None else int(layer)
     key = (ctx.model_a.identity, ctx.model_b.identity, str(ctx.neutral.a.root), n_texts, layer,

@@ -12,6 +12,7 @@ pairs); flagged when that is >= `flag_threshold` (the same rule as `mean_diff`'s
 
 from __future__ import annotations
 
+from .crosscoder.common import cpu_threads
 from .base import Finding, Method, NotApplicableError, PairContext, register_method
 from .mean_diff import difference_readout, neutral_difference, principal_directions
 
@@ -21,11 +22,15 @@ class PCADiff(Method):
     name = "pca_diff"
 
     def __init__(self, n_components: int = 20, flag_threshold: float = 0.05, layer: int | None = None,
-                 max_tokens: int = 200_000):
-        super().__init__(n_components=n_components, flag_threshold=flag_threshold, layer=layer, max_tokens=max_tokens)
+                 max_tokens: int = 200_000, threads: int | str | None = "auto"):
+        super().__init__(n_components=n_components, flag_threshold=flag_threshold, layer=layer, max_tokens=max_tokens, threads=threads)
         self.n_components, self.flag_threshold, self.layer, self.max_tokens = int(n_components), float(flag_threshold), layer, int(max_tokens)
 
     def find(self, ctx: PairContext) -> list[Finding]:
+        with cpu_threads(self.config["threads"], ctx.device):
+            return self._find(ctx)
+
+    def _find(self, ctx: PairContext) -> list[Finding]:
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("PCA of activation differences needs a shared activation space (equal hidden sizes)")
         layer = self.layer if self.layer is not None else ctx.middle_layer

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .crosscoder.common import cpu_threads
 from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
 
 WRITE = {"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj"}
@@ -76,13 +77,17 @@ class WeightSVD(Method):
     name = "weight_svd"
 
     def __init__(self, per_module: int = 4, max_findings: int = 20, flag_threshold: float = 0.1, exact_max_dim: int = 256,
-                 oversample: int = 12, n_tokens: int = 20):
+                 oversample: int = 12, n_tokens: int = 20, threads: int | str | None = "auto"):
         super().__init__(per_module=per_module, max_findings=max_findings, flag_threshold=flag_threshold,
-                         exact_max_dim=exact_max_dim, oversample=oversample, n_tokens=n_tokens)
+                         exact_max_dim=exact_max_dim, oversample=oversample, n_tokens=n_tokens, threads=threads)
         self.c: dict[str, Any] = self.config
         self.summary: dict[str, Any] = {}
 
     def find(self, ctx: PairContext) -> list[Finding]:
+        with cpu_threads(self.c["threads"], ctx.device):
+            return self._find(ctx)
+
+    def _find(self, ctx: PairContext) -> list[Finding]:
         c = self.c
         why = _architecture_mismatch(ctx)
         if why:
