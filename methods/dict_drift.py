@@ -1,19 +1,30 @@
 """Base-dictionary drift (stage-wise model diffing, Bricken et al. 2024).
 
-A BatchTopK sparse autoencoder is trained on model A's activations at the middle layer (or
-`layer`), then a copy is fine-tuned briefly (`finetune_steps`, learning rate `finetune_lr`) on model
-B's activations at the same layer; latents whose decoder vector moved most are the findings. Data
-as for the crosscoders (`crosscoder.common.prepare_data`); both models' rows are scaled by model A's
-scalar, so a change of scale in B shows up as drift. The A-stage dictionary depends only on model
-A's activations, the configuration and the seed; with a `work_dir` it is cached there
-(`dict_drift-A-<key>.pt`) and reused by every pair with the same model A.
+A BatchTopK sparse autoencoder (a one-model crosscoder, `crosscoder.sae`) is trained on model A's
+activations at the middle layer (or `layer`), then fine-tuned briefly (`finetune_steps` at
+`finetune_lr`; `finetune: all` trains every weight as in the paper, `decoder` only the decoder) on
+model B's activations at the same layer. Data as for the crosscoders
+(`crosscoder.common.prepare_data`); both models' rows are scaled by model A's scalar, so a change
+of scale in B shows up as drift. The A-stage dictionary depends only on model A's activations, the
+configuration and the seed; with a `work_dir` it is cached there (`dict_drift-A-<key>.pt`) and
+reused by every pair with the same model A.
 
-Findings: latents that fire on model B's training rows (at least `min_fires` times), ranked by
-uniqueness = 1 - cos(d_i^A, d_i^B) (decoder rows before and after fine-tuning); flagged when
-cos < `flag_cos` (our threshold; the paper inspects the lowest-similarity features). Readout =
-the per-token difference h_B - h_A projected on the unit decoder drift (d_i^B - d_i^A): how much
-B's activation moved along the direction the latent had to move to keep reconstructing B (0 with
-model B replaced by model A). Direction = the drift in raw units; tokens = its logit lens in B.
+Control (`control: true`, our addition): a second copy gets the identical fine-tuning (same seed,
+hence the same batches of the same token rows) on model A's own rows; drift is measured between
+the two fine-tuned decoders, so what merely continued training moves (measured: rare latents of
+a short A-stage run moved more than the planted one) cancels. With model B = model A the two runs
+are identical and every drift is exactly 0.
+
+Findings: latents that fire on at least `min_fires` of model B's training rows, ranked by
+uniqueness = drift mass = (mean activation of the latent on B's rows) x ||d_i^B - d_i^ref|| /
+(model A's mean activation norm): how much of B's activation the latent's decoder change accounts
+for per token (`rank_by: cos` ranks by 1 - cos(d_i^ref, d_i^B) instead, the paper's similarity,
+which on our tests put rarely firing latents first). Flagged when the drift mass is >= `flag_mass`
+(our rule; the paper inspects the lowest-similarity features). `info` has both cosines (to the
+control and to the A-stage decoder). Readout = the per-token difference h_B - h_A projected on the
+unit drift (d_i^B - d_i^ref): how far B's activation moved along the direction the latent had to
+move to keep reconstructing B (0 with model B replaced by model A). Direction = the drift in raw
+units; tokens = its logit lens in B.
 """
 
 from __future__ import annotations
