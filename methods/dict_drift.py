@@ -42,6 +42,7 @@ from .crosscoder.common import cpu_threads, prepare_data, subsample
 from .crosscoder.model import Crosscoder
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, sae_stats
 from .diff_sae import data_config
+from .lens import lens
 from .mean_diff import difference_readout
 
 log = logging.getLogger(__name__)
@@ -139,14 +140,12 @@ class DictDrift(Method):
         self.last_metrics = metrics
         log.info("dict_drift on %s: %s", ctx.pair_id, metrics)
         out = []
-        for i in order:
+        order = [i for i in order if 0 < float(drift[i].norm()) < math.inf]
+        lenses = lens(ctx.model_b, drift[order]) if order else []
+        for i, (ids, toks) in zip(order, lenses):
             d = drift[i]
-            norm = float(d.norm())
-            if norm == 0 or not math.isfinite(norm):
-                continue
-            unit = d / norm
+            unit = d / d.norm()
             direction = d / s_a  # raw units
-            ids, toks = ctx.logit_lens(unit, "b")
             ci = float(cos[i])
             out.append(Finding(
                 id=f"dict_drift:L{layer}:latent{i}", uniqueness=float(uniq[i]),

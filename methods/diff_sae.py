@@ -28,6 +28,7 @@ import torch
 from .base import Finding, Method, NotApplicableError, PairContext, register_method
 from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, latent_readout, sae_stats
+from .lens import lens
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class DiffSAE(Method):
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("a difference dictionary needs a shared activation space (equal hidden sizes)")
         torch.manual_seed(ctx.seed)
-        data = prepare_data(ctx, {**data_config(c), "layer_b": None})
+        data = prepare_data(ctx, data_config(c))
         diff_tr = raw_rows(data, 1) - raw_rows(data, 0)
         diff_ev = raw_rows(data, 1, "eval") - raw_rows(data, 0, "eval")
         act_norm = float(raw_rows(data, 0).norm(dim=1).mean())
@@ -89,17 +90,17 @@ class DiffSAE(Method):
         alive = stats.fires > 0
         order = [int(i) for i in torch.argsort(torch.where(alive, uniq, torch.full_like(uniq, -1.0)), descending=True)
                  if alive[i]][: int(c["max_findings"])]
-        metrics = {"ev_train": stats.ev, "ev_eval": ev.ev if ev else float("nan"), "l0": stats.l0,
-                   "dead_frac": float((~alive).float().mean()), "train_seconds": res.seconds, "steps": res.steps,
-                   "train_tokens": x_tr.shape[0], "relative_diff": diff_norm / act_norm, "threads": float(n_threads),
+        metrics = {"ev_train": float(stats.ev), "ev_eval": float(ev.ev) if ev else float("nan"), "l0": float(stats.l0),
+                   "dead_frac": float((~alive).float().mean()), "train_seconds": float(res.seconds), "steps": float(res.steps),
+                   "train_tokens": float(x_tr.shape[0]), "relative_diff": diff_norm / act_norm, "threads": float(n_threads),
                    "layer": float(data.layer_a), "dict_size": float(sae.n)}
         self.last_metrics = metrics
         log.info("diff_sae on %s: %s", ctx.pair_id, metrics)
         out = []
         layer = data.layer_a
-        for i in order:
-            direction = (sae.W_dec[0][i].detach().float() / scale).cpu()
-            ids, toks = ctx.logit_lens(direction, "b")
+        directions = (sae.W_dec[0].detach().float()[order] / scale).cpu() if order else None
+        lenses = lens(ctx.model_b, directions) if order else []
+        for i, direction, (ids, toks) in zip(order, directions if order else [], lenses):
             u = float(uniq[i])
             out.append(Finding(
                 id=f"diff_sae:L{layer}:latent{i}", uniqueness=u, flagged=u >= float(c["flag_threshold"]),

@@ -36,6 +36,7 @@ import torch
 
 from .base import Finding, Method, PairContext, Readout, register_method
 from .mean_diff import difference_readout
+from .lens import lens_ids
 from .outputs import decode_tokens, group_direction, output_diff
 
 
@@ -115,7 +116,7 @@ class KLDiff(Method):
         groups.sort(key=lambda g: (-g[0], g[1]))
         for _, t, rows in groups[: int(c["n_groups"])]:
             direction, ro, how = mean_diff_readout(rows, [t])
-            ids, _ = ctx.logit_lens(direction, "b", k=20)
+            ids = lens_ids(ctx.model_b, direction, k=20)[0]
             token_ids = [t] + [i for i in ids if i != t][:19]
             out.append(finding(f"kl:gain:{t}", rows, direction, ro, token_ids, {"gain_token": float(t), "readout": how}))
         return out

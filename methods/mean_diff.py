@@ -36,11 +36,18 @@ def principal_directions(diff: torch.Tensor, n: int, max_tokens: int = 200_000) 
     as (unit vector oriented so that the mean difference along it is >= 0, rms along it, share of
     the variance), in order of explained variance."""
     x = diff[:max_tokens]
-    x = x - x.mean(0)
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)
-    var = s**2 / max(1, x.shape[0] - 1)
+    # eigendecomposition of the covariance, accumulated in float64 in chunks (~5x faster than an SVD of
+    # the rows on one CPU thread, same directions)
+    mu = x.double().mean(0)
+    cov = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+    for start in range(0, x.shape[0], 16384):
+        xc = x[start : start + 16384].double() - mu
+        cov += xc.t() @ xc
+    evals, evecs = torch.linalg.eigh(cov / max(1, x.shape[0] - 1))
+    var = evals.flip(0).clamp(min=0).float()
+    vh = evecs.flip(1).t().float()
     out = []
-    for i in range(min(n, vh.shape[0])):
+    for i in range(min(n, vh.shape[0], x.shape[0])):
         v = vh[i]
         if (diff @ v).mean() < 0:  # orient towards B
             v = -v

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import NotApplicableError, PairContext
+from .lens import final_norm_gain, unembedding
 
 TOP_K = 64
 TOP_GAIN = 16
@@ -67,14 +68,6 @@ def check_shared_vocabulary(ctx: PairContext) -> None:
         raise NotApplicableError("output baselines compare next-token distributions and need one shared vocabulary/tokenizer")
     if ctx.model_a.n_layers != ctx.model_b.n_layers or ctx.model_a.hidden_size != ctx.model_b.hidden_size:
         raise NotApplicableError("output baselines read both models' final residual stream and need equal depth and width")
-
-
-def final_norm_gain(model) -> torch.Tensor:
-    """The final RMSNorm's per-dimension gain (Gemma scales by 1 + w)."""
-    gain = model.model.model.norm.weight.detach().float()
-    if getattr(model.model.config, "model_type", "").startswith("gemma"):
-        gain = 1.0 + gain
-    return gain
 
 
 def token_sequences(ctx: PairContext, n_texts: int) -> tuple[list[int], list[torch.Tensor]]:
@@ -186,11 +179,22 @@ def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | N
 def group_direction(ctx: PairContext, token_ids: list[int]) -> torch.Tensor:
     """Residual direction (model B) that raises the logits of `token_ids` relative to the average token
     under the logit lens: g * (mean_v W_U[v] - mean over the vocabulary of W_U), g the final norm's gain."""
-    w_u = ctx.model_b.model.get_output_embeddings().weight.detach().float()
+    w_u = unembedding(ctx.model_b)
     if not token_ids:
         return torch.zeros(w_u.shape[1])
-    w = w_u[torch.tensor(token_ids)].mean(0) - w_u.mean(0)
+    w = w_u[torch.tensor(token_ids)].mean(0) - _vocab_mean(w_u)
     return (w * final_norm_gain(ctx.model_b)).cpu()
+
+
+_MEAN: dict[tuple, torch.Tensor] = {}
+
+
+def _vocab_mean(w_u: torch.Tensor) -> torch.Tensor:
+    key = (w_u.data_ptr(), tuple(w_u.shape))
+    if key not in _MEAN:
+        _MEAN.clear()
+        _MEAN[key] = w_u.mean(0)
+    return _MEAN[key]
 
 
 def decode_tokens(ctx: PairContext, ids: list[int]) -> list[str]:

@@ -12,8 +12,11 @@ pairs); flagged when that is >= `flag_threshold` (the same rule as `mean_diff`'s
 
 from __future__ import annotations
 
-from .crosscoder.common import cpu_threads
+import torch
+
 from .base import Finding, Method, NotApplicableError, PairContext, register_method
+from .crosscoder.common import cpu_threads
+from .lens import lens
 from .mean_diff import difference_readout, neutral_difference, principal_directions
 
 
@@ -38,9 +41,10 @@ class PCADiff(Method):
         if diff.shape[0] < 2:
             raise NotApplicableError(f"only {diff.shape[0]} neutral tokens at positions >= 1")
         out = []
-        for i, (v, rms, share) in enumerate(principal_directions(diff, self.n_components, self.max_tokens)):
+        comps = principal_directions(diff, self.n_components, self.max_tokens)
+        lenses = lens(ctx.model_b, torch.stack([v for v, _, _ in comps])) if comps else []
+        for i, ((v, rms, share), (ids, toks)) in enumerate(zip(comps, lenses)):
             uniq = rms / scale
-            ids, toks = ctx.logit_lens(v, "b")
             out.append(Finding(id=f"pc{i}", uniqueness=uniq, flagged=uniq >= self.flag_threshold,
                                readout=difference_readout(layer, v), side="b", direction=v * rms, direction_layer=layer,
                                tokens=toks, token_ids=ids,

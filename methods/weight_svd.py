@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from .crosscoder.common import cpu_threads
 from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
+from .lens import lens_ids
 
 WRITE = {"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj"}
 READ = {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "qkv_proj", "gate_up_proj", "fc1"}
@@ -147,8 +148,7 @@ class WeightSVD(Method):
             if role == "write":
                 layer = min(l + 1, n_layers - 1)
                 unit = u / u.norm().clamp_min(1e-12)
-                ids_p, _ = ctx.logit_lens(unit, "b", k=k)
-                ids_n, _ = ctx.logit_lens(-unit, "b", k=k)
+                ids_p, ids_n = lens_ids(mb, torch.stack([unit, -unit]), k=k)
                 ids = [i for pair in zip(ids_p, ids_n) for i in pair][:k]
                 readout = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-unit, w_b=unit.clone(), act="abs")
                 direction = unit

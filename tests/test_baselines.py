@@ -388,3 +388,48 @@ def test_logit_diff_tokens_groups_the_boosted_token_and_shares_the_forward_pass(
     assert int(lens.argmax()) in top.token_ids[:5]
     assert METHODS.get("logit_diff_tokens")(n_texts=24).find(ctx)[0].token_ids == top.token_ids  # deterministic
     assert kl  # (used above)
+
+
+# ----------------------------------------------------------------------------- runner: probe layers beyond collect.layers
+
+
+def test_runner_collects_the_probe_layers_findings_read(tmp_path):
+    """Findings reading layers outside collect.layers get probe activations there: one extra store per
+    (model, probe set) holding all such layers, row-aligned with the main store."""
+    from hydra import compose, initialize_config_module
+
+    from diffbench.harness.runner import Runner
+    from diffbench.harness.store import collect
+    from diffbench.harness.suite import BASE
+    from diffbench.methods.base import Readout
+
+    overrides = ["model=tiny-llama", "suite=tiny", "collect.layers=[2]", "progress=false", f"run_dir={tmp_path}",
+                 "method=[weight_svd,kl_diff]"]
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        cfg = compose("config", overrides=overrides)
+    runner = Runner(cfg, tmp_path)
+    pair = next(p for p in runner.suite.pairs if p.behaviors)
+    behavior = pair.behaviors[0]
+    org = load()
+    org.identity += "-org"
+    runner._models = {BASE: load(), pair.b: org}  # no planting: the organism is a stand-in
+    mk = lambda la, lb: Finding(id=f"f{la}{lb}", uniqueness=1.0, flagged=False, readout=Readout(la, lb, w_b=torch.ones(64)))
+    save_findings(runner.finding_path("weight_svd", pair, 0), [mk(1, 1), mk(2, 2)], {})
+    save_findings(runner.finding_path("kl_diff", pair, 0), [mk(3, 3)], {})
+    runner.plan_probe_layers()
+    assert runner._probe_extra_layers[(pair.a, behavior)] == {1, 3} == runner._probe_extra_layers[(pair.b, behavior)]
+    main = runner.probe_acts(pair.b, behavior, 2)
+    extra = runner.probe_acts(pair.b, behavior, 3)
+    assert torch.equal(main.acts.text_idx, extra.acts.text_idx) and torch.equal(main.acts.pos, extra.acts.pos)
+    assert torch.equal(main.start, extra.start) and (main.labels == extra.labels).all()
+    ts = runner.probe_set(behavior, org.tokenizer)[0]
+    c = runner.collect_cfg
+    direct = collect(org, ts, [1, 3], batch_size=c["batch_size"], max_length=c["max_length"], shard_tokens=c["shard_tokens"],
+                     progress=False)
+    assert direct.layers == [1, 3]  # the same store the runner made (cached by key): one forward for both layers
+    assert torch.allclose(direct.load(3).acts.float(), extra.acts.acts)
+    assert not torch.equal(extra.acts.acts, main.acts.acts)
+    # the extra-layer cache is bounded
+    runner.MAX_EXTRA_PROBE_ENTRIES = 1
+    runner.probe_acts(pair.b, behavior, 1)
+    assert (pair.b, behavior, 3) not in runner._probe_cache and (pair.b, behavior, 2) in runner._probe_cache
