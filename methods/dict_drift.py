@@ -53,9 +53,9 @@ class DictDrift(Method):
     name = "dict_drift"
     stochastic: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = dict(
-        SAE_DEFAULTS, dict_size=1024, k=32, steps=300, finetune_steps=100, finetune_lr=1e-3, finetune="all",
+        SAE_DEFAULTS, dict_size=1024, k=32, steps=200, finetune_steps=60, finetune_lr=1e-3, finetune="all",
         layer=None, max_tokens=40_000, max_eval_tokens=8192, eval_frac=0.1, drop_bos=True, outlier_factor=10.0,
-        max_stat_tokens=16_384, min_fires=4, max_findings=50, flag_mass=0.005, rank_by="mass", control=True, threads="auto", bf16="auto", cache=True,
+        max_stat_tokens=8192, min_fires=4, max_findings=50, flag_mass=0.005, rank_by="mass", control=True, threads="auto", bf16="auto", cache=True,
     )
 
     def __init__(self, **config: Any):
@@ -115,7 +115,7 @@ class DictDrift(Method):
             # control: the same fine-tuning (same seed, hence the same batches of the same token rows) on
             # model A's rows; what moves there is continued training, not model B
             sae_c = fit_sae(x_a, ft, ctx.seed + 1, ctx.device, **kw)[0] if c["control"] else sae_a
-            stats_a = sae_stats(sae_a, subsample([x_a], int(c["max_stat_tokens"]), ctx.seed)[0])
+            stats_a = sae_stats(sae_a, subsample([x_a], min(2048, int(c["max_stat_tokens"])), ctx.seed)[0])  # info only
             stats_b = sae_stats(sae_b, subsample([x_b], int(c["max_stat_tokens"]), ctx.seed)[0])
         self.sae_a, self.sae_b, self.scale_a = sae_a, sae_b, s_a
         dec_a, dec_b = sae_a.W_dec[0].detach().float().cpu(), sae_b.W_dec[0].detach().float().cpu()
@@ -136,7 +136,7 @@ class DictDrift(Method):
                    "threads": float(n_threads), "layer": float(layer), "dict_size": float(sae_a.n),
                    "alive_b": float(alive.float().mean()), "median_cos": float(cos[alive].median()) if alive.any() else float("nan")}
         with torch.no_grad():
-            metrics["ev_b_before"] = sae_stats(sae_a, subsample([x_b], int(c["max_stat_tokens"]), ctx.seed)[0]).ev
+            metrics["ev_b_before"] = sae_stats(sae_a, subsample([x_b], min(2048, int(c["max_stat_tokens"])), ctx.seed)[0]).ev
         self.last_metrics = metrics
         log.info("dict_drift on %s: %s", ctx.pair_id, metrics)
         out = []

@@ -49,9 +49,9 @@ class DiffSAE(Method):
     name = "diff_sae"
     stochastic: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = dict(
-        SAE_DEFAULTS, dict_size=1024, k=16, steps=250,
+        SAE_DEFAULTS, dict_size=1024, k=16, steps=150,
         layer=None, max_tokens=40_000, max_eval_tokens=8192, eval_frac=0.1, drop_bos=True, outlier_factor=10.0,
-        max_stat_tokens=16_384, max_findings=50, flag_threshold=0.01, min_relative_diff=1e-4,
+        max_stat_tokens=8192, max_findings=50, flag_threshold=0.01, min_relative_diff=1e-4,
         threads="auto", bf16="auto",
     )
 

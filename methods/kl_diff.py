@@ -53,7 +53,7 @@ def tokens_by_gain(od, rows: torch.Tensor, k: int) -> list[int]:
 class KLDiff(Method):
     name = "kl_diff"
 
-    def __init__(self, n_texts: int = 32, top_frac: float = 0.05, min_contexts: int = 16, n_groups: int = 9,
+    def __init__(self, n_texts: int = 16, top_frac: float = 0.05, min_contexts: int = 16, n_groups: int = 9,
                  min_group: int = 2, flag_kl: float = 0.5, readout_tokens: int = 5, layer: int | None = None,
                  batch_size: int = 8, threads: int | str | None = "auto"):
         super().__init__(n_texts=n_texts, top_frac=top_frac, min_contexts=min_contexts, n_groups=n_groups, min_group=min_group,

@@ -40,7 +40,7 @@ from .outputs import TOP_K, decode_tokens, group_direction, output_diff
 class LogitDiffTokens(Method):
     name = "logit_diff_tokens"
 
-    def __init__(self, n_texts: int = 32, top_k: int = 20, n_groups: int = 10, max_vocab: int = 512, min_count: int = 2,
+    def __init__(self, n_texts: int = 16, top_k: int = 20, n_groups: int = 10, max_vocab: int = 512, min_count: int = 2,
                  group_size: int = 20, readout_tokens: int = 5, flag_freq: float = 0.25, layer: int | None = None,
                  batch_size: int = 8, threads: int | str | None = "auto"):
         if not 1 <= int(top_k) <= TOP_K:

@@ -137,24 +137,14 @@ class WeightSVD(Method):
                 other_changed.append(pname)
         self.summary = {"changed_linear_modules": len(changed_modules), "other_changed_parameters": other_changed}
         triplets.sort(key=lambda t: (-t[0], t[1], t[2], t[7]))
-        w_e = mb.model.get_input_embeddings().weight.detach().float()
-        out = []
+        top = triplets[: int(c["max_findings"])]
         k = int(c["n_tokens"])
-        for s, l, name, role, u, v, rms_sv, j in triplets[: int(c["max_findings"])]:
-            rel = s / max(rms_sv, 1e-12)
-            info: dict[str, Any] = {"singular_value": s, "relative": rel, "layer": float(l), "module": name, "role": role,
-                                    "index": float(j), "changed_linear_modules": float(len(changed_modules)),
-                                    "other_changed": ",".join(other_changed[:8])}
+        # residual directions: write modules -> u (unit); read modules -> g * v, the normalised input it reads
+        units = []
+        for s, l, name, role, u, v, rms_sv, j in top:
             if role == "write":
-                layer = min(l + 1, n_layers - 1)
-                unit = u / u.norm().clamp_min(1e-12)
-                ids_p, ids_n = lens_ids(mb, torch.stack([unit, -unit]), k=k)
-                ids = [i for pair in zip(ids_p, ids_n) for i in pair][:k]
-                readout = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-unit, w_b=unit.clone(), act="abs")
-                direction = unit
-                info["layer_approximated"] = "yes" if l + 1 > n_layers - 1 else "no"
+                units.append(u / u.norm().clamp_min(1e-12))
             else:
-                layer = max(l, 1)
                 blk = mb.decoder_layers()[l]
                 if name.startswith(MLP):
                     norm = getattr(blk, "pre_feedforward_layernorm", None)
@@ -163,12 +153,39 @@ class WeightSVD(Method):
                 else:
                     norm = getattr(blk, "input_layernorm", None)
                 r = _gain(norm, mtype, v.numel()) * v
+                units.append(r)
+        writes = [i for i, t in enumerate(top) if t[3] == "write"]
+        reads = [i for i, t in enumerate(top) if t[3] != "write"]
+        token_ids: dict[int, list[int]] = {}
+        if writes:  # logit lens of +u and -u, interleaved (Delta W fixes u only up to sign)
+            w_units = torch.stack([units[i] for i in writes])
+            ids = lens_ids(mb, torch.cat([w_units, -w_units]), k=k)
+            for n, i in enumerate(writes):
+                token_ids[i] = [t for pair in zip(ids[n], ids[n + len(writes)]) for t in pair][:k]
+        if reads:  # embedding lens: input tokens whose embedding the read direction picks up most
+            w_e = mb.model.get_input_embeddings().weight.detach().float()
+            r_units = torch.stack([units[i] / units[i].norm().clamp_min(1e-12) for i in reads])
+            ids = (r_units.to(w_e.device) @ w_e.t()).abs().topk(k, dim=1).indices.tolist()
+            token_ids.update(zip(reads, ids))
+        out = []
+        for n, (s, l, name, role, u, v, rms_sv, j) in enumerate(top):
+            rel = s / max(rms_sv, 1e-12)
+            info: dict[str, Any] = {"singular_value": s, "relative": rel, "layer": float(l), "module": name, "role": role,
+                                    "index": float(j), "changed_linear_modules": float(len(changed_modules)),
+                                    "other_changed": ",".join(other_changed[:8])}
+            if role == "write":
+                layer = min(l + 1, n_layers - 1)
+                unit = units[n]
+                readout = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-unit, w_b=unit.clone(), act="abs")
+                info["layer_approximated"] = "yes" if l + 1 > n_layers - 1 else "no"
+            else:
+                layer = max(l, 1)
+                r = units[n]
                 unit = r / r.norm().clamp_min(1e-12)
                 readout = Readout(layer_a=layer, layer_b=layer, kind="linear", w_b=(r * s), act="abs", input_norm="rms")
-                ids = torch.topk((w_e @ unit.to(w_e.device)).abs(), k).indices.tolist()
-                direction = unit
                 info["layer_approximated"] = "yes" if (l == 0 or name.startswith(MLP)) else "no"
+            ids = token_ids[n]
             out.append(Finding(id=f"weight_svd:{l}.{name}:sv{j}", uniqueness=s, flagged=rel >= float(c["flag_threshold"]),
-                               readout=readout, side="b", direction=direction, direction_layer=layer,
+                               readout=readout, side="b", direction=unit, direction_layer=layer,
                                tokens=[mb.tokenizer.decode([i]) for i in ids], token_ids=ids, info=info))
         return out
