@@ -24,8 +24,9 @@ n_layers - 1: the last residual index the activation store holds, the input of t
 linear stand-in for "B's output moves the way it moved in the top-KL contexts", identically 0 with
 model B replaced by model A. For `kl:tokens` the direction is the logit-lens direction of its top
 `readout_tokens` tokens (as in `logit_diff_tokens`), read from RMS-normalised activations, i.e. the
-logit-lens logit difference of those tokens. The runner collects probe activations at that layer
-for scoring.
+logit-lens logit difference of those tokens; so do the other findings where the mean difference
+vanishes (the residual streams agree there, e.g. only the unembedding changed); `info["readout"]`
+says which. The runner collects probe activations at that layer for scoring.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from typing import Any
 import torch
 
 from .base import Finding, Method, PairContext, Readout, register_method
-from .mean_diff import difference_readout
 from .lens import lens_ids
+from .mean_diff import difference_readout
 from .outputs import decode_tokens, group_direction, output_diff
 
 
