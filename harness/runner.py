@@ -60,6 +60,8 @@ class Runner:
         self._adapters: dict[str, Path] = {}
         self.cards: dict[str, PlantCard] = {}
         self._probe_cache: dict[tuple, ProbeActs] = {}
+        self._probe_extra_layers: dict[tuple[str, str], set[int]] = {}  # (model, behavior) -> layers beyond collect.layers
+        self._probe_extra_keys: list[tuple] = []  # cache keys of those layers, oldest first (bounded, see probe_acts)
 
     # -- models -------------------------------------------------------------------
     def model(self, name: str) -> LoadedModel:
@@ -195,12 +197,47 @@ class Runner:
                         say(f"diff {key:22s} {pair.id:44s} seed {seed}: {result.n_findings} findings, {result.n_flagged} flagged ({result.seconds:.1f}s)")
 
     # -- stage: score ----------------------------------------------------------------
+    # -- probe activations at layers outside collect.layers ---------------------------------
+    # A finding's readout may read any residual layer (weight_svd reads the layer of its module, the
+    # output baselines the last one). Before scoring, the layers all saved findings need are gathered
+    # per (model, probe set); each such set is collected once, in one forward pass, into its own store
+    # (the store key includes the layers). Those layers' probe activations are kept in a bounded cache.
+    MAX_EXTRA_PROBE_ENTRIES = 32
+
+    def plan_probe_layers(self) -> None:
+        """Record, per (model, behavior), the readout layers of all saved findings beyond collect.layers."""
+        for key, mcfg in self.methods.items():
+            for pair in self.suite.pairs:
+                for seed in self.seeds_for(mcfg["name"]):
+                    path = self.finding_path(key, pair, seed).with_suffix(".json")
+                    if not pair.behaviors or not path.exists():
+                        continue
+                    records = read_json(path)["findings"]
+                    for name, attr in ((pair.a, "layer_a"), (pair.b, "layer_b")):
+                        collected = set(self.layers_for(self.model(name)))
+                        wanted = {int(r["readout"][attr]) for r in records} - collected
+                        for b in pair.behaviors:
+                            self._probe_extra_layers.setdefault((name, b), set()).update(wanted)
+
+    def _probe_store(self, model: LoadedModel, model_name: str, behavior: str, ts: TextSet, layer: int):
+        if layer in self.layers_for(model):
+            return self._collect(model, ts), False
+        layers = sorted(self._probe_extra_layers.setdefault((model_name, behavior), set()) | {layer})
+        c = self.collect_cfg
+        return collect(model, ts, layers, batch_size=c["batch_size"], max_length=c["max_length"],
+                       shard_tokens=c["shard_tokens"], progress=self.progress), True
+
     def probe_acts(self, model_name: str, behavior: str, layer: int) -> ProbeActs:
         key = (model_name, behavior, layer)
         if key not in self._probe_cache:
             m = self.model(model_name)
             ts, labels, texts, users = self.probe_set(behavior, m.tokenizer)
-            acts = self._collect(m, ts).load(layer, torch.float32)
+            store, extra = self._probe_store(m, model_name, behavior, ts, layer)
+            acts = store.load(layer, torch.float32)
+            if extra:
+                self._probe_extra_keys.append(key)
+                while len(self._probe_extra_keys) > self.MAX_EXTRA_PROBE_ENTRIES:
+                    self._probe_cache.pop(self._probe_extra_keys.pop(0), None)
             starts = []
             for text, user in zip(texts, users):
                 offset = text.rfind(user)
@@ -214,6 +251,7 @@ class Runner:
         results: list[PairResult] = []
         records: list[MatchRecord] = []
         kw_cache: dict[tuple, set[int]] = {}
+        self.plan_probe_layers()
         for key, mcfg in self.methods.items():
             for pair in self.suite.pairs:
                 for seed in self.seeds_for(mcfg["name"]):

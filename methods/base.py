@@ -36,6 +36,9 @@ class Readout:
                       inference threshold)
     kind="diff_norm": ||x_b - x_a|| (same widths only)
     Either weight may be None (the finding reads one model only).
+    input_norm="rms": each x is first divided by its root mean square (x / sqrt(mean(x^2) + 1e-6),
+                      per token), so a linear read of an RMSNorm'ed stream (a module's input, the
+                      logit lens) is exact when the norm's gain is folded into w.
     """
 
     layer_a: int
@@ -46,8 +49,11 @@ class Readout:
     bias: float = 0.0
     act: Activation = "identity"
     threshold: float = 0.0
+    input_norm: Literal["none", "rms"] = "none"
 
     def __call__(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+        if self.input_norm == "rms":
+            x_a, x_b = (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6) for x in (x_a, x_b))
         if self.kind == "diff_norm":
             return (x_b.float() - x_a.float()).norm(dim=-1)
         z = torch.full((x_a.shape[0],), float(self.bias), dtype=torch.float32)

@@ -68,12 +68,14 @@ class Crosscoder(nn.Module):
         if score_norm not in ("sum", "mean"):
             raise ValueError(f"score_norm must be sum or mean, got {score_norm!r}")
         self.score_norm = score_norm
-        if len(widths) != 2:
-            raise ValueError("a crosscoder here diffs exactly two models")
+        if len(widths) not in (1, 2):
+            raise ValueError("a crosscoder here diffs exactly two models (one width: a plain sparse autoencoder)")
+        if len(widths) == 1 and (n_excl_a or n_excl_b):
+            raise ValueError("a one-model dictionary (sparse autoencoder) has no exclusive sections")
         self.widths = [int(w) for w in widths]
         self.n_excl_a, self.n_shared, self.n_excl_b = int(n_excl_a), int(n_shared), int(n_excl_b)
         n = self.n
-        self.ranges: list[tuple[int, int]] = [(0, self.n_excl_a + self.n_shared), (self.n_excl_a, n)]
+        self.ranges: list[tuple[int, int]] = [(0, self.n_excl_a + self.n_shared), (self.n_excl_a, n)][: len(self.widths)]
         g = torch.Generator().manual_seed(int(seed))
         decs, encs = [], []
         for (lo, hi), d in zip(self.ranges, self.widths):

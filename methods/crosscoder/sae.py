@@ -1,0 +1,109 @@
+"""A one-model BatchTopK sparse autoencoder on the crosscoder's machinery.
+
+`Crosscoder([d], n_shared=n)` is a plain sparse autoencoder: one encoder, one decoder, the same
+BatchTopK training (score f_i * ||d_i||, auxiliary loss on dead latents, inference threshold
+re-fitted after training), data initialisation, schedule and CPU thread policy as the crosscoders.
+The difference-dictionary and dictionary-drift baselines build on these helpers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..base import Readout
+from .common import _bf16_flag
+from .model import Crosscoder, TrainConfig, TrainResult, init_from_data, iter_chunks, train
+
+SAE_DEFAULTS: dict[str, Any] = dict(
+    dict_size=1024,
+    k=32,
+    steps=300,
+    batch_size=256,
+    lr=3e-3,
+    aux_k=64,
+    aux_coeff=1 / 32,
+    dead_tokens=20_000,
+    data_init_frac=0.25,
+)
+
+
+def sae_train_config(cfg: dict[str, Any], seed: int, device: str, steps: int | None = None) -> TrainConfig:
+    tc = TrainConfig(sparsity="batchtopk", seed=seed, backend="torch", threads=None)
+    for key in ("k", "batch_size", "lr", "aux_k", "aux_coeff", "dead_tokens", "warmup_frac", "decay_frac", "grad_clip"):
+        if key in cfg:
+            setattr(tc, key, cfg[key])
+    tc.steps = int(steps if steps is not None else cfg["steps"])
+    tc.bf16 = _bf16_flag(cfg.get("bf16", "auto"), device)
+    return tc
+
+
+def fit_sae(x: torch.Tensor, cfg: dict[str, Any], seed: int, device: str = "cpu",
+            init: Crosscoder | None = None, steps: int | None = None, freeze_encoder: bool = False) -> tuple[Crosscoder, TrainResult]:
+    """Train a BatchTopK SAE on rows x [N, d] (already normalised); `init`: continue from a copy of it
+    (with `freeze_encoder`, only the decoder and its bias are trained)."""
+    if init is None:
+        sae = Crosscoder([x.shape[1]], n_shared=int(cfg["dict_size"]), seed=seed).to(x.device)
+        init_from_data(sae, [x], seed=seed, data_frac=float(cfg.get("data_init_frac", 0.25)))
+    else:
+        sae = copy.deepcopy(init)
+    frozen = [sae.b_enc, *sae.W_enc] if freeze_encoder else []
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        res = train(sae, [x], sae_train_config(cfg, seed, device, steps))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    sae.eval()
+    return sae, res
+
+
+@dataclass
+class SAEStats:
+    ev: float  # explained variance
+    l0: float
+    fires: torch.Tensor  # [n] tokens on which each latent is active
+    mass: torch.Tensor  # [n] sum of each latent's activation
+    n_tokens: int
+
+
+@torch.no_grad()
+def sae_stats(sae: Crosscoder, x: torch.Tensor, chunk: int = 4096) -> SAEStats:
+    """Inference-mode (threshold) statistics of `sae` on rows x."""
+    sse, l0 = 0.0, 0.0
+    fires = torch.zeros(sae.n, dtype=torch.long)
+    mass = torch.zeros(sae.n, dtype=torch.float64)
+    for (xb,) in iter_chunks([x], chunk):
+        f = sae.encode([xb], "threshold")
+        sse += float((xb - sae.decode(f)[0]).pow(2).sum())
+        active = f > 0
+        fires += active.sum(0).cpu()
+        mass += f.sum(0).double().cpu()
+        l0 += float(active.sum())
+    sst = float((x - x.mean(0)).pow(2).sum())
+    n = max(1, x.shape[0])
+    return SAEStats(1 - sse / max(sst, 1e-12), l0 / n, fires, mass.float(), x.shape[0])
+
+
+@torch.no_grad()
+def latent_readout_weights(sae: Crosscoder, i: int, scale: float) -> tuple[torch.Tensor, float, float]:
+    """Latent i as an affine read of RAW rows (x_raw * scale = the SAE's input): (w, bias, threshold)
+    with f_i = relu(x_raw @ w + bias), counted where f_i > threshold (the BatchTopK inference
+    threshold divided by the latent's decoder norm)."""
+    w = (sae.W_enc[0][i].detach().float() * scale).cpu()
+    bias = float(sae.readout_bias()[i])
+    dn = float(sae.selection_norms()[i])
+    threshold = float(sae.threshold) / dn if dn > 0 else float("inf")
+    return w, bias, threshold
+
+
+def latent_readout(sae: Crosscoder, i: int, scale: float, layer: int, on: str) -> Readout:
+    """Readout of latent i on model B's activations (on="b"), or on the difference h_B - h_A (on="diff")."""
+    w, bias, threshold = latent_readout_weights(sae, i, scale)
+    if on == "diff":
+        return Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-w, w_b=w.clone(), bias=bias, act="relu", threshold=threshold)
+    return Readout(layer_a=layer, layer_b=layer, kind="linear", w_b=w, bias=bias, act="relu", threshold=threshold)

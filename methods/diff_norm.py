@@ -1,0 +1,38 @@
+"""Per-token difference norm ||h_B - h_A||: one finding whose readout is the norm itself.
+
+A sanity baseline for trigger detection: a planted trigger that changes model B's residual stream
+makes the per-prompt max of ||h_B - h_A|| larger on trigger prompts than on controls, whatever the
+direction of the change. The readout is `Readout(kind="diff_norm")` at the middle layer (or
+`layer`); with model B replaced by model A it is identically 0, so the scoring control always
+passes. Uniqueness is the mean difference norm over the neutral text's tokens at positions >= 1
+relative to model A's mean activation norm there; flagged when that is >= `flag_threshold`. No
+direction and no tokens (the norm has neither).
+"""
+
+from __future__ import annotations
+
+from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
+from .mean_diff import neutral_difference
+
+
+@register_method
+class DiffNorm(Method):
+    name = "diff_norm"
+
+    def __init__(self, flag_threshold: float = 0.1, layer: int | None = None):
+        super().__init__(flag_threshold=flag_threshold, layer=layer)
+        self.flag_threshold, self.layer = float(flag_threshold), layer
+
+    def find(self, ctx: PairContext) -> list[Finding]:
+        if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
+            raise NotApplicableError("a difference norm needs a shared activation space (equal hidden sizes)")
+        layer = self.layer if self.layer is not None else ctx.middle_layer
+        _, _, _, diff, scale = neutral_difference(ctx, layer)
+        if diff.shape[0] == 0:
+            raise NotApplicableError("no neutral tokens at positions >= 1")
+        norms = diff.norm(dim=-1)
+        uniq = float(norms.mean()) / max(scale, 1e-12)
+        return [Finding(id="diff_norm", uniqueness=uniq, flagged=uniq >= self.flag_threshold,
+                        readout=Readout(layer_a=layer, layer_b=layer, kind="diff_norm"), side="b",
+                        info={"relative_norm": uniq, "mean_norm": float(norms.mean()), "p99_norm": float(norms.quantile(0.99)),
+                              "mean_act_norm_a": scale})]

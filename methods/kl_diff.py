@@ -1,0 +1,123 @@
+"""Per-token KL divergence KL(p_B || p_A) of the next-token distributions on neutral text.
+
+Both models run with their LM heads on `n_texts` neutral texts (`outputs.output_diff`, shared with
+`logit_diff_tokens`). Findings:
+
+* `kl:tokens`: the tokens whose probability grew most, summed over all positions (sum of p_B - p_A);
+  contexts = every position.
+* `kl:top`: the top-KL contexts (the `top_frac` of positions with the largest KL, at least
+  `min_contexts`); direction = their mean difference h_B - h_A at the final residual layer;
+  tokens = the tokens whose probability grew most in those contexts.
+* `kl:gain:<token>`: the top-KL contexts grouped by the token whose probability grew most at each;
+  for the `n_groups` groups with the largest KL mass (at least `min_group` contexts): direction =
+  the group's mean difference; tokens = that token, then the logit lens of the direction.
+
+Uniqueness = the finding's KL mass per neutral position (sum of KL over its contexts / all
+positions, nats), so `kl:tokens` carries the pair's mean KL; flagged when the mean KL over the
+finding's contexts is >= `flag_kl` nats (our rule).
+
+Readout (the scoring protocol reads findings from residual activations, not logits): the issue's
+"readout = per-token KL" would need both models' unembeddings (V x d each, too large to save per
+finding) or a scorer that reruns the models on the probes. We use instead the per-token difference
+h_B - h_A projected on the finding's unit direction at the final residual layer (`layer`, default
+n_layers - 1: the last residual index the activation store holds, the input of the last block) — a
+linear stand-in for "B's output moves the way it moved in the top-KL contexts", identically 0 with
+model B replaced by model A. For `kl:tokens` the direction is the logit-lens direction of its top
+`readout_tokens` tokens (as in `logit_diff_tokens`), read from RMS-normalised activations, i.e. the
+logit-lens logit difference of those tokens; so do the other findings where the mean difference
+vanishes (the residual streams agree there, e.g. only the unembedding changed); `info["readout"]`
+says which. The runner collects probe activations at that layer for scoring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Finding, Method, PairContext, Readout, register_method
+from .lens import lens_ids
+from .mean_diff import difference_readout
+from .outputs import decode_tokens, group_direction, output_diff
+
+
+def tokens_by_gain(od, rows: torch.Tensor, k: int) -> list[int]:
+    """Tokens with the largest summed p_B - p_A over the given positions (from each position's top gains)."""
+    ids, vals = od.gain_ids[rows].reshape(-1), od.gain_vals[rows].reshape(-1)
+    uniq, inv = torch.unique(ids, return_inverse=True)
+    tot = torch.zeros(uniq.numel()).index_add_(0, inv, vals)
+    order = torch.argsort(tot, descending=True)[:k]
+    return [int(uniq[i]) for i in order if tot[i] > 0]
+
+
+@register_method
+class KLDiff(Method):
+    name = "kl_diff"
+
+    def __init__(self, n_texts: int = 16, top_frac: float = 0.05, min_contexts: int = 16, n_groups: int = 9,
+                 min_group: int = 2, flag_kl: float = 0.5, readout_tokens: int = 5, layer: int | None = None,
+                 batch_size: int = 8, threads: int | str | None = "auto"):
+        super().__init__(n_texts=n_texts, top_frac=top_frac, min_contexts=min_contexts, n_groups=n_groups, min_group=min_group,
+                         flag_kl=flag_kl, readout_tokens=readout_tokens, layer=layer, batch_size=batch_size, threads=threads)
+        self.c: dict[str, Any] = self.config
+
+    def find(self, ctx: PairContext) -> list[Finding]:
+        c = self.c
+        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"], c["threads"])
+        layer, n = od.layer, od.n
+        diff = od.hid_b - od.hid_a
+        total = float(od.kl.sum())
+        common = {"mean_kl": total / n, "positions": float(n), "texts": float(od.n_texts), "seconds_forward": od.seconds}
+        out = []
+
+        def finding(fid: str, rows: torch.Tensor, direction: torch.Tensor, readout: Readout, token_ids: list[int], info: dict) -> Finding:
+            mass = float(od.kl[rows].sum())
+            mean = mass / max(1, rows.numel())
+            return Finding(id=fid, uniqueness=mass / n, flagged=mean >= float(c["flag_kl"]) and rows.numel() >= int(c["min_group"]),
+                           readout=readout, side="b", direction=direction, direction_layer=layer,
+                           tokens=decode_tokens(ctx, token_ids), token_ids=token_ids,
+                           info={**common, "contexts": float(rows.numel()), "context_mean_kl": mean, **info})
+
+        r = int(c["readout_tokens"])
+        scale = float(diff.norm(dim=1).mean()) or 1.0
+
+        def lens_readout(token_ids: list[int]) -> tuple[torch.Tensor, Readout]:
+            w = group_direction(ctx, token_ids[:r])
+            ro = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-w, w_b=w.clone(), input_norm="rms")
+            return w / w.norm().clamp_min(1e-12) * scale, ro
+
+        def mean_diff_readout(rows: torch.Tensor, token_ids: list[int]) -> tuple[torch.Tensor, Readout, str]:
+            d = diff[rows].mean(0)
+            if float(d.norm()) <= 1e-6 * max(float(od.hid_a[rows].norm(dim=1).mean()), 1e-12):
+                # the residual streams agree here (e.g. only the unembedding changed): use the tokens' lens
+                return (*lens_readout(token_ids), "logit_lens")
+            return d, difference_readout(layer, d / d.norm()), "mean_difference"
+
+        # tokens whose probability grew most over all positions
+        every = torch.arange(n)
+        grown = [int(i) for i in torch.argsort(od.prob_gain, descending=True)[:20] if od.prob_gain[i] > 0]
+        direction, ro = lens_readout(grown)
+        out.append(finding("kl:tokens", every, direction, ro, grown,
+                           {"top_prob_gain_per_position": float(od.prob_gain[grown[0]]) / n if grown else 0.0, "readout": "logit_lens"}))
+
+        # top-KL contexts
+        n_top = min(n, max(int(c["min_contexts"]), int(round(float(c["top_frac"]) * n))))
+        top = torch.argsort(od.kl, descending=True)[:n_top]
+        top_tokens = tokens_by_gain(od, top, 20)
+        direction, ro, how = mean_diff_readout(top, top_tokens)
+        out.append(finding("kl:top", top, direction, ro, top_tokens, {"kl_threshold": float(od.kl[top].min()), "readout": how}))
+
+        # top-KL contexts grouped by the token whose probability grew most there
+        gain_tok = od.gain_ids[top, 0]
+        groups = []
+        for t in torch.unique(gain_tok).tolist():
+            rows = top[gain_tok == t]
+            if rows.numel() >= int(c["min_group"]):
+                groups.append((float(od.kl[rows].sum()), int(t), rows))
+        groups.sort(key=lambda g: (-g[0], g[1]))
+        for _, t, rows in groups[: int(c["n_groups"])]:
+            direction, ro, how = mean_diff_readout(rows, [t])
+            ids = lens_ids(ctx.model_b, direction, k=20)[0]
+            token_ids = [t] + [i for i in ids if i != t][:19]
+            out.append(finding(f"kl:gain:{t}", rows, direction, ro, token_ids, {"gain_token": float(t), "readout": how}))
+        return out

@@ -1,0 +1,202 @@
+"""Shared forward pass of the output baselines (`kl_diff`, `logit_diff_tokens`).
+
+Both models are run, with their LM heads, on `n_texts` of the pair's neutral texts (evenly spaced
+over the text set; the token ids come from model A's activation store, so no tokenizer call is
+needed and the tokens are exactly those the activation methods see). Per position >= 1 (every
+next-token distribution except the attention-sink position) it keeps:
+
+* kl:        KL(p_B || p_A) in nats,
+* top_diff:  the `TOP_K` token ids with the largest log p_B - log p_A (the same order as
+             logits_B - logits_A: softmax's per-position shift does not change a ranking); -1 where
+             the gain does not exceed the position's median gain (estimated on every
+             (V // 1024)-th token; unmoved tokens tie there),
+* gain_ids / gain_vals: the `TOP_GAIN` tokens with the largest p_B - p_A,
+* hid_a / hid_b: both models' residual stream at `layer` (default: the last residual index the
+             activation store can hold, n_layers - 1, i.e. the input of the last block),
+* prob_gain: sum over positions of p_B - p_A  [V].
+
+The result is cached in memory (one entry), so `kl_diff` and `logit_diff_tokens` on the same pair
+share one pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .base import NotApplicableError, PairContext
+from .lens import final_norm_gain, unembedding
+
+TOP_K = 64
+TOP_GAIN = 16
+
+_CACHE: dict[tuple, "OutputDiff"] = {}
+
+
+@dataclass
+class OutputDiff:
+    layer: int
+    text_idx: torch.Tensor  # [N]
+    pos: torch.Tensor  # [N]
+    token_id: torch.Tensor  # [N] input token at the position
+    kl: torch.Tensor  # [N]
+    top_diff: torch.Tensor  # [N, TOP_K]
+    gain_ids: torch.Tensor  # [N, TOP_GAIN]
+    gain_vals: torch.Tensor  # [N, TOP_GAIN]
+    hid_a: torch.Tensor  # [N, d]
+    hid_b: torch.Tensor  # [N, d]
+    prob_gain: torch.Tensor  # [V]
+    n_texts: int
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        return int(self.kl.shape[0])
+
+
+def final_layer(ctx: PairContext) -> int:
+    """The last residual index an activation store holds: n_layers - 1 (the input of the last block)."""
+    return ctx.model_b.n_layers - 1
+
+
+def check_shared_vocabulary(ctx: PairContext) -> None:
+    ta, tb = ctx.model_a.tokenizer, ctx.model_b.tokenizer
+    va, vb = ctx.model_a.model.get_output_embeddings().weight.shape[0], ctx.model_b.model.get_output_embeddings().weight.shape[0]
+    if va != vb or len(ta) != len(tb) or ta.get_vocab() != tb.get_vocab():
+        raise NotApplicableError("output baselines compare next-token distributions and need one shared vocabulary/tokenizer")
+    if ctx.model_a.n_layers != ctx.model_b.n_layers or ctx.model_a.hidden_size != ctx.model_b.hidden_size:
+        raise NotApplicableError("output baselines read both models' final residual stream and need equal depth and width")
+
+
+def token_sequences(ctx: PairContext, n_texts: int) -> tuple[list[int], list[torch.Tensor]]:
+    """(text indices, token ids per text) of `n_texts` neutral texts evenly spaced over the set."""
+    store = ctx.neutral.a
+    ids, tidx, pos = [], [], []
+    for sh in store.iter_shards(store.layers[0]):
+        ids.append(sh.token_id)
+        tidx.append(sh.text_idx)
+        pos.append(sh.pos)
+    ids, tidx, pos = torch.cat(ids), torch.cat(tidx), torch.cat(pos)
+    present = torch.unique(tidx)
+    if present.numel() == 0:
+        raise NotApplicableError("the neutral activation store is empty")
+    pick = torch.linspace(0, present.numel() - 1, min(n_texts, present.numel())).round().long().unique()
+    chosen = present[pick].tolist()
+    seqs = []
+    for t in chosen:
+        m = tidx == t
+        order = torch.argsort(pos[m])
+        seqs.append(ids[m][order])
+    return chosen, seqs
+
+
+@torch.inference_mode()
+def _forward(model, batch: list[torch.Tensor], layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits [B, T, V], residual at `layer` [B, T, d], mask [B, T]) for right-padded sequences."""
+    width = max(len(s) for s in batch)
+    pad = model.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, s in enumerate(batch):
+        input_ids[r, : len(s)] = s
+        mask[r, : len(s)] = 1
+    captured = {}
+
+    def hook(_m, _i, output):
+        captured["h"] = output[0] if isinstance(output, tuple) else output
+
+    handle = model.decoder_layers()[layer - 1].register_forward_hook(hook)
+    try:
+        logits = model.model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False).logits
+    finally:
+        handle.remove()
+    return logits, captured["h"], mask
+
+
+def output_diff(ctx: PairContext, n_texts: int = 16, batch_size: int = 8, layer: int | None = None,
+                threads: int | str | None = "auto") -> OutputDiff:
+    """The shared pass (cached); `threads` as for the crosscoders ("auto": 1 CPU thread on machines with
+    <= 4 cores, where two threads ran this pass ~12x slower on a shared 2-core box)."""
+    from .crosscoder.common import cpu_threads
+
+    with cpu_threads(threads, ctx.device):
+        return _output_diff(ctx, n_texts, batch_size, layer)
+
+
+def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | None) -> OutputDiff:
+    check_shared_vocabulary(ctx)
+    layer = final_layer(ctx) if layer is None else int(layer)
+    key = (ctx.model_a.identity, ctx.model_b.identity, str(ctx.neutral.a.root), n_texts, layer,
+           str(ctx.model_a.dtype), str(ctx.model_b.dtype))
+    if key in _CACHE:
+        return _CACHE[key]
+    t0 = time.time()
+    chosen, seqs = token_sequences(ctx, n_texts)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("text_idx", "pos", "token_id", "kl", "top_diff", "gain_ids", "gain_vals", "hid_a", "hid_b")}
+    prob_gain = None
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths per batch: less padding
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = [seqs[i] for i in rows]
+        la, ha, mask = _forward(ctx.model_a, batch, layer)
+        lb, hb, _ = _forward(ctx.model_b, batch, layer)
+        for r, i in enumerate(rows):
+            n = int(mask[r].sum())
+            if n < 2:
+                continue
+            sl = slice(1, n)
+            lpa = torch.log_softmax(la[r, sl].float(), -1)
+            lpb = torch.log_softmax(lb[r, sl].float(), -1)
+            pa, pb = lpa.exp(), lpb.exp()
+            d = lpb - lpa
+            parts["kl"].append((pb * d).sum(-1).clamp(min=0))
+            tv, ti = d.topk(TOP_K, dim=-1)
+            # a token counts only if its gain beats the position's median gain: tokens whose logits did not
+            # move relative to the rest all tie at the median and are no evidence (-1 = empty slot)
+            med = d[:, :: max(1, d.shape[1] // 1024)].median(dim=-1, keepdim=True).values  # ~1k-token sample: cheap
+            parts["top_diff"].append(torch.where(tv > med, ti, torch.full_like(ti, -1)))
+            gv, gi = (pb - pa).topk(TOP_GAIN, dim=-1)
+            parts["gain_ids"].append(gi)
+            parts["gain_vals"].append(gv)
+            g = (pb - pa).sum(0)
+            prob_gain = g if prob_gain is None else prob_gain + g
+            parts["hid_a"].append(ha[r, sl].float().cpu())
+            parts["hid_b"].append(hb[r, sl].float().cpu())
+            parts["text_idx"].append(torch.full((n - 1,), chosen[i], dtype=torch.long))
+            parts["pos"].append(torch.arange(1, n))
+            parts["token_id"].append(batch[r][1:n])
+    if prob_gain is None:
+        raise NotApplicableError("no neutral text with at least two tokens")
+    out = OutputDiff(layer=layer, prob_gain=prob_gain.cpu(), n_texts=len(seqs), seconds=time.time() - t0,
+                     **{k: torch.cat([t.cpu() for t in v]) for k, v in parts.items()})
+    _CACHE.clear()
+    _CACHE[key] = out
+    return out
+
+
+def group_direction(ctx: PairContext, token_ids: list[int]) -> torch.Tensor:
+    """Residual direction (model B) that raises the logits of `token_ids` relative to the average token
+    under the logit lens: g * (mean_v W_U[v] - mean over the vocabulary of W_U), g the final norm's gain."""
+    w_u = unembedding(ctx.model_b)
+    if not token_ids:
+        return torch.zeros(w_u.shape[1])
+    w = w_u[torch.tensor(token_ids)].mean(0) - _vocab_mean(w_u)
+    return (w * final_norm_gain(ctx.model_b)).cpu()
+
+
+_MEAN: dict[tuple, torch.Tensor] = {}
+
+
+def _vocab_mean(w_u: torch.Tensor) -> torch.Tensor:
+    key = (w_u.data_ptr(), tuple(w_u.shape))
+    if key not in _MEAN:
+        _MEAN.clear()
+        _MEAN[key] = w_u.mean(0)
+    return _MEAN[key]
+
+
+def decode_tokens(ctx: PairContext, ids: list[int]) -> list[str]:
+    tok = ctx.model_b.tokenizer
+    return [tok.decode([i]) for i in ids]
