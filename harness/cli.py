@@ -50,7 +50,11 @@ def _run_hydra(argv: list[str]) -> None:
 
             os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        atomic_write(run_dir / "command.txt", "diffbench " + " ".join(shlex.quote(a) for a in argv) + "\n")
+        # a run folder may be filled by several invocations (stages run alone, resumed runs): keep them all
+        cmd_path = run_dir / "command.txt"
+        previous = cmd_path.read_text().splitlines() if cmd_path.exists() else []
+        command = "diffbench " + " ".join(shlex.quote(a) for a in argv)
+        atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
         try:
             Runner(cfg, run_dir).run(list(cfg.stages))
         except _known_errors() as e:

@@ -66,12 +66,12 @@ def write_report(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     scores = read_json(run_dir / "scores.json")
     cfg_path = run_dir / "config.yaml"
-    command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").exists() else "diffbench"
+    commands = [l for l in (run_dir / "command.txt").read_text().splitlines() if l.strip()] if (run_dir / "command.txt").exists() else ["diffbench"]
     metrics = scores["metrics"]
     lines = [
         f"# diffbench leaderboard: suite `{scores['suite']}` on `{scores['model']}`",
         "",
-        f"- command: `{command}`",
+        "- command: " + "; then ".join(f"`{c}`" for c in commands if not c.startswith("#")),
         f"- machine: {machine_description()}",
         f"- method seeds (stochastic methods): {scores['method_seeds']}",
         f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),

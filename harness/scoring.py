@@ -14,7 +14,7 @@ Two steps, kept apart so each can be tested on its own:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -233,21 +233,26 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         # bootstrap: resample pairs (organisms) within each kind, the same draw for every seed
         pair_ids = {kind: sorted({r.pair for r in res_m if r.pair_kind == kind}) for kind in ("planted", "null", "analog")}
         boots: dict[str, list[float]] = {n: [] for n in names}
+        grouped = {}  # per seed: pair -> result, pair -> its match records (built once, not per draw)
+        for s in seeds:
+            recs_by_pair: dict[str, list[MatchRecord]] = {}
+            for x in by_seed[s][1]:
+                recs_by_pair.setdefault(x.pair, []).append(x)
+            grouped[s] = ({r.pair: r for r in by_seed[s][0]}, recs_by_pair)
         for _ in range(cfg.bootstrap if any(pair_ids.values()) else 0):
             draw = []
             for kind, ids in pair_ids.items():
                 draw += list(rng.choice(ids, size=len(ids), replace=True)) if ids else []
             seed_vals: dict[str, list[float]] = {n: [] for n in names}
             for s in seeds:
-                res_s, rec_s = by_seed[s]
-                rmap = {r.pair: r for r in res_s}
+                rmap, recs_by_pair = grouped[s]
                 new_res, new_rec = [], []
                 for j, pid in enumerate(draw):  # relabel duplicates so they count twice
                     if pid not in rmap:
                         continue
                     new_id = f"{pid}#{j}"
-                    new_res.append(PairResult(**{**asdict(rmap[pid]), "pair": new_id}))
-                    new_rec += [MatchRecord(**{**asdict(x), "pair": new_id}) for x in rec_s if x.pair == pid]
+                    new_res.append(replace(rmap[pid], pair=new_id))
+                    new_rec += [replace(x, pair=new_id) for x in recs_by_pair.get(pid, ())]
                 m = _metrics_one_seed(new_res, new_rec, cfg)
                 for n in names:
                     seed_vals[n].append(m[n])
