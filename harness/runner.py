@@ -224,8 +224,9 @@ class Runner:
             if p.alignment is not None:
                 st = p.alignment.stats
                 write_json(self.run_dir / "alignment" / f"{pair.id}.json", st)
-                say(f"aligned {pair.id}: {st['n_pairs']} positions = {st['share_a']:.0%} of A's tokens, {st['share_b']:.0%} of B's "
-                    f"({st['share_shorter']:.0%} of the shorter tokenization)")
+                say(f"aligned {pair.id}: {st['n_pairs']} positions = {st['share_a']:.0%} of A's tokens, {st['share_b']:.0%} of B's; "
+                    f"{st['content_share_a']:.0%} / {st['content_share_b']:.0%} of the tokens that read shared content "
+                    f"(each model's chat template is its own)")
             for b in pair.behaviors:
                 for name in (pair.a, pair.b):
                     m = self.model(name)
