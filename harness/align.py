@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 MAX_WINDOW = 8
-ALIGN_VERSION = 1
+ALIGN_VERSION = 2  # bump when the alignment or its recorded stats change (cached alignments are keyed by it)
 
 Span = tuple[int, int]
 
