@@ -228,7 +228,9 @@ class Runner:
                     f"{st['content_share_a']:.0%} / {st['content_share_b']:.0%} of the tokens that read shared content "
                     f"(each model's chat template is its own)")
             for b in pair.behaviors:
-                for name in (pair.a, pair.b):
+                # cross-architecture pairs also score each side against its own unmodified base
+                nodes = [pair.a, pair.b] + ([self.base_of(pair.a), self.base_of(pair.b)] if pair.cross else [])
+                for name in dict.fromkeys(self._canon(n) for n in nodes):
                     m = self.model(name)
                     roots.add(self._collect(m, self.probe_set(b, m.tokenizer)[0]).root)
         say(f"collected activations in {time.time() - t0:.0f}s; {len(roots)} stores under {Path(next(iter(roots))).parent if roots else '-'}")
