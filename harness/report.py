@@ -79,7 +79,8 @@ def write_report(run_dir: Path) -> None:
     cross = scores.get("metrics_crossarch") or {}
     on = f"`{scores['model']}`"
     if cross:
-        models = sorted(set((scores.get("models") or {}).values()))
+        first = next(p for p in scores["pairs"] if p.get("cross"))
+        models = [scores["models"].get(first["a"], first["a"]), scores["models"].get(first["b"], first["b"])]
         on = " vs ".join(f"`{m}`" for m in models) if not metrics else f"{on} (and {' vs '.join(f'`{m}`' for m in models)})"
     lines = [
         f"# diffbench leaderboard: suite `{scores['suite']}` on {on}",
@@ -181,6 +182,25 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
         label = f"{method} (floor)" if method == "random_directions" else method
         status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
         lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE_CROSS) + f" | {status} |")
+    background = [p["id"] for p in pairs if p["kind"] == "null"]
+    if background:
+        lines += ["", "Findings on the unmodified pair (" + ", ".join(f"`{b}`" for b in background) + "), by the model they are "
+                  "attributed to (flagged / reported):", "", "| method | flagged on A | flagged on B | reported on A | reported on B |",
+                  "|---|---|---|---|---|"]
+        for method in order:
+            counts = {"fa": 0, "fb": 0, "ra": 0, "rb": 0}
+            runs = 0
+            for b in background:
+                for path in sorted((run_dir / "findings" / method).glob(f"{b}@s*.json")):
+                    if path.name.endswith(".status.json"):
+                        continue
+                    runs += 1
+                    for f in read_json(path)["findings"]:
+                        side = "a" if f["side"] == "a" else "b"
+                        counts["r" + side] += 1
+                        counts["f" + side] += int(bool(f["flagged"]))
+            if runs:
+                lines.append(f"| {method} | " + " | ".join(f"{counts[k] / runs:g}" for k in ("fa", "fb", "ra", "rb")) + " |")
     matrix = hit_matrix(run_dir, cross=True)
     if matrix:
         units = sorted({u for row in matrix.values() for u in row})

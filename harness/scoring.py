@@ -198,8 +198,9 @@ def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg
         hits.setdefault((r.pair, r.behavior), []).append((r.rank, r.uniqueness, r.flagged, r.hit))
         if r.exclusive_hit:
             excl.setdefault((r.pair, r.behavior), []).append(r.rank)
-    # pairs excluded by the plant gate are not part of the ground truth; failed runs count as misses
-    results = [p for p in results if p.status != "excluded"]
+    # pairs excluded by the plant gate are not part of the ground truth, and a method that cannot be defined
+    # for a pair (not_applicable, listed with its reason) is not scored on it; failed runs count as misses
+    results = [p for p in results if p.status not in ("excluded", "not_applicable")]
     planted = [p for p in results if p.pair_kind == "planted"]
     nulls = [p for p in results if p.pair_kind == "null"]
     analogs = [p for p in results if p.pair_kind == "analog"]
