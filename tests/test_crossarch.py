@@ -122,7 +122,7 @@ def test_cross_pipeline_runs_and_reports(tiny_cross_run):
     # mean_diff is not applicable across architectures, with the reason; it is not dropped
     assert rows[("mean_diff", bg)]["status"] == "not_applicable"
     assert "shared activation space" in rows[("mean_diff", bg)]["error"]
-    assert cross["mean_diff"]["_status"] == {"not_applicable": 4}
+    assert cross["mean_diff"]["_status"].get("not_applicable", 0) >= 1 and "failed" not in cross["mean_diff"]["_status"]
     assert cross["mean_diff"]["recall@20"]["value"] != cross["mean_diff"]["recall@20"]["value"]  # NaN: not scored, not a miss
     for m in ("random_directions", "l1_crosscoder", "batchtopk_crosscoder", "dfc"):
         assert rows[(m, bg)]["status"] == "ok", rows[(m, bg)]
