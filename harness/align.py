@@ -332,14 +332,28 @@ def align_encodings(tok_a, tok_b, texts_a: Sequence[str], texts_b: Sequence[str]
     return out, [e[0] for e in enc_a], [e[0] for e in enc_b], stats
 
 
+def tokenizer_fingerprint(tok) -> str:
+    """Hash of everything that decides a tokenizer's tokens and chat format (memoised on the object:
+    serialising a 262k-token vocabulary takes a while)."""
+    fp = getattr(tok, "_diffbench_fingerprint", None)
+    if fp is None:
+        import hashlib
+
+        try:
+            spec = tok.backend_tokenizer.to_str()
+        except AttributeError:
+            spec = repr(sorted(tok.get_vocab().items())) + type(tok).__name__
+        fp = hashlib.sha256((spec + "\0" + str(tok.chat_template)).encode()).hexdigest()
+        try:
+            tok._diffbench_fingerprint = fp
+        except AttributeError:
+            pass
+    return fp
+
+
 def same_tokenizer(tok_a, tok_b) -> bool:
-    """True when both tokenizers produce identical tokens (the exact, unaligned path applies)."""
-    if tok_a is tok_b:
-        return True
-    try:
-        return tok_a.backend_tokenizer.to_str() == tok_b.backend_tokenizer.to_str() and tok_a.chat_template == tok_b.chat_template
-    except AttributeError:
-        return tok_a.get_vocab() == tok_b.get_vocab() and type(tok_a) is type(tok_b) and tok_a.chat_template == tok_b.chat_template
+    """True when both tokenizers produce identical tokens and chat format (the exact, unaligned path applies)."""
+    return tok_a is tok_b or tokenizer_fingerprint(tok_a) == tokenizer_fingerprint(tok_b)
 
 
 @dataclass
