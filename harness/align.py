@@ -340,7 +340,12 @@ def tokenizer_fingerprint(tok) -> str:
         import hashlib
 
         try:
-            spec = tok.backend_tokenizer.to_str()
+            import json
+
+            spec = json.loads(tok.backend_tokenizer.to_str())
+            spec.pop("truncation", None)  # call-time state (set by truncation=True calls), not the tokenizer
+            spec.pop("padding", None)
+            spec = json.dumps(spec, sort_keys=True)
         except AttributeError:
             spec = repr(sorted(tok.get_vocab().items())) + type(tok).__name__
         fp = hashlib.sha256((spec + "\0" + str(tok.chat_template)).encode()).hexdigest()
