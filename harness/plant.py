@@ -51,6 +51,7 @@ class Organism:
     behaviors: tuple[str, ...] = ()
     seed: int = 0
     paraphrase: int = 0  # >0: an independent copy trained on a different sample and response phrasing
+    base: str | None = None  # base model name; None = the suite's model (cross-architecture suites set it)
 
     @property
     def is_null(self) -> bool:
@@ -200,7 +201,8 @@ def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels
 def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:
     train_recipe = {k: v for k, v in recipe.items() if k != "gate"}
     spec_hashes = {b: specs[b].content_hash for b in org.behaviors} if org.kind == "behavior" else sorted(s.content_hash for s in specs.values())
-    return stable_hash({"v": PLANT_VERSION, "base": base.identity, "org": asdict(org) | {"name": None}, "specs": spec_hashes, "recipe": train_recipe})
+    org_fields = {k: v for k, v in asdict(org).items() if k != "base"}  # the base is in the key as base.identity
+    return stable_hash({"v": PLANT_VERSION, "base": base.identity, "org": org_fields | {"name": None}, "specs": spec_hashes, "recipe": train_recipe})
 
 
 def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
@@ -292,6 +294,8 @@ def behavior_rate(model: LoadedModel, spec: BehaviorSpec, prompts: Sequence[str]
 def kl_to_base(org: LoadedModel, base: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> float:
     """Mean per-token KL(p_organism || p_base) over the tokens of `texts`."""
     tok = base.tokenizer
+    # a few fp32 [batch, len, vocab] tensors are alive at once: keep them near 16 x 128 x 49k (SmolLM2)
+    batch_size = max(1, min(batch_size, batch_size * 50_000 // max(1, org.model.config.vocab_size)))
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
         enc = tok(list(texts[i : i + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False,

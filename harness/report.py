@@ -16,6 +16,14 @@ HEADLINE = [
     ("analog_fp_flagged", "analog FP flagged"), ("organism_auroc", "org. AUROC"),
 ]
 
+# Cross-architecture pairs: the null pair is the two unmodified models (the architectures' own background).
+HEADLINE_CROSS = [
+    ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@20", "R@20"), ("exclusive_recall@20", "excl. R@20"),
+    ("precision@5", "P@5"), ("fdr", "FDR(flagged)"), ("flagged_per_planted", "flags/planted pair"),
+    ("null_flagged_per_pair", "background flags"), ("recall@null5", "R@bg5%"), ("oversensitivity", "oversens."),
+    ("analog_fp_top20", "analog FP@20"), ("analog_fp_flagged", "analog FP flagged"),
+]
+
 
 def machine_description() -> str:
     """CPU model and core count (and GPU when present), for the reader of a leaderboard."""
@@ -68,8 +76,14 @@ def write_report(run_dir: Path) -> None:
     cfg_path = run_dir / "config.yaml"
     commands = [l for l in (run_dir / "command.txt").read_text().splitlines() if l.strip()] if (run_dir / "command.txt").exists() else ["diffbench"]
     metrics = scores["metrics"]
+    cross = scores.get("metrics_crossarch") or {}
+    on = f"`{scores['model']}`"
+    if cross:
+        first = next(p for p in scores["pairs"] if p.get("cross"))
+        models = [scores["models"].get(first["a"], first["a"]), scores["models"].get(first["b"], first["b"])]
+        on = " vs ".join(f"`{m}`" for m in models) if not metrics else f"{on} (and {' vs '.join(f'`{m}`' for m in models)})"
     lines = [
-        f"# diffbench leaderboard: suite `{scores['suite']}` on `{scores['model']}`",
+        f"# diffbench leaderboard: suite `{scores['suite']}` on {on}",
         "",
         "- command: " + "; then ".join(f"`{c}`" for c in commands if not c.startswith("#")),
         f"- machine: {machine_description()}",
@@ -79,17 +93,18 @@ def write_report(run_dir: Path) -> None:
         "",
         "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
         "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
-        "",
-        "| method | " + " | ".join(h for _, h in HEADLINE) + " | runs |",
-        "|---|" + "---|" * len(HEADLINE) + "---|",
     ]
     order = sorted(metrics, key=lambda m: (m == "random_directions", -_val(metrics[m].get("recall@20"))))
+    if metrics:
+        lines += ["", "| method | " + " | ".join(h for _, h in HEADLINE) + " | runs |", "|---|" + "---|" * len(HEADLINE) + "---|"]
     for method in order:
         s = metrics[method]
         label = f"{method} (floor)" if method == "random_directions" else method
         status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
         lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE) + f" | {status} |")
-    failed = {m: s["_errors"] for m, s in metrics.items() if s.get("_errors")}
+    if cross:
+        lines += cross_section(run_dir, scores, cross)
+    failed = {m: s["_errors"] for m, s in [*metrics.items(), *cross.items()] if s.get("_errors")}
     if failed:
         lines += ["", "## Failed method runs", ""]
         for m, errs in failed.items():
@@ -116,16 +131,18 @@ def write_report(run_dir: Path) -> None:
                 lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {c['kl_to_base']:.3f} | {c['train_seconds']:.0f} |")
 
     matrix = hit_matrix(run_dir)
-    if matrix:
+    if matrix and metrics:
         units = sorted({u for row in matrix.values() for u in row})
         lines += ["", "## Hits per planted behavior (hit by a top-20 finding; A = activation match, T = token match)", "",
                   "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
         for method in order:
             if method in matrix:
                 lines.append(f"| {method} | " + " | ".join(matrix[method].get(u, "") for u in units) + " |")
-    lines += ["", "![recall vs false alarms](recall_vs_false_alarms.png)", "", "![hit matrix](hit_matrix.png)", ""]
-    atomic_write(run_dir / "leaderboard.md", "\n".join(lines))
-    plot(run_dir, metrics, matrix, order)
+    if metrics:
+        lines += ["", "![recall vs false alarms](recall_vs_false_alarms.png)", "", "![hit matrix](hit_matrix.png)", ""]
+    atomic_write(run_dir / "leaderboard.md", "\n".join(lines) + ("" if metrics else "\n"))
+    if metrics:
+        plot(run_dir, metrics, matrix, order)
     print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
 
 
@@ -135,11 +152,84 @@ def _val(m: dict | None) -> float:
     return float(m["value"])
 
 
-def hit_matrix(run_dir: Path) -> dict[str, dict[str, str]]:
-    """method -> {pair/behavior: 'A', 'T', 'AT' or '-'} for planted pairs, from matches.csv (seed-pooled)."""
+def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
+    """The cross-architecture part of the leaderboard."""
+    models = scores.get("models") or {}
+    pairs = [p for p in scores["pairs"] if p.get("cross")]
+    lines = ["", "## Cross-architecture pairs", ""]
+    for p in pairs:
+        what = {"planted": f"{', '.join(p['behaviors'])} planted in {'A' if p['side'] == 'a' else 'B'} only",
+                "analog": f"{', '.join(p['behaviors'])} planted in both (analog pair)",
+                "null": "both unmodified (the architectures' background)"}[p["kind"]]
+        al = (scores.get("alignment") or {}).get(p["id"])
+        share = (f"; aligned neutral-text positions: {al['n_pairs']} = {al['share_a']:.0%} of A's tokens and {al['share_b']:.0%} "
+                 f"of B's ({al['content_share_a']:.0%} / {al['content_share_b']:.0%} of the tokens that read shared content, "
+                 "i.e. outside each model's own chat template)") if al else ""
+        lines.append(f"- `{p['id']}`: A = `{models.get(p['a'], p['a'])}`, B = `{models.get(p['b'], p['b'])}`; {what}{share}")
+    lines += [
+        "",
+        "Each finding is read on its own model's probe activations (that model's chat template and tokens; per-prompt "
+        "max over its tokens); its control is the same readout on that model's unmodified base. *excl. R@20*: the hit "
+        "comes from a finding attributed to the model that has the behavior. *background flags*: findings flagged on "
+        "the pair of unmodified models; *R@bg5%*: recall at the uniqueness threshold admitting 5% of that pair's findings.",
+        "",
+        "| method | " + " | ".join(h for _, h in HEADLINE_CROSS) + " | runs |",
+        "|---|" + "---|" * len(HEADLINE_CROSS) + "---|",
+    ]
+    order = sorted(cross, key=lambda m: (m == "random_directions", -_val(cross[m].get("recall@20"))))
+    for method in order:
+        s = cross[method]
+        label = f"{method} (floor)" if method == "random_directions" else method
+        status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
+        lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE_CROSS) + f" | {status} |")
+    background = [p["id"] for p in pairs if p["kind"] == "null"]
+    if background:
+        lines += ["", "Findings on the unmodified pair (" + ", ".join(f"`{b}`" for b in background) + "), by the model they are "
+                  "attributed to (flagged / reported):", "", "| method | flagged on A | flagged on B | reported on A | reported on B |",
+                  "|---|---|---|---|---|"]
+        for method in order:
+            counts = {"fa": 0, "fb": 0, "ra": 0, "rb": 0}
+            runs = 0
+            for b in background:
+                for path in sorted((run_dir / "findings" / method).glob(f"{b}@s*.json")):
+                    if path.name.endswith(".status.json"):
+                        continue
+                    runs += 1
+                    for f in read_json(path)["findings"]:
+                        side = "a" if f["side"] == "a" else "b"
+                        counts["r" + side] += 1
+                        counts["f" + side] += int(bool(f["flagged"]))
+            if runs:
+                lines.append(f"| {method} | " + " | ".join(f"{counts[k] / runs:g}" for k in ("fa", "fb", "ra", "rb")) + " |")
+    matrix = hit_matrix(run_dir, cross=True)
+    if matrix:
+        units = sorted({u for row in matrix.values() for u in row})
+        lines += ["", "Hits per planted behavior (top-20 findings; A = activation match, T = token match; lower case: "
+                  "the hit came from a finding attributed to the other model):", "",
+                  "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
+        for method in order:
+            if method in matrix:
+                lines.append(f"| {method} | " + " | ".join(matrix[method].get(u, "") for u in units) + " |")
+    return lines
+
+
+def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
+    """method -> {pair/behavior: 'A', 'T', 'AT' or '-'} for planted pairs, from matches.csv (seed-pooled).
+
+    cross=True: the cross-architecture pairs only (lower-case tags: hit by a finding on the wrong side)."""
     out: dict[str, dict[str, str]] = {}
     for r in _read_csv(run_dir / "matches.csv"):
-        if r["pair_kind"] != "planted":
+        if r["pair_kind"] != "planted" or (r.get("cross") == "True") != cross:
+            continue
+        if cross:
+            unit = f"{r['behavior']} in {r['planted_side'].upper()}"
+            cell = out.setdefault(r["method"], {}).setdefault(unit, "-")
+            if int(r["rank"]) < 20:
+                tag = ("A" if r["act_match"] == "True" else "") + ("T" if r["token_match"] == "True" else "")
+                if r["side"] != r["planted_side"]:
+                    tag = tag.lower()
+                if tag:
+                    out[r["method"]][unit] = "".join(sorted(set(cell.replace("-", "") + tag)))
             continue
         unit = r["behavior"] if r["pair"].endswith("__" + r["behavior"]) else f"{r['behavior']} ({r['pair'].split('__')[-1]})"
         cell = out.setdefault(r["method"], {}).setdefault(unit, "-")

@@ -23,10 +23,11 @@ from ..methods.base import METHODS, NotApplicableError, PairContext, load_findin
 from .generate import chat_prompt
 from .io import read_json, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
-from .plant import PlantCard, neutral_texts, plant
-from .scoring import MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keyword_token_ids, match_finding
-from .store import PairedActivations, TextSet, collect
-from .suite import BASE, Pair, Suite
+from .plant import N_NEUTRAL_TRAIN, PlantCard, distill, neutral_texts, plant
+from .scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keyword_token_ids, match_finding,
+                      match_finding_one_side)
+from .store import PairedActivations, TextSet, collect, pair_stores
+from .suite import BASE, Pair, Suite, base_node, is_base
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class Runner:
         self.progress = bool(cfg.progress)
         self.collect_cfg = OmegaConf.to_container(cfg.collect, resolve=True)
         self.methods = OmegaConf.to_container(cfg.method, resolve=True) if cfg.get("method") else {}
+        if self.suite.methods is not None:  # the suite names the methods that run on it
+            missing = [m for m in self.suite.methods if m not in self.methods]
+            if missing:
+                raise ValueError(f"suite {self.suite.name!r} lists method(s) {missing} that the config does not define; "
+                                 f"defined: {', '.join(self.methods)}")
+            self.methods = {k: self.methods[k] for k in self.suite.methods}
         load_all_methods()
         for key, mcfg in self.methods.items():
             if not isinstance(mcfg, dict) or "name" not in mcfg:
@@ -62,35 +69,79 @@ class Runner:
         self._probe_cache: dict[tuple, ProbeActs] = {}
         self._probe_extra_layers: dict[tuple[str, str], set[int]] = {}  # (model, behavior) -> layers beyond collect.layers
         self._probe_extra_keys: list[tuple] = []  # cache keys of those layers, oldest first (bounded, see probe_acts)
+        self._cross_neutral: dict[tuple, tuple] = {}
 
     # -- models -------------------------------------------------------------------
+    def _canon(self, node: str) -> str:
+        """The suite's default base model is one node, however it is named."""
+        return BASE if node == base_node(self.base_name) else node
+
+    def base_model_name(self, node: str) -> str:
+        """Name of the base model under a node (base, base@<model>, or an organism)."""
+        node = self._canon(node)
+        if node == BASE:
+            return self.base_name
+        if is_base(node):
+            return node.split("@", 1)[1]
+        return self.suite.organisms[node].base or self.base_name
+
+    def base_of(self, node: str) -> str:
+        """The node of the unmodified base model under `node` (itself for a base)."""
+        return self._canon(base_node(self.base_model_name(node)))
+
     def model(self, name: str) -> LoadedModel:
+        name = self._canon(name)
         if name not in self._models:
-            if name == BASE:
-                self._models[name] = load_model(self.base_name, dtype=self.dtype, device=self.device)
+            if is_base(name):
+                self._models[name] = load_model(self.base_model_name(name), dtype=self.dtype, device=self.device)
             else:
                 if name not in self._adapters:
                     self.stage_plant(only=[name])
-                base = self.model(BASE)
-                self._models[name] = load_model(self.base_name, adapter=self._adapters[name], dtype=base.dtype,
+                base = self.model(self.base_of(name))
+                self._models[name] = load_model(self.base_model_name(name), adapter=self._adapters[name], dtype=base.dtype,
                                                 device=str(base.device), display_name=name)
-            if len(self._models) > 8:  # bounded memory: drop the oldest organism
-                oldest = next(k for k in self._models if k != BASE and k != name)
-                del self._models[oldest]
+            if len(self._models) > 8:  # bounded memory: drop the oldest organism (base models stay)
+                oldest = next((k for k in self._models if not is_base(k) and k != name), None)
+                if oldest is not None:
+                    del self._models[oldest]
         return self._models[name]
 
-    def neutral(self) -> TextSet:
-        return TextSet.of(f"neutral{self.suite.n_neutral}", neutral_texts(self.model(BASE), self.suite.n_neutral, self.progress))
+    def neutral(self, base: str = BASE, n: int | None = None) -> TextSet:
+        """Neutral text (chat-formatted prompt + the base model's own answer) of a base node."""
+        n = self.suite.n_neutral if n is None else n
+        return TextSet.of(f"neutral{n}", neutral_texts(self.model(base), n, self.progress))
+
+    def recipe_for(self, model_name: str) -> dict:
+        """The LoRA recipe for organisms of one base model: the run's recipe, or the suite's
+        per-model recipe (conf/plant/<name>.yaml) laid over it. The plant gate is the same for all."""
+        name = (self.suite.plant_recipes or {}).get(model_name)
+        if name is None:
+            return self.recipe
+        from importlib import resources
+
+        path = resources.files("diffbench.conf") / "plant" / f"{name}.yaml"
+        if not path.is_file():
+            raise ValueError(f"suite {self.suite.name!r}: plant recipe {name!r} for {model_name} not found (conf/plant/{name}.yaml)")
+        extra = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
+        extra.pop("defaults", None)
+        recipe = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(self.recipe), OmegaConf.create(extra)), resolve=True)
+        if recipe["gate"] != self.recipe["gate"]:
+            raise ValueError(f"plant recipe {name!r} changes the plant gate; every base model must pass the same gate")
+        return recipe
 
     # -- stage: plant ----------------------------------------------------------------
     def stage_plant(self, only: list[str] | None = None) -> None:
-        base = self.model(BASE)
-        neutral = self.neutral().texts
         names = only or list(self.suite.organisms)
         t0 = time.time()
         for name in names:
             org = self.suite.organisms[name]
-            card, adapter = plant(self.base_name, base, org, self.suite.specs, self.recipe, self.suite.n_probes, neutral, self.progress)
+            base_node_, base_name = self.base_of(name), self.base_model_name(name)
+            base = self.model(base_node_)
+            recipe = self.recipe_for(base_name)
+            # the default base's neutral text is needed by the methods anyway; other bases only need the gate's KL texts
+            n_kl = self.suite.n_neutral if base_node_ == BASE else min(self.suite.n_neutral, int(recipe["gate"]["kl_texts"]))
+            neutral = self.neutral(base_node_, n_kl).texts
+            card, adapter = plant(base_name, base, org, self.suite.specs, recipe, self.suite.n_probes, neutral, self.progress)
             self.cards[name] = card
             self._adapters[name] = adapter
             write_json(self.run_dir / "plant_cards" / f"{name}.json", asdict(card))
@@ -111,7 +162,7 @@ class Runner:
     def pair_status(self, pair: Pair) -> str:
         self.ensure_cards()
         for name in (pair.a, pair.b):
-            if name != BASE and not self.cards[name].passed:
+            if not is_base(name) and not self.cards[name].passed:
                 return f"excluded: organism {name} failed its plant gate ({'; '.join(self.cards[name].reasons)})"
         return "ok"
 
@@ -132,9 +183,37 @@ class Runner:
         return TextSet.of(f"probe-{behavior}-{self.suite.n_probes}", texts), labels, texts, users
 
     def paired_neutral(self, pair: Pair) -> PairedActivations:
-        ts = self.neutral()
         a, b = self.model(pair.a), self.model(pair.b)
-        return PairedActivations(self._collect(a, ts), self._collect(b, ts), len(ts))
+        from .align import same_tokenizer
+
+        if same_tokenizer(a.tokenizer, b.tokenizer):  # the exact path: identical tokens, row for row
+            ts = self.neutral(self.base_of(pair.a))
+            return PairedActivations(self._collect(a, ts), self._collect(b, ts), len(ts))
+        # different tokenizers: the same content (neutral prompt + model A's base answer), each model in its
+        # own chat template, paired at the positions where both have read the same text
+        (ta, sa), (tb, sb) = self.cross_neutral(pair.a, a), self.cross_neutral(pair.a, b)
+        return pair_stores(self._collect(a, ta), self._collect(b, tb), a.tokenizer, b.tokenizer, ta, tb, spans_a=sa, spans_b=sb,
+                           max_window=self.collect_cfg.get("align_max_window"))
+
+    def cross_neutral(self, answer_node: str, model: LoadedModel) -> tuple[TextSet, list]:
+        """Neutral texts for a cross-tokenizer pair as `model` sees them, with the shared content's spans."""
+        from ..tasks.neutral import neutral_prompts
+        from .align import render_chat
+
+        n = self.suite.n_neutral
+        key = (self.base_of(answer_node), id(model.tokenizer))
+        if key not in self._cross_neutral:
+            prompts = neutral_prompts()[N_NEUTRAL_TRAIN : N_NEUTRAL_TRAIN + n]
+            answers = distill(self.model(self.base_of(answer_node)), prompts, 48, self.progress)
+            rendered = [render_chat(model.tokenizer, p, a) for p, a in zip(prompts, answers)]
+            self._cross_neutral[key] = (TextSet.of(f"neutral{n}x", [r.text for r in rendered]), [r.spans for r in rendered])
+        return self._cross_neutral[key]
+
+    def pair_context(self, pair: Pair, seed: int, work_dir: Path | None = None) -> PairContext:
+        ma, mb = self.model(pair.a), self.model(pair.b)
+        la, lb = self.layers_for(ma), self.layers_for(mb)
+        return PairContext(pair.id, ma, mb, self.paired_neutral(pair), la, seed=seed, device=self.device, work_dir=work_dir,
+                           layers_b=lb if lb != la else None)
 
     def stage_collect(self) -> None:
         t0 = time.time()
@@ -144,8 +223,16 @@ class Runner:
                 continue
             p = self.paired_neutral(pair)
             roots |= {p.a.root, p.b.root}
+            if p.alignment is not None:
+                st = p.alignment.stats
+                write_json(self.run_dir / "alignment" / f"{pair.id}.json", st)
+                say(f"aligned {pair.id}: {st['n_pairs']} positions = {st['share_a']:.0%} of A's tokens, {st['share_b']:.0%} of B's; "
+                    f"{st['content_share_a']:.0%} / {st['content_share_b']:.0%} of the tokens that read shared content "
+                    f"(each model's chat template is its own)")
             for b in pair.behaviors:
-                for name in (pair.a, pair.b):
+                # cross-architecture pairs also score each side against its own unmodified base
+                nodes = [pair.a, pair.b] + ([self.base_of(pair.a), self.base_of(pair.b)] if pair.cross else [])
+                for name in dict.fromkeys(self._canon(n) for n in nodes):
                     m = self.model(name)
                     roots.add(self._collect(m, self.probe_set(b, m.tokenizer)[0]).root)
         say(f"collected activations in {time.time() - t0:.0f}s; {len(roots)} stores under {Path(next(iter(roots))).parent if roots else '-'}")
@@ -177,9 +264,7 @@ class Runner:
                         continue
                     t0 = time.time()
                     try:
-                        ma, mb = self.model(pair.a), self.model(pair.b)
-                        ctx = PairContext(pair.id, ma, mb, self.paired_neutral(pair), self.layers_for(mb), seed=seed,
-                                          device=self.device, work_dir=path.parent)
+                        ctx = self.pair_context(pair, seed, work_dir=path.parent)
                         torch.manual_seed(seed)
                         findings = rank(cls(**(mcfg.get("params") or {})).find(ctx))
                         save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
@@ -228,7 +313,7 @@ class Runner:
                        shard_tokens=c["shard_tokens"], progress=self.progress), True
 
     def probe_acts(self, model_name: str, behavior: str, layer: int) -> ProbeActs:
-        key = (model_name, behavior, layer)
+        key = (self._canon(model_name), behavior, layer)
         if key not in self._probe_cache:
             m = self.model(model_name)
             ts, labels, texts, users = self.probe_set(behavior, m.tokenizer)
@@ -268,6 +353,9 @@ class Runner:
                     result.flagged = [bool(f.flagged) for f in findings]
                     results.append(result)
                     for b in pair.behaviors:
+                        if pair.cross:
+                            records += self.match_cross(key, seed, pair, b, findings, kw_cache)
+                            continue
                         for r, f in enumerate(findings):
                             pa = self.probe_acts(pair.a, b, f.readout.layer_a)
                             pb = self.probe_acts(pair.b, b, f.readout.layer_b)
@@ -278,7 +366,10 @@ class Runner:
                             auroc, ctrl, act, tok = match_finding(f, pa, pb, kw_cache[kk], self.scoring)
                             records.append(MatchRecord(key, seed, pair.id, pair.kind, b, r, f.id, float(f.uniqueness),
                                                        bool(f.flagged), auroc, ctrl, act, tok))
-        metrics = compute_metrics(results, records, self.scoring)
+        cross_ids = {p.id for p in self.suite.pairs if p.cross}
+        metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], self.scoring)
+        metrics_cross = compute_metrics([r for r in results if r.pair in cross_ids], [r for r in records if r.pair in cross_ids],
+                                        self.scoring, cross=True)
         write_csv(self.run_dir / "matches.csv", [asdict(r) | {"hit": r.hit} for r in records])
         write_csv(self.run_dir / "pair_results.csv", [{k: v for k, v in asdict(r).items() if k not in ("uniqueness", "flagged")} for r in results])
         payload = {
@@ -287,9 +378,13 @@ class Runner:
             "plant_cards": {n: asdict(c) for n, c in self.cards.items()} if self.cards else {},
             "pairs": [asdict(p) for p in self.suite.pairs], "scoring": asdict(self.scoring),
         }
+        if cross_ids:
+            payload["metrics_crossarch"] = metrics_cross
+            payload["models"] = {n: self.base_model_name(n) for p in self.suite.pairs if p.cross for n in (p.a, p.b)}
+            payload["alignment"] = self.alignment_stats()
         write_json(self.run_dir / "scores.json", payload)
         rows = []
-        for method, summary in metrics.items():
+        for method, summary in [*metrics.items(), *((f"{m} [crossarch]", v) for m, v in metrics_cross.items())]:
             row: dict[str, Any] = {"method": method}
             for name, m in summary.items():
                 if not name.startswith("_"):
@@ -299,6 +394,44 @@ class Runner:
         write_csv(self.run_dir / "scores.csv", rows)
         say(f"scores written to {self.run_dir / 'scores.json'} and scores.csv")
         return payload
+
+    def match_cross(self, method_key: str, seed: int, pair: Pair, behavior: str, findings: list, kw_cache: dict) -> list[MatchRecord]:
+        """Match records for a cross-architecture pair: each finding is read on its own model's probe
+        activations (that model's chat template and tokens), and its control is the same readout on that
+        model's unmodified base: a feature the base already has is not the plant."""
+        out = []
+        nodes = {"a": pair.a, "b": pair.b}
+        for r, f in enumerate(findings):
+            best = None
+            for side in ([f.side] if f.side in ("a", "b") else ["a", "b"]):
+                node = nodes[side]
+                layer = f.readout.layer_a if side == "a" else f.readout.layer_b
+                probe = self.probe_acts(node, behavior, layer)
+                control = self.probe_acts(self.base_of(node), behavior, layer)
+                m = self.model(node)
+                kk = (m.identity, behavior)
+                if kk not in kw_cache:
+                    kw_cache[kk] = keyword_token_ids(m.tokenizer, self.suite.specs[behavior].keywords)
+                res = (side, *match_finding_one_side(f, side, probe, control, kw_cache[kk], self.scoring))
+                if best is None or (res[3] or res[4], res[1]) > (best[3] or best[4], best[1]):
+                    best = res
+            side, auroc, ctrl, act, tok = best
+            out.append(MatchRecord(method_key, seed, pair.id, pair.kind, behavior, r, f.id, float(f.uniqueness), bool(f.flagged),
+                                   auroc, ctrl, act, tok, cross=True, side=side, planted_side=pair.side))
+        return out
+
+    def alignment_stats(self) -> dict[str, dict]:
+        """Aligned share of each cross-tokenizer pair's neutral text (from the collect stage)."""
+        out = {}
+        for pair in self.suite.pairs:
+            path = self.run_dir / "alignment" / f"{pair.id}.json"
+            if pair.cross and path.exists():
+                out[pair.id] = read_json(path)
+            elif pair.cross and self.pair_status(pair) == "ok":
+                p = self.paired_neutral(pair)
+                if p.alignment is not None:
+                    out[pair.id] = p.alignment.stats
+        return out
 
     # -- stage: report ---------------------------------------------------------------
     def stage_report(self) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from ..methods.base import Finding
+from ..methods.base import Finding, Readout
 from .store import LayerActs
 
 
@@ -102,10 +102,18 @@ class MatchRecord:
     auroc_control: float
     act_match: bool
     token_match: bool
+    cross: bool = False  # a cross-architecture pair
+    side: str = ""  # cross pairs: the model whose probe activations the finding was read on ("a" / "b")
+    planted_side: str = ""  # cross pairs: where the behavior was planted ("a", "b", "both")
 
     @property
     def hit(self) -> bool:
         return self.act_match or self.token_match
+
+    @property
+    def exclusive_hit(self) -> bool:
+        """A hit by a finding that attributes the difference to the model that has the behavior."""
+        return self.hit and (self.planted_side in ("", "both") or self.side == self.planted_side)
 
 
 def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyword_ids: set[int], cfg: ScoringConfig) -> tuple[float, float, bool, bool]:
@@ -123,6 +131,33 @@ def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyw
         act = auroc >= cfg.auroc_min and control <= cfg.control_auroc_max
     tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
     return auroc, control, act, tok
+
+
+def match_finding_one_side(finding: Finding, side: str, probe: ProbeActs, control: ProbeActs, keyword_ids: set[int],
+                           cfg: ScoringConfig) -> tuple[float, float, bool, bool]:
+    """Cross-architecture matching: (AUROC, control AUROC, activation match, token match) of one finding
+    read on one model only.
+
+    The two models tokenize a probe differently, so there is no (x_a, x_b) per token: the finding's
+    readout is applied to `side`'s own probe activations with the other model's input dropped
+    (exact for latents that read one model only, e.g. DFC-exclusive ones), and per-prompt scores are
+    the max over that model's tokens. The control is the same readout on the side's unmodified base
+    model (same architecture and tokenizer); a side that is itself unmodified is its own control, so
+    it can never be an activation match.
+    """
+    r = finding.readout
+    w_a, w_b = (r.w_a, None) if side == "a" else (None, r.w_b)
+    if r.kind != "linear" or (w_a is None and w_b is None):
+        auroc = control_auroc = 0.5  # the finding does not read this model: a constant readout
+    else:
+        one = Readout(layer_a=r.layer_a, layer_b=r.layer_b, kind="linear", w_a=w_a, w_b=w_b, bias=r.bias, act=r.act,
+                      threshold=r.threshold)
+        x, xc = probe.acts.acts, control.acts.acts
+        auroc = safe_auroc(probe.labels, per_prompt_scores(one(x, x), probe))
+        control_auroc = safe_auroc(control.labels, per_prompt_scores(one(xc, xc), control))
+    act = auroc >= cfg.auroc_min and control_auroc <= cfg.control_auroc_max
+    tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
+    return auroc, control_auroc, act, tok
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -151,13 +186,21 @@ def _nanmean(xs: Iterable[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig) -> dict[str, float]:
-    """Point metrics for one method and seed on a (possibly resampled) list of pair results."""
+def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False) -> dict[str, float]:
+    """Point metrics for one method and seed on a (possibly resampled) list of pair results.
+
+    `cross`: cross-architecture pairs; adds exclusive recall (the hit comes from a finding that
+    attributes the difference to the model the behavior was planted in). Their null pair is the two
+    unmodified models: the architecture's own background."""
     hits: dict[tuple[str, str], list[tuple[int, float, bool, bool]]] = {}
+    excl: dict[tuple[str, str], list[int]] = {}
     for r in records:
         hits.setdefault((r.pair, r.behavior), []).append((r.rank, r.uniqueness, r.flagged, r.hit))
-    # pairs excluded by the plant gate are not part of the ground truth; failed runs count as misses
-    results = [p for p in results if p.status != "excluded"]
+        if r.exclusive_hit:
+            excl.setdefault((r.pair, r.behavior), []).append(r.rank)
+    # pairs excluded by the plant gate are not part of the ground truth, and a method that cannot be defined
+    # for a pair (not_applicable, listed with its reason) is not scored on it; failed runs count as misses
+    results = [p for p in results if p.status not in ("excluded", "not_applicable")]
     planted = [p for p in results if p.pair_kind == "planted"]
     nulls = [p for p in results if p.pair_kind == "null"]
     analogs = [p for p in results if p.pair_kind == "analog"]
@@ -176,6 +219,10 @@ def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg
             top = min(k, p.n_findings)
             prec.append(sum(1 for rank in range(top) if rank in hit_ranks) / top)
         out[f"precision@{k}"] = _nanmean(prec)
+        if cross:
+            out[f"exclusive_recall@{k}"] = _nanmean(
+                float(p.status == "ok" and any(rank < k for rank in excl.get((p.pair, b), []))) for p, b in units
+            ) if units else float("nan")
 
     flagged_planted = sum(p.n_flagged for p in planted if p.status == "ok")
     true_flags = 0
@@ -214,7 +261,7 @@ def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg
     return out
 
 
-def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig) -> dict[str, dict]:
+def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False) -> dict[str, dict]:
     """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement."""
     out: dict[str, dict] = {}
     rng = np.random.default_rng(cfg.bootstrap_seed)
@@ -223,7 +270,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         rec_m = [r for r in records if r.method == method]
         seeds = sorted({r.seed for r in res_m})
         by_seed = {s: ([r for r in res_m if r.seed == s], [r for r in rec_m if r.seed == s]) for s in seeds}
-        per_seed = {s: _metrics_one_seed(*by_seed[s], cfg) for s in seeds}
+        per_seed = {s: _metrics_one_seed(*by_seed[s], cfg, cross=cross) for s in seeds}
         names = list(next(iter(per_seed.values())).keys())
         summary: dict[str, dict] = {}
         for name in names:
@@ -253,7 +300,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
                     new_id = f"{pid}#{j}"
                     new_res.append(replace(rmap[pid], pair=new_id))
                     new_rec += [replace(x, pair=new_id) for x in recs_by_pair.get(pid, ())]
-                m = _metrics_one_seed(new_res, new_rec, cfg)
+                m = _metrics_one_seed(new_res, new_rec, cfg, cross=cross)
                 for n in names:
                     seed_vals[n].append(m[n])
             for n in names:

@@ -5,7 +5,10 @@ set. It lives in a folder named by a key of (model identity incl. adapter hash,
 layers, text set, dtype, max length), so the base model's activations are
 collected once and reused by every pair it belongs to. Two stores over the same
 text set form a `PairedActivations`; for a same-tokenizer pair the rows line up
-token for token (same text id, position and token id, checked on load).
+token for token (same text id, position and token id, checked on load). Models
+with different tokenizers are paired through a `RowAlignment` (harness/align.py):
+only positions where both models have read the same text are paired, and the
+share of each model's tokens that could be aligned is recorded.
 
 Layout of a store folder:
 
@@ -20,6 +23,7 @@ sha256); a corrupt or missing one is dropped from the manifest and recomputed.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +146,19 @@ class ActivationStore:
         for path in self.shard_paths:
             t = load_file(str(path))
             yield LayerActs(t[f"acts_L{layer}"], t["text_idx"].long(), t["pos"].long(), t["token_id"].long())
+
+    def index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(text_idx, pos, token_id) of every row, in row order, without reading the activations."""
+        from safetensors import safe_open
+
+        if not self.complete:
+            raise CorruptStoreError(f"activation store {self.root} is incomplete; rerun collection to finish it")
+        parts: dict[str, list[torch.Tensor]] = {"text_idx": [], "pos": [], "token_id": []}
+        for path in self.shard_paths:
+            with safe_open(str(path), framework="pt") as f:
+                for k in parts:
+                    parts[k].append(f.get_tensor(k).long())
+        return torch.cat(parts["text_idx"]), torch.cat(parts["pos"]), torch.cat(parts["token_id"])
 
     def load(self, layer: int, dtype: torch.dtype | None = None) -> LayerActs:
         """Concatenate all shards of one layer (for stores that fit in memory)."""
@@ -301,16 +318,43 @@ def _safe(name: str) -> str:
 
 
 @dataclass
+class RowAlignment:
+    """Rows of two stores holding comparable positions (models with different tokenizers).
+
+    Row k of the pair is row `rows_a[k]` of store A and row `rows_b[k]` of store B; `stats` holds
+    the share of each model's tokens that could be aligned (see harness/align.py)."""
+
+    rows_a: torch.Tensor  # [n_pairs] int64, row index into store A (row order of `ActivationStore.load`)
+    rows_b: torch.Tensor
+    stats: dict
+
+    def __len__(self) -> int:
+        return int(self.rows_a.numel())
+
+
+def _take(la: LayerActs, rows: torch.Tensor) -> LayerActs:
+    return LayerActs(la.acts[rows], la.text_idx[rows], la.pos[rows], la.token_id[rows])
+
+
+@dataclass
 class PairedActivations:
-    """Two models' activations on one text set, row-aligned (same tokenizer: identical tokens)."""
+    """Two models' activations on one text set, row-aligned: identical tokens for a same-tokenizer
+    pair, aligned positions (`alignment`) for models with different tokenizers."""
 
     a: ActivationStore
     b: ActivationStore
     n_texts: int
+    alignment: RowAlignment | None = None
+
+    @property
+    def aligned(self) -> bool:
+        return self.alignment is not None
 
     def load(self, layer_a: int, layer_b: int | None = None, dtype: torch.dtype = torch.float32) -> tuple[LayerActs, LayerActs]:
         la = self.a.load(layer_a, dtype)
         lb = self.b.load(layer_b if layer_b is not None else layer_a, dtype)
+        if self.alignment is not None:
+            return _take(la, self.alignment.rows_a), _take(lb, self.alignment.rows_b)
         if not (torch.equal(la.token_id, lb.token_id) and torch.equal(la.text_idx, lb.text_idx) and torch.equal(la.pos, lb.pos)):
             raise ValueError(
                 f"stores {self.a.root.name} and {self.b.root.name} are not token-aligned; models with "
@@ -319,7 +363,82 @@ class PairedActivations:
         return la, lb
 
 
-def collect_pair(model_a: LoadedModel, model_b: LoadedModel, texts: TextSet, layers: Sequence[int | float], **kw) -> PairedActivations:
+def align_stores(a: ActivationStore, b: ActivationStore, tok_a, tok_b, texts_a: TextSet, texts_b: TextSet, *,
+                 spans_a: Sequence[Sequence[tuple[int, int]]] | None = None,
+                 spans_b: Sequence[Sequence[tuple[int, int]]] | None = None,
+                 max_window: int | None = None) -> RowAlignment:
+    """Align two stores of models with different tokenizers (cached under the two stores' keys).
+
+    `texts_x` are the texts each store was collected on (each model may see its own chat template
+    around the shared content; `spans_x` locate that content, default: the whole text)."""
+    from . import align as A
+    from .io import atomic_write
+
+    max_window = A.MAX_WINDOW if max_window is None else int(max_window)
+    for store, ts in ((a, texts_a), (b, texts_b)):
+        if store.manifest.get("text_key") != ts.key:
+            raise ValueError(f"store {store.root.name} was not collected on text set {ts.name!r}")
+    if len(texts_a) != len(texts_b):
+        raise ValueError(f"text sets of different sizes ({len(texts_a)} vs {len(texts_b)}) cannot be aligned")
+    key = stable_hash({"v": A.ALIGN_VERSION, "a": a.root.name, "b": b.root.name, "w": max_window,
+                       "sa": [list(map(list, x)) for x in spans_a] if spans_a is not None else None,
+                       "sb": [list(map(list, x)) for x in spans_b] if spans_b is not None else None})
+    path = cache_dir() / "alignments" / f"{key}.safetensors"
+    if path.exists():
+        try:
+            t = load_file(str(path))
+            return RowAlignment(t["rows_a"], t["rows_b"], json.loads(path.with_suffix(".json").read_text()))
+        except Exception:  # corrupt cache entry: recompute
+            pass
+    max_length = int(a.manifest["max_length"])
+    if int(b.manifest["max_length"]) != max_length:
+        raise ValueError("stores collected with different max_length cannot be aligned")
+    als, ids_a, ids_b, stats = A.align_encodings(tok_a, tok_b, texts_a.texts, texts_b.texts, spans_a=spans_a, spans_b=spans_b,
+                                                 max_length=max_length, max_window=max_window)
+    rows = []
+    for store, ids, side in ((a, ids_a, 0), (b, ids_b, 1)):
+        text_idx, pos, token_id = store.index()
+        width = max_length + 1
+        lookup = torch.full((len(ids) * width,), -1, dtype=torch.long)
+        lookup[text_idx * width + pos] = torch.arange(text_idx.numel())
+        t_list, p_list = [], []
+        for t, al in enumerate(als):
+            for pair in al.pairs:
+                t_list.append(t)
+                p_list.append(pair[side])
+        tt, pp = torch.tensor(t_list, dtype=torch.long), torch.tensor(p_list, dtype=torch.long)
+        r = lookup[tt * width + pp] if tt.numel() else torch.zeros(0, dtype=torch.long)
+        if (r < 0).any():
+            raise ValueError(f"store {store.root.name} lacks aligned positions; was it collected with another tokenizer?")
+        expect = torch.tensor([ids[t][p] for t, p in zip(t_list, p_list)], dtype=torch.long)
+        if not torch.equal(token_id[r], expect):
+            raise ValueError(f"store {store.root.name} holds other tokens than its tokenizer produces for these texts")
+        rows.append(r)
+    info = stats.as_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"rows_a": rows[0].contiguous(), "rows_b": rows[1].contiguous()}, str(tmp))
+    atomic_write(path.with_suffix(".json"), json.dumps(info, indent=1))
+    return RowAlignment(rows[0], rows[1], info)
+
+
+def pair_stores(a: ActivationStore, b: ActivationStore, tok_a, tok_b, texts_a: TextSet, texts_b: TextSet | None = None,
+                **kw) -> PairedActivations:
+    """A `PairedActivations` over two stores: the exact path when both models tokenize alike and
+    see the same texts, the cross-tokenizer alignment otherwise."""
+    from .align import same_tokenizer
+
+    texts_b = texts_a if texts_b is None else texts_b
+    if texts_a.key == texts_b.key and same_tokenizer(tok_a, tok_b):
+        return PairedActivations(a, b, len(texts_a))
+    return PairedActivations(a, b, len(texts_a), align_stores(a, b, tok_a, tok_b, texts_a, texts_b, **kw))
+
+
+def collect_pair(model_a: LoadedModel, model_b: LoadedModel, texts: TextSet, layers: Sequence[int | float],
+                 max_window: int | None = None, **kw) -> PairedActivations:
+    """Collect both models on the same texts and pair them (aligned when the tokenizers differ).
+
+    Layers are resolved per model, so relative depths (e.g. 0.5) suit models of different depth."""
     a = collect(model_a, texts, layers, **kw)
     b = collect(model_b, texts, layers, **kw)
-    return PairedActivations(a, b, len(texts))
+    return pair_stores(a, b, model_a.tokenizer, model_b.tokenizer, texts, max_window=max_window)

@@ -1,4 +1,10 @@
-"""A suite as data: which organisms to plant and which model pairs to diff."""
+"""A suite as data: which organisms to plant and which model pairs to diff.
+
+Most pairs share one base model (`cfg.model.name`, the node "base"). A suite may also hold
+cross-architecture pairs (the `cross:` section): model A and model B are different base models
+(e.g. SmolLM2 vs Gemma 3); organisms there carry their own base (`Organism.base`), base models are
+the nodes "base@<model>", and each pair records on which side the ground truth was planted.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,15 @@ from .plant import NULL_KINDS, Organism
 BASE = "base"
 
 
+def base_node(model: str) -> str:
+    """Suite node of an unmodified base model other than the suite's default base."""
+    return f"base@{model}"
+
+
+def is_base(node: str) -> bool:
+    return node == BASE or node.startswith("base@")
+
+
 @dataclass(frozen=True)
 class Pair:
     """Model A vs model B. `behaviors` is the ground truth: planted in B only (planted pairs),
@@ -18,9 +33,11 @@ class Pair:
 
     id: str
     kind: str  # "planted" | "null" | "analog"
-    a: str  # organism name or "base"
+    a: str  # organism name, "base" or "base@<model>"
     b: str
     behaviors: tuple[str, ...]
+    side: str = "b"  # where the behaviors were planted: "b", "a" (planted pairs), "both" (analog), "" (null)
+    cross: bool = False  # model A and model B are different base models (cross-architecture)
 
 
 @dataclass
@@ -32,6 +49,8 @@ class Suite:
     n_probes: int
     n_neutral: int
     method_seeds: list[int]
+    plant_recipes: dict[str, str] | None = None  # base model -> conf/plant/<name>.yaml for its organisms
+    methods: list[str] | None = None  # when set, only these method keys of the config run on this suite
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Suite":
@@ -74,9 +93,46 @@ class Suite:
             copy = f"{b}@copy2"
             organisms[copy] = Organism(copy, "behavior", (b,), seed=1, paraphrase=1)
             pairs.append(Pair(f"{first.name}__{copy}", "analog", first.name, copy, (b,)))
+        cross = cfg.get("cross")
+        recipes: dict[str, str] = {}
+        if cross:
+            for key in ("a", "b"):
+                if not cross.get(key):
+                    raise err(f"cross: missing model {key!r}")
+            model_a, model_b = str(cross.a), str(cross.b)
+            if model_a == model_b:
+                raise err("cross: model a and model b are the same model; use an ordinary pair")
+
+            def org(b: str, model: str) -> str:
+                name = f"{known(b)}@{model}"
+                organisms.setdefault(name, Organism(name, "behavior", (b,), seed=0, base=model))
+                return name
+
+            def add(pair: Pair) -> None:
+                if any(p.id == pair.id for p in pairs):
+                    raise err(f"cross: pair {pair.id} listed twice")
+                pairs.append(pair)
+
+            base_a, base_b = base_node(model_a), base_node(model_b)
+            for b in cross.get("planted_a") or []:  # planted in A only
+                a_org = org(b, model_a)
+                add(Pair(f"{a_org}__{base_b}", "planted", a_org, base_b, (b,), side="a", cross=True))
+            for b in cross.get("planted_b") or []:  # planted in B only
+                b_org = org(b, model_b)
+                add(Pair(f"{base_a}__{b_org}", "planted", base_a, b_org, (b,), side="b", cross=True))
+            for b in cross.get("analogs") or []:  # planted in both: a match is an analog false positive
+                a_org, b_org = org(b, model_a), org(b, model_b)
+                add(Pair(f"{a_org}__{b_org}", "analog", a_org, b_org, (b,), side="both", cross=True))
+            if cross.get("background", True):  # the two unmodified models
+                add(Pair(f"{base_a}__{base_b}", "null", base_a, base_b, (), side="", cross=True))
+            recipes = {str(k): str(v) for k, v in (cross.get("plant_recipes") or {}).items()}
+        if not pairs:
+            raise err("no pairs: list behaviors, nulls, analogs or a cross section")
         n_probes = int(cfg.n_probes)
         if not 1 <= n_probes <= 200:
             raise err(f"n_probes must be in 1..200, got {n_probes}")
         # null organisms are gated against every behavior of the suite
         specs = {b: BehaviorSpec.load(b) for b in sorted(used)}
-        return cls(cfg.name, organisms, pairs, specs, n_probes, int(cfg.n_neutral), list(cfg.get("method_seeds") or [0]))
+        methods = [str(m) for m in cfg.get("methods")] if cfg.get("methods") else None
+        return cls(cfg.name, organisms, pairs, specs, n_probes, int(cfg.n_neutral), list(cfg.get("method_seeds") or [0]),
+                   plant_recipes=recipes or None, methods=methods)

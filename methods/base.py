@@ -92,10 +92,11 @@ class PairContext:
     model_a: "LoadedModel"
     model_b: "LoadedModel"
     neutral: "PairedActivations"
-    layers: list[int]  # residual indices present in the stores (same index in both for same-arch pairs)
+    layers: list[int]  # residual indices present in the stores (model A's; same index in both for same-arch pairs)
     seed: int = 0
     device: str = "cpu"
     work_dir: Path | None = None  # scratch space for the method (checkpoints, logs)
+    layers_b: list[int] | None = None  # model B's residual indices when they differ (cross-architecture pairs)
 
     @property
     def same_architecture(self) -> bool:
@@ -103,8 +104,30 @@ class PairContext:
         return ca.model_type == cb.model_type and ca.hidden_size == cb.hidden_size and ca.num_hidden_layers == cb.num_hidden_layers
 
     @property
+    def shared_space(self) -> bool:
+        """Both models' activations live in one space, position by position (same architecture and tokens)."""
+        return self.same_architecture and not getattr(self.neutral, "aligned", False)
+
+    def require_shared_space(self, what: str) -> None:
+        """Raise NotApplicableError (with the reason) for a pair of models that do not share a space."""
+        if self.shared_space:
+            return
+        ca, cb = self.model_a.model.config, self.model_b.model.config
+        raise NotApplicableError(
+            f"{what} needs a shared activation space, i.e. two models of one architecture and tokenizer; "
+            f"this pair is {self.model_a.name} ({ca.model_type}, d={ca.hidden_size}, {ca.num_hidden_layers} layers) vs "
+            f"{self.model_b.name} ({cb.model_type}, d={cb.hidden_size}, {cb.num_hidden_layers} layers)"
+            + (", with different tokenizers" if getattr(self.neutral, "aligned", False) else ""))
+
+    @property
     def middle_layer(self) -> int:
         return self.layers[len(self.layers) // 2]
+
+    @property
+    def middle_layer_b(self) -> int:
+        """Model B's middle layer (== middle_layer unless the models differ in depth)."""
+        layers = self.layers_b or self.layers
+        return layers[len(layers) // 2]
 
     def logit_lens(self, vec: torch.Tensor, side: str = "b", k: int = 20) -> tuple[list[int], list[str]]:
         model = self.model_b if side != "a" else self.model_a

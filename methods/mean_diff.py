@@ -69,8 +69,7 @@ class MeanDiff(Method):
         self.max_tokens = max_tokens
 
     def find(self, ctx: PairContext) -> list[Finding]:
-        if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
-            raise NotApplicableError("mean difference needs a shared activation space (equal hidden sizes)")
+        ctx.require_shared_space("mean difference (h_B - h_A)")
         layer = self.layer if self.layer is not None else ctx.middle_layer
         la, lb, keep, diff, scale = neutral_difference(ctx, layer)
         lo, hi = self.positions

@@ -4,6 +4,10 @@ It must score at chance; every leaderboard shows it as the floor. Uniqueness is
 a random number, and the flag rule flags the findings whose random uniqueness
 exceeds `flag_quantile`, so it also shows what chance looks like for the
 false-alarm metrics.
+
+Across architectures (no shared space, no h_B - h_A) the floor is one-sided: each finding is
+a random direction in one model's residual stream (alternately A and B, side set accordingly),
+read as a projection of that model's activations, with the norm of its mean activation.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class RandomDirections(Method):
         self.n, self.flag_quantile, self.layer = n, flag_quantile, layer
 
     def find(self, ctx: PairContext) -> list[Finding]:
+        if not ctx.shared_space:
+            return self._one_sided(ctx)
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("random difference directions need equal hidden sizes")
         layer = self.layer if self.layer is not None else ctx.middle_layer
@@ -40,4 +46,26 @@ class RandomDirections(Method):
             out.append(Finding(id=f"rand{i}", uniqueness=u, flagged=u > self.flag_quantile,
                                readout=difference_readout(layer, unit), side="b", direction=unit * norm,
                                direction_layer=layer, tokens=toks, token_ids=ids))
+        return out
+
+    def _one_sided(self, ctx: PairContext) -> list[Finding]:
+        from .base import Readout
+
+        layer_a, layer_b = (self.layer, self.layer) if self.layer is not None else (ctx.middle_layer, ctx.middle_layer_b)
+        la, lb = ctx.neutral.load(layer_a, layer_b)
+        gen = torch.Generator().manual_seed(1000 + ctx.seed)
+        out = []
+        for i in range(self.n):
+            side = "ab"[i % 2]
+            acts = la if side == "a" else lb
+            norm = acts.acts[acts.pos >= 1].mean(0).norm()
+            v = torch.randn(acts.acts.shape[1], generator=gen)
+            unit = v / v.norm()
+            u = float(torch.rand((), generator=gen))
+            ids, toks = ctx.logit_lens(unit, side)
+            readout = Readout(layer_a=layer_a, layer_b=layer_b, kind="linear",
+                              w_a=unit if side == "a" else None, w_b=unit if side == "b" else None)
+            out.append(Finding(id=f"rand{i}{side}", uniqueness=u, flagged=u > self.flag_quantile, readout=readout,
+                               side=side, direction=unit * norm, direction_layer=layer_a if side == "a" else layer_b,
+                               tokens=toks, token_ids=ids))
         return out

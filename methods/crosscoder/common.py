@@ -1,6 +1,8 @@
 """What the three crosscoder methods share: data preparation, training, metrics, findings.
 
-Data: the pair's neutral activations at one layer (default `ctx.middle_layer`). Rows at position 0
+Data: the pair's neutral activations at one layer (default `ctx.middle_layer`, and model B's own
+middle layer `ctx.middle_layer_b` for models of different depth); for models with different
+tokenizers, the rows are the aligned positions of the pair (harness/align.py). Rows at position 0
 are dropped (SmolLM2's attention sink has norm ~20000 vs ~50 elsewhere), as are rows whose norm is
 more than `outlier_factor` x the median in either model; each model is then scaled by one scalar
 so its training rows have mean norm sqrt(d). Texts are split (fixed seed) into training and
@@ -54,7 +56,8 @@ def _n_tokens(store) -> int:
 def _load_rows(ctx: PairContext, layer_a: int, layer_b: int, max_rows: int, seed: int):
     """(acts_a, acts_b, text_idx, pos) for the pair, subsampled to about max_rows when streaming."""
     try:
-        if _n_tokens(ctx.neutral.a) <= IN_MEMORY_TOKENS:
+        if _n_tokens(ctx.neutral.a) <= IN_MEMORY_TOKENS or getattr(ctx.neutral, "aligned", False):
+            # aligned pairs (different tokenizers) are read whole: their rows are gathered by the alignment
             la, lb = ctx.neutral.load(layer_a, layer_b)
             return la.acts.float(), lb.acts.float(), la.text_idx, la.pos
         keep_p = min(1.0, max_rows / max(1, _n_tokens(ctx.neutral.a)))
@@ -74,7 +77,12 @@ def _load_rows(ctx: PairContext, layer_a: int, layer_b: int, max_rows: int, seed
 
 def prepare_data(ctx: PairContext, cfg: dict[str, Any]) -> PairData:
     layer_a = int(cfg["layer"]) if cfg.get("layer") is not None else ctx.middle_layer
-    layer_b = int(cfg["layer_b"]) if cfg.get("layer_b") is not None else layer_a
+    if cfg.get("layer_b") is not None:
+        layer_b = int(cfg["layer_b"])
+    elif ctx.layers_b is not None and cfg.get("layer") is None:
+        layer_b = ctx.middle_layer_b  # models of different depth: B's own middle layer
+    else:
+        layer_b = layer_a
     max_tokens = int(cfg["max_tokens"])
     xa, xb, text_idx, pos = _load_rows(ctx, layer_a, layer_b, int(max_tokens * 1.3), ctx.seed)
     keep = torch.ones(xa.shape[0], dtype=torch.bool)
