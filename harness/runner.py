@@ -247,9 +247,11 @@ class Runner:
         return self.suite.method_seeds if METHODS.get(method_name).stochastic else [0]
 
     def stage_diff(self) -> None:
-        for key, mcfg in self.methods.items():
-            cls = METHODS.get(mcfg["name"])
-            for pair in self.suite.pairs:
+        # pairs outermost: a pair's two models stay loaded for all its methods, and methods that share
+        # a per-pair computation (kl_diff and logit_diff_tokens share one forward pass) find it cached
+        for pair in self.suite.pairs:
+            for key, mcfg in self.methods.items():
+                cls = METHODS.get(mcfg["name"])
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")
