@@ -153,6 +153,14 @@ class Method:
         raise NotImplementedError
 
 
+def merge_config(name: str, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """`defaults` updated by `config`; a key that is not a default is a clear error (a typo in conf/)."""
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise TypeError(f"{name}: unknown config key(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **config}
+
+
 METHODS: Registry[type[Method]] = Registry("method")
 
 

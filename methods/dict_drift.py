@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..harness.io import stable_hash
-from .base import Finding, Method, NotApplicableError, PairContext, register_method
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config
 from .crosscoder.common import cpu_threads, prepare_data, subsample
 from .crosscoder.model import Crosscoder
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, sae_stats
@@ -59,10 +59,7 @@ class DictDrift(Method):
     )
 
     def __init__(self, **config: Any):
-        unknown = sorted(set(config) - set(self.defaults))
-        if unknown:
-            raise TypeError(f"{self.name}: unknown config key(s) {unknown}; known: {sorted(self.defaults)}")
-        super().__init__(**{**self.defaults, **config})
+        super().__init__(**merge_config(self.name, self.defaults, config))
         self.last_metrics: dict[str, Any] = {}
         self.sae_a: Crosscoder | None = None
         self.sae_b: Crosscoder | None = None

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, register_method
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config
 from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, latent_readout, sae_stats
 from .lens import lens
@@ -56,10 +56,7 @@ class DiffSAE(Method):
     )
 
     def __init__(self, **config: Any):
-        unknown = sorted(set(config) - set(self.defaults))
-        if unknown:
-            raise TypeError(f"{self.name}: unknown config key(s) {unknown}; known: {sorted(self.defaults)}")
-        super().__init__(**{**self.defaults, **config})
+        super().__init__(**merge_config(self.name, self.defaults, config))
         self.last_metrics: dict[str, Any] = {}
         self.sae = None
 
