@@ -153,6 +153,15 @@ class Method:
         raise NotImplementedError
 
 
+def work_stem(ctx: "PairContext", method_name: str) -> Path | None:
+    """`<work_dir>/<method>-<pair>-seed<s>` (work_dir created), where a method keeps its side products; None without one."""
+    if ctx.work_dir is None:
+        return None
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(ch if ch.isalnum() or ch in "-_.+@" else "_" for ch in ctx.pair_id)
+    return ctx.work_dir / f"{method_name}-{safe}-seed{ctx.seed}"
+
+
 def merge_config(name: str, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """`defaults` updated by `config`; a key that is not a default is a clear error (a typo in conf/)."""
     unknown = sorted(set(config) - set(defaults))

@@ -30,6 +30,7 @@ units; tokens = its logit lens in B.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import logging
 import math
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..harness.io import stable_hash
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, work_stem
 from .crosscoder.common import cpu_threads, prepare_data, subsample
 from .crosscoder.model import Crosscoder
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, sae_stats
@@ -152,9 +153,7 @@ class DictDrift(Method):
                 info={**metrics, "latent": float(i), "cos": ci, "cos_to_a": float(cos_a[i]), "drift_mass": float(mass[i]), "norm_a": float(dec_a[i].norm()), "norm_b": float(dec_b[i].norm()),
                       "freq_a": float(stats_a.fires[i]) / max(stats_a.n_tokens, 1),
                       "freq_b": float(stats_b.fires[i]) / max(stats_b.n_tokens, 1)}))
-        if ctx.work_dir is not None:
-            ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            safe = "".join(ch if ch.isalnum() or ch in "-_.+@" else "_" for ch in ctx.pair_id)
-            (ctx.work_dir / f"{self.name}-{safe}-seed{ctx.seed}.metrics.json").write_text(
-                json.dumps({**metrics, "config": c}, indent=1, default=str))
+        stem = work_stem(ctx, self.name)
+        if stem is not None:
+            Path(f"{stem}.metrics.json").write_text(json.dumps({**metrics, "config": c}, indent=1, default=str))
         return out

@@ -19,13 +19,14 @@ the decoder row in raw units; tokens = its logit lens in model B.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import logging
 import math
 from typing import Any, ClassVar
 
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, work_stem
 from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, latent_readout, sae_stats
 from .lens import lens
@@ -105,9 +106,7 @@ class DiffSAE(Method):
                 direction_layer=layer, tokens=toks, token_ids=ids,
                 info={**metrics, "latent": float(i), "mass_per_token": float(mass_raw[i]) / max(n_stat, 1),
                       "freq_train": float(stats.fires[i]) / max(n_stat, 1)}))
-        if ctx.work_dir is not None:
-            ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            safe = "".join(ch if ch.isalnum() or ch in "-_.+@" else "_" for ch in ctx.pair_id)
-            (ctx.work_dir / f"{self.name}-{safe}-seed{ctx.seed}.metrics.json").write_text(
-                json.dumps({**metrics, "config": c}, indent=1, default=str))
+        stem = work_stem(ctx, self.name)
+        if stem is not None:
+            Path(f"{stem}.metrics.json").write_text(json.dumps({**metrics, "config": c}, indent=1, default=str))
         return out

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank
+from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank, work_stem
 from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
 
 log = logging.getLogger(__name__)
@@ -242,10 +242,8 @@ class CrosscoderMethod(Method):
             self.crosscoder, self.data = cc, data
             findings = rank(self.select(ctx, cc, data, metrics))[: int(self.config["max_findings"])]
         self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
-        if ctx.work_dir is not None:
-            ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            safe = "".join(ch if ch.isalnum() or ch in "-_.+@" else "_" for ch in ctx.pair_id)
-            out = ctx.work_dir / f"{self.name}-{safe}-seed{ctx.seed}"
+        out = work_stem(ctx, self.name)
+        if out is not None:
             out.with_suffix(".metrics.json").write_text(json.dumps(
                 {**self.last_metrics, "history": metrics["_history"], "config": self.config}, indent=1, default=str))
             if self.config.get("save_weights"):
