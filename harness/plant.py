@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
 N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the rest is neutral text for methods
-PLANT_VERSION = 3  # bump when the training-data recipe in code changes, so cached adapters are not reused
+PLANT_VERSION = 4  # bump when the training-data recipe in code changes, so cached adapters are not reused
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,11 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
     # them in bf16 (half the memory traffic, ~2x faster steps on this CPU). peft keeps the LoRA
     # weights and their optimizer state in fp32 (autocast_adapter_dtype), and adapters are merged
     # into fp32 weights at load time.
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if autocast else torch.float32, local_files_only=True)
+    # Eager attention on CPU: at these lengths (~60 tokens) the CPU flash-attention backward is
+    # mostly overhead (16% of a step); plain matmul attention made a step ~8% faster here.
+    attn = "eager" if device_type == "cpu" else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if autocast else torch.float32,
+                                                 local_files_only=True, attn_implementation=attn)
     model.to(base.device)
     lora = LoraConfig(r=recipe["rank"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
                       target_modules=list(recipe["targets"]), task_type="CAUSAL_LM")

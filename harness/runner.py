@@ -447,6 +447,7 @@ class Runner:
             raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
         tracker = Tracker(self.cfg.get("wandb", {}), str(self.run_dir), OmegaConf.to_container(self.cfg, resolve=True))
         t0 = time.time()
+        stage_seconds: dict[str, float] = {}
         try:
             for stage in STAGES:
                 if stage in stages:
@@ -459,8 +460,10 @@ class Runner:
                             tracker.log({f"{method}/{k}": v["value"] for k, v in summary.items() if not k.startswith("_")})
                     else:
                         getattr(self, f"stage_{stage}")()
-                    tracker.log({f"time/{stage}": time.time() - ts})
+                    stage_seconds[stage] = time.time() - ts
+                    tracker.log({f"time/{stage}": stage_seconds[stage]})
+                    say(f"stage {stage} done in {stage_seconds[stage]:.0f}s")
         finally:
             tracker.finish()
-        write_json(self.run_dir / "timing.json", {"stages": stages, "seconds": time.time() - t0})
+        write_json(self.run_dir / "timing.json", {"stages": stages, "seconds": time.time() - t0, "stage_seconds": stage_seconds})
         say(f"done in {time.time() - t0:.0f}s; run folder: {self.run_dir}")

@@ -130,10 +130,13 @@ class PairContext:
         return layers[len(layers) // 2]
 
     def logit_lens(self, vec: torch.Tensor, side: str = "b", k: int = 20) -> tuple[list[int], list[str]]:
-        model = self.model_b if side != "a" else self.model_a
-        logits = model.unembed_direction(vec)
-        ids = torch.topk(logits, k).indices.tolist()
-        return ids, [model.tokenizer.decode([i]) for i in ids]
+        return self.logit_lens_many(vec.reshape(1, -1), side, k)[0]
+
+    def logit_lens_many(self, vecs: torch.Tensor, side: str = "b", k: int = 20) -> list[tuple[list[int], list[str]]]:
+        """`logit_lens` of each row of vecs [m, d], in one matmul (the fp32 unembedding is converted once per model)."""
+        from .lens import lens
+
+        return lens(self.model_b if side != "a" else self.model_a, vecs, k)
 
 
 class NotApplicableError(RuntimeError):

@@ -56,6 +56,9 @@ class FakeCtx:
     def logit_lens(self, vec, side="b", k=20):
         return list(range(k)), [f"t{i}" for i in range(k)]
 
+    def logit_lens_many(self, vecs, side="b", k=20):
+        return [self.logit_lens(v, side, k) for v in vecs]
+
 
 def _metrics(cc, xs, mode):
     ev = evaluate(cc, xs, mode)

@@ -257,11 +257,24 @@ class CrosscoderMethod(Method):
         """Findings for the `max_findings` highest-uniqueness (latent, side, uniqueness, flagged, info)
         rows (the logit lens is only run for those)."""
         rows = sorted(rows, key=lambda r: -r[2])[: int(self.config["max_findings"])]
-        return [self.make_finding(ctx, cc, data, metrics, i, side, u, fl, info) for i, side, u, fl, info in rows]
+        directions = [self.direction(cc, data, i, side) for i, side, *_ in rows]
+        lenses: dict[int, tuple[list[int], list[str]]] = {}
+        for side in ("a", "b"):  # one batched logit lens per model
+            idx = [j for j, r in enumerate(rows) if r[1] == side]
+            if idx:
+                lenses.update(zip(idx, ctx.logit_lens_many(torch.stack([directions[j] for j in idx]), side, k=20)))
+        return [self.make_finding(ctx, cc, data, metrics, i, side, u, fl, info, directions[j], lenses[j])
+                for j, (i, side, u, fl, info) in enumerate(rows)]
+
+    @staticmethod
+    def direction(cc: Crosscoder, data: PairData, i: int, side: str) -> torch.Tensor:
+        """Latent i's decoder row in its own model, in raw activation units."""
+        m_side = 1 if side == "b" else 0
+        return (cc.dec_row(m_side, i).detach().float() / data.scales[m_side]).cpu()
 
     def make_finding(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any], i: int,
-                     side: str, uniqueness: float, flagged: bool, info: dict[str, Any]) -> Finding:
-        m_side = 1 if side == "b" else 0
+                     side: str, uniqueness: float, flagged: bool, info: dict[str, Any], direction: torch.Tensor,
+                     lens: tuple[list[int], list[str]]) -> Finding:
         w = []
         for m in range(2):
             row = cc.enc_row(m, i)
@@ -273,8 +286,7 @@ class CrosscoderMethod(Method):
             threshold = 0.0
         readout = Readout(layer_a=data.layer_a, layer_b=data.layer_b, kind="linear", w_a=w[0], w_b=w[1],
                           bias=float(cc.readout_bias()[i]), act="relu", threshold=threshold)
-        direction = (cc.dec_row(m_side, i).detach().float() / data.scales[m_side]).cpu()
-        ids, toks = ctx.logit_lens(direction, side, k=20)
+        ids, toks = lens
         base = {k: float(v) for k, v in metrics.items() if not k.startswith("_") and isinstance(v, (int, float))}
         base["backend"] = str(metrics.get("backend", ""))
         full = {**base, "latent": float(i), "section": cc.section_of(i),

@@ -351,7 +351,8 @@ def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> Trai
     bsz = min(cfg.batch_size, n_rows)
     backend = resolve_backend(cfg.backend, dev)
     ops = Ops(backend, cfg.bf16)
-    opt = torch.optim.Adam(cc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    # fused Adam: one kernel per parameter instead of ~10 ops (the unfused step was 15 ms of a 60 ms CPU step)
+    opt = torch.optim.Adam(cc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), fused=dev.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     g = torch.Generator().manual_seed(cfg.seed + 1)
     perm, cursor = torch.randperm(n_rows, generator=g), 0
