@@ -109,15 +109,6 @@ class LoadedModel:
     def decoder_layers(self) -> torch.nn.ModuleList:
         return self.model.model.layers
 
-    def unembed_direction(self, vec: torch.Tensor) -> torch.Tensor:
-        """Logit lens of a residual direction: W_U (g * v), g the final norm's gain."""
-        norm = self.model.model.norm
-        gain = norm.weight.float()
-        if getattr(self.model.config, "model_type", "") .startswith("gemma"):
-            gain = 1.0 + gain  # Gemma's RMSNorm scales by (1 + w)
-        w_u = self.model.get_output_embeddings().weight.float()
-        return w_u @ (vec.float().to(w_u.device) * gain)
-
 
 def resolve_layer(layer: int | float, n_layers: int) -> int:
     if isinstance(layer, float) and not layer.is_integer():  # relative depth

@@ -1,8 +1,9 @@
 """Logit lens for many directions at once, with the float unembedding converted once per model.
 
-`PairContext.logit_lens` converts the (V x d) unembedding to fp32 on every call (~0.1 s for
-SmolLM2 in bf16), which dominated methods that report 20-50 findings. The gain of the final norm
-is folded in as in `LoadedModel.unembed_direction` (Gemma's RMSNorm scales by 1 + w).
+Converting the (V x d) unembedding to fp32 per direction (~0.1 s for SmolLM2 in bf16) dominated
+methods that report 20-50 findings, so it is cached here and every logit lens (`PairContext.logit_lens`
+and `logit_lens_many` included) goes through `lens_ids`. The gain of the final norm is folded in
+(`norm_gain`: Gemma's RMSNorm scales by 1 + w).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ def unembedding(model) -> torch.Tensor:
     return _CACHE[key]
 
 
+def norm_gain(norm, model_type: str) -> torch.Tensor:
+    """The per-dimension gain an RMSNorm module applies (Gemma's scales by 1 + w), fp32."""
+    gain = norm.weight.detach().float()
+    return 1.0 + gain if model_type.startswith("gemma") else gain
+
+
 def final_norm_gain(model) -> torch.Tensor:
-    """The final RMSNorm's per-dimension gain (Gemma scales by 1 + w)."""
-    gain = model.model.model.norm.weight.detach().float()
-    if getattr(model.model.config, "model_type", "").startswith("gemma"):
-        gain = 1.0 + gain
-    return gain
+    """The final RMSNorm's per-dimension gain."""
+    return norm_gain(model.model.model.norm, getattr(model.model.config, "model_type", ""))
 
 
 @torch.no_grad()

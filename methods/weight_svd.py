@@ -38,7 +38,7 @@ import torch.nn as nn
 
 from .crosscoder.common import cpu_threads
 from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
-from .lens import lens_ids
+from .lens import lens_ids, norm_gain
 
 WRITE = {"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj"}
 READ = {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "qkv_proj", "gate_up_proj", "fc1"}
@@ -48,8 +48,7 @@ MLP = ("mlp.", "feed_forward.")
 def _gain(norm: nn.Module | None, model_type: str, d: int) -> torch.Tensor:
     if norm is None or getattr(norm, "weight", None) is None:
         return torch.ones(d)
-    g = norm.weight.detach().float().cpu()
-    return 1.0 + g if model_type.startswith("gemma") else g
+    return norm_gain(norm, model_type).cpu()
 
 
 def _architecture_mismatch(ctx: PairContext) -> str | None:
