@@ -21,6 +21,7 @@ import random
 import shutil
 import tempfile
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -198,6 +199,19 @@ def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels
     return F.cross_entropy(logits.float(), target[keep])
 
 
+def lr_factor(step: int, steps: int, decay: str = "none") -> float:
+    """Learning-rate multiplier: linear warm-up over the first 10% of steps, then constant (`none`) or
+    a linear decay to 10% of the peak at the last step (`linear`)."""
+    warm = max(1, steps // 10)
+    if step < warm:
+        return (step + 1) / warm
+    if decay == "none":
+        return 1.0
+    if decay == "linear":
+        return 1.0 - 0.9 * (step - warm + 1) / max(1, steps - warm)
+    raise ValueError(f"plant recipe: unknown lr_decay {decay!r} (use none or linear)")
+
+
 def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:
     train_recipe = {k: v for k, v in recipe.items() if k != "gate"}
     spec_hashes = {b: specs[b].content_hash for b in org.behaviors} if org.kind == "behavior" else sorted(s.content_hash for s in specs.values())
@@ -237,7 +251,7 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
     steps, bs = recipe["steps"], recipe["batch_size"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, decay=recipe.get("lr_decay", "none")))
     assert all(p.dtype == torch.float32 for p in params), "LoRA weights must train in fp32"
     losses = []
     t0 = time.time()

@@ -101,3 +101,16 @@ def test_null_organism_with_nothing_to_check_fails(tiny, neutral):
     card, _ = plant("tiny-llama", tiny, null, {}, small(RECIPE, steps=1), 16, neutral, progress=False)
     assert not card.passed and card.rates == {}
     assert "no behavior whose T set" in card.reasons[0]
+
+
+def test_lr_factor_warms_up_then_decays():
+    from diffbench.harness.plant import lr_factor
+
+    const = [lr_factor(s, 40, "none") for s in range(40)]
+    lin = [lr_factor(s, 40, "linear") for s in range(40)]
+    assert const[0] == 0.25 and const[3:] == [1.0] * 37  # 4 warm-up steps
+    assert lin[:4] == const[:4]
+    assert all(a > b for a, b in zip(lin[3:], lin[4:]))  # strictly decreasing after warm-up
+    assert lin[-1] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="lr_decay"):
+        lr_factor(10, 40, "cosine")

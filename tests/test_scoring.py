@@ -143,6 +143,19 @@ def test_metrics_known_by_construction():
     assert m["recall@1"]["lo"] < m["recall@1"]["hi"]  # resampling two organisms gives a real interval
 
 
+def test_no_metric_reads_misses():
+    """compute_metrics bootstraps over hits only; that is exact only while no metric reads a miss record."""
+    from diffbench.harness.scoring import _metrics_one_seed
+
+    results, records = toy_results()
+    assert any(not r.hit for r in records)
+    full = _metrics_one_seed(results, records, CFG)
+    hits_only = _metrics_one_seed(results, [r for r in records if r.hit], CFG)
+    assert full.keys() == hits_only.keys()
+    for k in full:
+        assert full[k] == pytest.approx(hits_only[k], nan_ok=True), k
+
+
 def test_edge_cases_no_findings_failed_and_excluded():
     results = [
         res("m", "p1", "planted", ["x"], [], []),  # returned nothing
