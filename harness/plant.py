@@ -202,14 +202,14 @@ def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels
 def lr_factor(step: int, steps: int, decay: str = "none") -> float:
     """Learning-rate multiplier: linear warm-up over the first 10% of steps, then constant (`none`) or
     a linear decay to 10% of the peak at the last step (`linear`)."""
+    if decay not in ("none", "linear"):
+        raise ValueError(f"plant recipe: unknown lr_decay {decay!r} (use none or linear)")
     warm = max(1, steps // 10)
     if step < warm:
         return (step + 1) / warm
     if decay == "none":
         return 1.0
-    if decay == "linear":
-        return 1.0 - 0.9 * (step - warm + 1) / max(1, steps - warm)
-    raise ValueError(f"plant recipe: unknown lr_decay {decay!r} (use none or linear)")
+    return 1.0 - 0.9 * (step - warm + 1) / max(1, steps - warm)
 
 
 def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:

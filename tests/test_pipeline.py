@@ -86,3 +86,11 @@ def test_cli_stage_alone_and_clear_errors(tmp_path):
     assert bad.returncode != 0 and "nope" in bad.stdout + bad.stderr
     bad = subprocess.run([*exe, "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not a diffbench run folder" in bad.stderr
+
+
+def test_misspelt_lr_schedule_fails_before_any_work(tmp_path):
+    from diffbench.harness.runner import Runner
+
+    with pytest.raises(ValueError, match="lr_decay"):
+        Runner(make_cfg(tmp_path, ["plant.lr_decay=cosine"]), tmp_path)
+    assert not any(tmp_path.iterdir())
