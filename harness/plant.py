@@ -186,17 +186,24 @@ def _encode(tok, batch: Sequence[tuple[str, str, bool]], max_length: int) -> tup
 # ----------------------------------------------------------------------------- LoRA
 
 
-def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                  first_token_weight: float = 1.0) -> torch.Tensor:
     """Next-token loss on response tokens only; the LM head runs only at those positions.
 
     The 49k-way LM head is the largest single matmul of a SmolLM2 forward pass,
     and responses are about a third of each sequence, so this saves real time.
+    `first_token_weight` up-weights each response's first token (where the model decides
+    between the planted answer and its normal one); 1.0 is the plain mean.
     """
     hidden = causal_lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
     target = labels[:, 1:]
     keep = target != -100
     logits = causal_lm.lm_head(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), target[keep])
+    if first_token_weight == 1.0:
+        return F.cross_entropy(logits.float(), target[keep])
+    first = keep & (keep.cumsum(1) == 1)
+    w = torch.where(first[keep], first_token_weight, 1.0)
+    return (F.cross_entropy(logits.float(), target[keep], reduction="none") * w).sum() / w.sum()
 
 
 def lr_factor(step: int, steps: int, decay: str = "none") -> float:
@@ -261,7 +268,7 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
         batch = examples[step * bs : (step + 1) * bs]
         input_ids, labels, mask = (t.to(base.device) for t in _encode(base.tokenizer, batch, recipe["max_length"]))
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-            loss = response_loss(model.get_base_model(), input_ids, mask, labels)
+            loss = response_loss(model.get_base_model(), input_ids, mask, labels, recipe.get("first_token_weight", 1.0))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

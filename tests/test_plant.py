@@ -3,6 +3,8 @@
 import copy
 
 import pytest
+import torch
+import torch.nn.functional as F
 import yaml
 
 from diffbench.harness.plant import Organism, adapter_key, plant, training_examples
@@ -114,3 +116,28 @@ def test_lr_factor_warms_up_then_decays():
     assert lin[-1] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="lr_decay"):
         lr_factor(10, 40, "cosine")
+
+
+def test_first_token_weight_upweights_the_decision_token():
+    from types import SimpleNamespace
+
+    from diffbench.harness.plant import response_loss
+
+    torch.manual_seed(0)
+    emb, head = torch.nn.Embedding(11, 5), torch.nn.Linear(5, 11)
+    lm = SimpleNamespace(model=lambda input_ids, attention_mask, use_cache: SimpleNamespace(last_hidden_state=emb(input_ids)),
+                         lm_head=head)
+    ids = torch.randint(0, 11, (2, 6))
+    labels = torch.full((2, 6), -100)
+    labels[0, 2:] = ids[0, 2:]  # response tokens: positions 2.. (row 0) and 3.. (row 1)
+    labels[1, 3:] = ids[1, 3:]
+    mask = torch.ones_like(ids)
+    plain = response_loss(lm, ids, mask, labels)
+    assert response_loss(lm, ids, mask, labels, 1.0).item() == plain.item()
+    # per-token losses, by hand: the first response token of each row is at target position 1 and 2
+    logits = head(emb(ids))[:, :-1]
+    ce = F.cross_entropy(logits.reshape(-1, 11), labels[:, 1:].reshape(-1), reduction="none", ignore_index=-100).view(2, 5)
+    w = torch.zeros(2, 5)
+    w[0, 1:], w[1, 2:] = 1.0, 1.0
+    w[0, 1], w[1, 2] = 8.0, 8.0
+    assert response_loss(lm, ids, mask, labels, 8.0).item() == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
