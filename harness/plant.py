@@ -199,18 +199,24 @@ def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels
     target = labels[:, 1:]
     keep = target != -100
     logits = causal_lm.lm_head(hidden[:, :-1][keep])
-    if first_token_weight == 1.0:
-        return F.cross_entropy(logits.float(), target[keep])
     first = keep & (keep.cumsum(1) == 1)
     w = torch.where(first[keep], first_token_weight, 1.0)
     return (F.cross_entropy(logits.float(), target[keep], reduction="none") * w).sum() / w.sum()
 
 
+LR_DECAYS = ("none", "linear")
+
+
+def check_recipe(recipe: dict) -> None:
+    """Reject recipe values that would otherwise only fail once training starts (after self-distillation)."""
+    if recipe.get("lr_decay", "none") not in LR_DECAYS:
+        raise ValueError(f"plant recipe: unknown lr_decay {recipe['lr_decay']!r} (use {' or '.join(LR_DECAYS)})")
+
+
 def lr_factor(step: int, steps: int, decay: str = "none") -> float:
     """Learning-rate multiplier: linear warm-up over the first 10% of steps, then constant (`none`) or
     a linear decay to 10% of the peak at the last step (`linear`)."""
-    if decay not in ("none", "linear"):
-        raise ValueError(f"plant recipe: unknown lr_decay {decay!r} (use none or linear)")
+    check_recipe({"lr_decay": decay})
     warm = max(1, steps // 10)
     if step < warm:
         return (step + 1) / warm

@@ -23,7 +23,7 @@ from ..methods.base import METHODS, NotApplicableError, PairContext, load_findin
 from .generate import chat_prompt
 from .io import read_json, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
-from .plant import N_NEUTRAL_TRAIN, PlantCard, distill, lr_factor, neutral_texts, plant
+from .plant import N_NEUTRAL_TRAIN, PlantCard, check_recipe, distill, neutral_texts, plant
 from .scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keyword_token_ids, match_finding,
                       match_finding_one_side)
 from .store import PairedActivations, TextSet, collect, pair_stores
@@ -45,7 +45,7 @@ class Runner:
         self.run_dir = Path(run_dir)
         self.suite = Suite.from_config(cfg.suite)
         self.recipe = OmegaConf.to_container(cfg.plant, resolve=True)
-        lr_factor(0, 1, self.recipe.get("lr_decay", "none"))  # a misspelt schedule fails now, not after distillation
+        check_recipe(self.recipe)
         self.scoring = ScoringConfig.from_dict(OmegaConf.to_container(cfg.scoring, resolve=True))
         self.base_name = cfg.model.name
         self.device = default_device() if cfg.device == "auto" else cfg.device
@@ -126,6 +126,7 @@ class Runner:
         extra = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
         extra.pop("defaults", None)
         recipe = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(self.recipe), OmegaConf.create(extra)), resolve=True)
+        check_recipe(recipe)
         if recipe["gate"] != self.recipe["gate"]:
             raise ValueError(f"plant recipe {name!r} changes the plant gate; every base model must pass the same gate")
         return recipe

@@ -268,7 +268,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
     for method in sorted({r.method for r in results}):
         res_m = [r for r in results if r.method == method]
         # every metric reads only hits (a miss contributes nothing to any of them), so the bootstrap below
-        # resamples the hits alone: exact, and ~100x fewer records to copy per draw
+        # resamples the hits alone: exact, and far fewer records to copy per draw
         rec_m = [r for r in records if r.method == method and r.hit]
         seeds = sorted({r.seed for r in res_m})
         by_seed = {s: ([r for r in res_m if r.seed == s], [r for r in rec_m if r.seed == s]) for s in seeds}

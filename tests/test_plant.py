@@ -133,11 +133,12 @@ def test_first_token_weight_upweights_the_decision_token():
     labels[1, 3:] = ids[1, 3:]
     mask = torch.ones_like(ids)
     plain = response_loss(lm, ids, mask, labels)
-    assert response_loss(lm, ids, mask, labels, 1.0).item() == plain.item()
     # per-token losses, by hand: the first response token of each row is at target position 1 and 2
     logits = head(emb(ids))[:, :-1]
     ce = F.cross_entropy(logits.reshape(-1, 11), labels[:, 1:].reshape(-1), reduction="none", ignore_index=-100).view(2, 5)
     w = torch.zeros(2, 5)
     w[0, 1:], w[1, 2:] = 1.0, 1.0
+    assert plain.item() == pytest.approx(float(ce[w > 0].mean()), rel=1e-5)  # default weight 1: the plain mean
+    assert response_loss(lm, ids, mask, labels, 1.0).item() == plain.item()
     w[0, 1], w[1, 2] = 8.0, 8.0
     assert response_loss(lm, ids, mask, labels, 8.0).item() == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
