@@ -13,8 +13,12 @@ HEADLINE = [
     ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@20", "R@20"), ("precision@5", "P@5"),
     ("fdr", "FDR(flagged)"), ("null_flagged_per_pair", "null flags/pair"), ("null_false_alarm_rate", "null FA rate"),
     ("recall@null5", "R@null5%"), ("oversensitivity", "oversens."), ("analog_fp_top20", "analog FP@20"),
-    ("analog_fp_flagged", "analog FP flagged"), ("organism_auroc", "org. AUROC"),
+    ("analog_fp_flagged", "analog FP flagged"), ("organism_auroc", "org. AUROC"), ("seed_agreement", "seed agree."),
 ]
+
+# Training diagnostics a method may record in its findings' `info` (crosscoders, SAEs): held-out explained
+# variance per model, L0, dead fraction. Shown as min-max over the method's runs.
+TRAINING_INFO = [("ev_a", "EV model A"), ("ev_b", "EV model B"), ("l0", "L0"), ("dead_frac", "dead fraction")]
 
 # Cross-architecture pairs: the null pair is the two unmodified models (the architectures' own background).
 HEADLINE_CROSS = [
@@ -117,6 +121,8 @@ def write_report(run_dir: Path) -> None:
     if excluded:
         lines += ["", "## Pairs excluded by the plant gate", ""] + [f"- `{p}`: {e}" for p, e in excluded]
 
+    lines += training_section(run_dir, list(dict.fromkeys([*order, *cross])))
+
     cards = scores.get("plant_cards") or {}
     if cards:
         lines += ["", "## Plant cards", "", "| organism | gate | behavior | T (organism) | C (organism) | T (base) | KL to base | train s |",
@@ -213,6 +219,27 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
     return lines
 
 
+def training_section(run_dir: Path, methods: list[str]) -> list[str]:
+    """Min-max of the training diagnostics (`*.metrics.json` beside the findings) over each method's runs."""
+    rows = []
+    for method in methods:
+        seen: dict[str, list[float]] = {k: [] for k, _ in TRAINING_INFO}
+        paths = sorted((run_dir / "findings" / method).glob("*.metrics.json"))
+        for path in paths:
+            info = read_json(path)
+            for k in seen:
+                if isinstance(info.get(k), (int, float)) and math.isfinite(info[k]):
+                    seen[k].append(float(info[k]))
+        if seen["ev_a"]:
+            rows.append(f"| {method} | " + " | ".join(
+                (f"{min(v):.3g}-{max(v):.3g}" if v else "n/a") for v in seen.values()) + f" | {len(paths)} |")
+    if not rows:
+        return []
+    return ["", "## Training diagnostics (min-max over runs; EV and L0 on held-out tokens)", "",
+            "| method | " + " | ".join(h for _, h in TRAINING_INFO) + " | runs |", "|---|" + "---|" * len(TRAINING_INFO) + "---|",
+            *rows]
+
+
 def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
     """method -> {pair/behavior: 'A', 'T', 'AT' or '-'} for planted pairs, from matches.csv (seed-pooled).
 
@@ -264,7 +291,8 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("recall")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    if axes[-1].get_legend_handles_labels()[0]:  # nothing to plot when no method has a defined recall
+        axes[-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(run_dir / "recall_vs_false_alarms.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..harness.io import stable_hash
+from ..harness.io import atomic_write, stable_hash
 from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, work_stem
 from .crosscoder.common import cpu_threads, prepare_data, subsample
 from .crosscoder.model import Crosscoder
@@ -155,5 +155,5 @@ class DictDrift(Method):
                       "freq_b": float(stats_b.fires[i]) / max(stats_b.n_tokens, 1)}))
         stem = work_stem(ctx, self.name)
         if stem is not None:
-            Path(f"{stem}.metrics.json").write_text(json.dumps({**metrics, "config": c}, indent=1, default=str))
+            atomic_write(f"{stem}.metrics.json", json.dumps({**metrics, "config": c}, indent=1, default=str))
         return out

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..harness.io import atomic_write
 from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, work_stem
 from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, latent_readout, sae_stats
@@ -108,5 +109,5 @@ class DiffSAE(Method):
                       "freq_train": float(stats.fires[i]) / max(n_stat, 1)}))
         stem = work_stem(ctx, self.name)
         if stem is not None:
-            Path(f"{stem}.metrics.json").write_text(json.dumps({**metrics, "config": c}, indent=1, default=str))
+            atomic_write(f"{stem}.metrics.json", json.dumps({**metrics, "config": c}, indent=1, default=str))
         return out

@@ -49,6 +49,12 @@ def test_run_writes_every_product(tiny_run):
         assert (run_dir / name).exists(), name
     board = (run_dir / "leaderboard.md").read_text()
     assert "random_directions (floor)" in board and "mean_diff" in board and "tiny-llama" in board
+    assert "seed agree." in board
+    # crosscoders' held-out EV, L0 and dead fraction, one row per method over its runs (pairs x seeds)
+    diag = board.split("## Training diagnostics")[1].split("\n## ")[0]
+    row = next(line for line in diag.splitlines() if line.startswith("| l1_crosscoder |"))
+    n_runs = len(list((run_dir / "findings" / "l1_crosscoder").glob("*.metrics.json")))
+    assert n_runs > 0 and row.rstrip(" |").endswith(f"| {n_runs}")
 
 
 def test_crashing_method_is_recorded_and_run_goes_on(tiny_run):

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ...harness.io import atomic_write
 from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank, work_stem
 from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
 
@@ -244,7 +245,7 @@ class CrosscoderMethod(Method):
         self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
         out = work_stem(ctx, self.name)
         if out is not None:
-            out.with_suffix(".metrics.json").write_text(json.dumps(
+            atomic_write(out.with_suffix(".metrics.json"), json.dumps(
                 {**self.last_metrics, "history": metrics["_history"], "config": self.config}, indent=1, default=str))
             if self.config.get("save_weights"):
                 torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n),
