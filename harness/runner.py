@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..methods import load_all_methods
 from ..methods.base import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings
 from .generate import chat_prompt
-from .io import read_json, write_csv, write_json
+from .io import read_json, stable_hash, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
 from .plant import N_NEUTRAL_TRAIN, PlantCard, check_recipe, distill, neutral_texts, plant
 from .scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keyword_token_ids, match_finding,
@@ -254,13 +254,21 @@ class Runner:
         for pair in self.suite.pairs:
             for key, mcfg in self.methods.items():
                 cls = METHODS.get(mcfg["name"])
+                params = mcfg.get("params") or {}
+                params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else dict(params)
+                config_hash = stable_hash({"name": mcfg["name"], "params": params})
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")
-                    previous = read_json(status_path)["status"] if status_path.exists() else None
-                    if previous == "not_applicable" or (previous == "ok" and path.with_suffix(".json").exists()):
+                    prev = read_json(status_path) if status_path.exists() else {}
+                    # status files from before the hash was recorded count as the same config
+                    same_config = prev.get("config_hash") in (None, "", config_hash)
+                    done = prev.get("status") == "not_applicable" or (prev.get("status") == "ok" and path.with_suffix(".json").exists())
+                    if done and same_config:
                         continue  # resume: done before (failed and excluded runs are retried)
-                    result = PairResult(key, seed, pair.id, pair.kind, pair.behaviors, "ok")
+                    if prev and not same_config:
+                        say(f"diff {key} on {pair.id} seed {seed}: method config changed since its saved findings; recomputing")
+                    result = PairResult(key, seed, pair.id, pair.kind, pair.behaviors, "ok", config_hash=config_hash)
                     status = self.pair_status(pair)
                     if status != "ok":
                         result.status, result.error = "excluded", status

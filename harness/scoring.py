@@ -179,6 +179,7 @@ class PairResult:
     uniqueness: list[float] = field(default_factory=list)  # of every finding, in rank order
     flagged: list[bool] = field(default_factory=list)
     seconds: float = 0.0
+    config_hash: str = ""  # of the method's name and params: saved findings are reused only under the same config
 
 
 def _nanmean(xs: Iterable[float]) -> float:

@@ -80,6 +80,20 @@ def test_report_rebuilds_from_saved_findings(tiny_run):
     assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)
 
 
+def test_changed_method_config_recomputes_saved_findings(tiny_run, tmp_path):
+    """Resuming reuses saved findings only if the method's config is unchanged (the caches hold the tiny organisms)."""
+    cfg = make_cfg(tmp_path, ["method=[pca_diff]"])
+    Runner(cfg, tmp_path).run(["diff"])
+    status = sorted((tmp_path / "findings" / "pca_diff").glob("*.status.json"))[0]
+    first = json.loads(status.read_text())
+    assert first["status"] == "ok" and first["config_hash"]
+    Runner(cfg, tmp_path).run(["diff"])  # same config: resumed, the status file is not rewritten
+    assert json.loads(status.read_text()) == first
+    Runner(make_cfg(tmp_path, ["method=[pca_diff]", "method.pca_diff.params.n_components=3"]), tmp_path).run(["diff"])
+    second = json.loads(status.read_text())
+    assert second["config_hash"] != first["config_hash"] and second["n_findings"] == 3 != first["n_findings"]
+
+
 def test_cli_stage_alone_and_clear_errors(tmp_path):
     exe = [sys.executable, "-m", "diffbench.harness.cli"]
     out = subprocess.run([*exe, "collect", *TINY, f"run_dir={tmp_path}/r"], capture_output=True, text=True, timeout=900)

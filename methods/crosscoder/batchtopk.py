@@ -34,6 +34,11 @@ class BatchTopKCrosscoder(CrosscoderMethod):
     sparsity = "batchtopk"
     defaults = dict(
         k=32,
+        # no data-initialised latents: a centred Gemma-3 row is mostly its one massive dimension (163: 56% of the
+        # centred variance at layer 9), so 25% data init gave hundreds of shared latents whose B decoder writes
+        # +-e_163; held-out rows that fire many of them overshoot it (crossarch background pair: EV_B 0.32/-0.05/0.33
+        # on seeds 0-2 with 0.25, 0.86-0.87 with 0.0; EV_A 0.78 -> 0.82)
+        data_init_frac=0.0,
         aux_k=64,  # dead latents per token in the auxiliary loss (None: d/2)
         aux_rows=256,
         aux_coeff=1 / 32,
