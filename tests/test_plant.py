@@ -125,6 +125,8 @@ def test_first_token_weight_upweights_the_decision_token():
 
     torch.manual_seed(0)
     emb, head = torch.nn.Embedding(11, 5), torch.nn.Linear(5, 11)
+    for p in (*emb.parameters(), *head.parameters()):
+        p.requires_grad_(False)  # values only: no autograd graph, so .item() is exact and warning-free
     lm = SimpleNamespace(model=lambda input_ids, attention_mask, use_cache: SimpleNamespace(last_hidden_state=emb(input_ids)),
                          lm_head=head)
     ids = torch.randint(0, 11, (2, 6))
