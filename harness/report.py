@@ -16,7 +16,7 @@ HEADLINE = [
     ("analog_fp_flagged", "analog FP flagged"), ("organism_auroc", "org. AUROC"), ("seed_agreement", "seed agree."),
 ]
 
-# Training diagnostics a method may record in its findings' `info` (crosscoders, SAEs): held-out explained
+# Training diagnostics a method may record with `save_run_metrics` (crosscoders, SAEs): held-out explained
 # variance per model, L0, dead fraction. Shown as min-max over the method's runs.
 TRAINING_INFO = [("ev_a", "EV model A"), ("ev_b", "EV model B"), ("l0", "L0"), ("dead_frac", "dead fraction")]
 

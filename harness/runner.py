@@ -254,9 +254,7 @@ class Runner:
         for pair in self.suite.pairs:
             for key, mcfg in self.methods.items():
                 cls = METHODS.get(mcfg["name"])
-                params = mcfg.get("params") or {}
-                params = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else dict(params)
-                config_hash = stable_hash({"name": mcfg["name"], "params": params})
+                config_hash = stable_hash({"name": mcfg["name"], "params": mcfg.get("params") or {}})  # plain containers
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")

@@ -165,6 +165,15 @@ def work_stem(ctx: "PairContext", method_name: str) -> Path | None:
     return ctx.work_dir / f"{method_name}-{safe}-seed{ctx.seed}"
 
 
+def save_run_metrics(ctx: "PairContext", method_name: str, metrics: dict[str, Any]) -> Path | None:
+    """Write a run's training metrics to `<work_stem>.metrics.json` (atomically; the report's training table reads
+    them); returns the stem (for further side products) or None without a work dir."""
+    stem = work_stem(ctx, method_name)
+    if stem is not None:
+        atomic_write(f"{stem}.metrics.json", json.dumps(metrics, indent=1, default=str))
+    return stem
+
+
 def merge_config(name: str, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """`defaults` updated by `config`; a key that is not a default is a clear error (a typo in conf/)."""
     unknown = sorted(set(config) - set(defaults))

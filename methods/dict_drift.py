@@ -29,16 +29,14 @@ units; tokens = its logit lens in B.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 import logging
 import math
 from typing import Any, ClassVar
 
 import torch
 
-from ..harness.io import atomic_write, stable_hash
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, work_stem
+from ..harness.io import stable_hash
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, save_run_metrics
 from .crosscoder.common import cpu_threads, prepare_data, subsample
 from .crosscoder.model import Crosscoder
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, sae_stats
@@ -153,7 +151,5 @@ class DictDrift(Method):
                 info={**metrics, "latent": float(i), "cos": ci, "cos_to_a": float(cos_a[i]), "drift_mass": float(mass[i]), "norm_a": float(dec_a[i].norm()), "norm_b": float(dec_b[i].norm()),
                       "freq_a": float(stats_a.fires[i]) / max(stats_a.n_tokens, 1),
                       "freq_b": float(stats_b.fires[i]) / max(stats_b.n_tokens, 1)}))
-        stem = work_stem(ctx, self.name)
-        if stem is not None:
-            atomic_write(f"{stem}.metrics.json", json.dumps({**metrics, "config": c}, indent=1, default=str))
+        save_run_metrics(ctx, self.name, {**metrics, "config": c})
         return out

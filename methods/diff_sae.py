@@ -18,16 +18,13 @@ the decoder row in raw units; tokens = its logit lens in model B.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 import logging
 import math
 from typing import Any, ClassVar
 
 import torch
 
-from ..harness.io import atomic_write
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, work_stem
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, save_run_metrics
 from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
 from .crosscoder.sae import SAE_DEFAULTS, fit_sae, latent_readout, sae_stats
 from .lens import lens
@@ -107,7 +104,5 @@ class DiffSAE(Method):
                 direction_layer=layer, tokens=toks, token_ids=ids,
                 info={**metrics, "latent": float(i), "mass_per_token": float(mass_raw[i]) / max(n_stat, 1),
                       "freq_train": float(stats.fires[i]) / max(n_stat, 1)}))
-        stem = work_stem(ctx, self.name)
-        if stem is not None:
-            atomic_write(f"{stem}.metrics.json", json.dumps({**metrics, "config": c}, indent=1, default=str))
+        save_run_metrics(ctx, self.name, {**metrics, "config": c})
         return out

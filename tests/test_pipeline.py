@@ -109,8 +109,6 @@ def test_cli_stage_alone_and_clear_errors(tmp_path):
 
 
 def test_misspelt_lr_schedule_fails_before_any_work(tmp_path):
-    from diffbench.harness.runner import Runner
-
     with pytest.raises(ValueError, match="lr_decay"):
         Runner(make_cfg(tmp_path, ["plant.lr_decay=cosine"]), tmp_path)
     assert not any(tmp_path.iterdir())

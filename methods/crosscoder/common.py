@@ -16,7 +16,6 @@ units (x_raw += f * direction).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from contextlib import contextmanager
@@ -25,8 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ...harness.io import atomic_write
-from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank, work_stem
+from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank, save_run_metrics
 from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
 
 log = logging.getLogger(__name__)
@@ -243,13 +241,10 @@ class CrosscoderMethod(Method):
             self.crosscoder, self.data = cc, data
             findings = rank(self.select(ctx, cc, data, metrics))[: int(self.config["max_findings"])]
         self.last_metrics = {k: v for k, v in metrics.items() if not k.startswith("_")}
-        out = work_stem(ctx, self.name)
-        if out is not None:
-            atomic_write(out.with_suffix(".metrics.json"), json.dumps(
-                {**self.last_metrics, "history": metrics["_history"], "config": self.config}, indent=1, default=str))
-            if self.config.get("save_weights"):
-                torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n),
-                            "widths": cc.widths, "score_norm": cc.score_norm}, out.with_suffix(".pt"))
+        out = save_run_metrics(ctx, self.name, {**self.last_metrics, "history": metrics["_history"], "config": self.config})
+        if out is not None and self.config.get("save_weights"):
+            torch.save({"state_dict": cc.state_dict(), "scales": data.scales, "sections": self.sections(cc.n),
+                        "widths": cc.widths, "score_norm": cc.score_norm}, f"{out}.pt")
         return findings
 
     # -- helpers for select() -----------------------------------------------------------
