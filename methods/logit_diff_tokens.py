@@ -100,4 +100,4 @@ class LogitDiffTokens(Method):
                 info={"top_freq": u, "group_mass": float(contrib[g, members].sum()) / max(1.0, float(mat.sum())), "group_tokens": float(len(members)),
                       "positions": float(n), "texts": float(od.n_texts), "top_k": float(c["top_k"]),
                       "chance_freq": float(c["top_k"]) / float(counts.numel()), "seconds_forward": od.seconds}))
-        return out
+        return sorted(out, key=lambda f: -f.uniqueness)  # NMF's component order means nothing

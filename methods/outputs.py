@@ -6,10 +6,11 @@ needed and the tokens are exactly those the activation methods see). Per positio
 next-token distribution except the attention-sink position) it keeps:
 
 * kl:        KL(p_B || p_A) in nats,
-* top_diff:  the `TOP_K` token ids with the largest log p_B - log p_A (the same order as
-             logits_B - logits_A: softmax's per-position shift does not change a ranking); -1 where
-             the gain does not exceed the position's median gain (estimated on every
-             (V // 1024)-th token; unmoved tokens tie there),
+* top_diff:  the `TOP_K` token ids with the largest log p_B - log p_A, ranked by logits_B - logits_A
+             (the same order: softmax's per-position shift does not change a ranking; the raw
+             difference is exactly 0 for an unmoved token, where log p_B - log p_A carries rounding
+             noise); -1 where the gain does not exceed the position's median gain (estimated on every
+             (V // 1024)-th token; unmoved tokens tie there exactly),
 * gain_ids / gain_vals: the `TOP_GAIN` tokens with the largest p_B - p_A,
 * hid_a / hid_b: both models' residual stream at `layer` (default: the last residual index the
              activation store can hold, n_layers - 1, i.e. the input of the last block),
@@ -152,10 +153,14 @@ def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | N
             pa, pb = lpa.exp(), lpb.exp()
             d = lpb - lpa
             parts["kl"].append((pb * d).sum(-1).clamp(min=0))
-            tv, ti = d.topk(TOP_K, dim=-1)
+            # rank by the raw logit difference (the same order as d: log_softmax only shifts each position), which
+            # is exactly 0 for a token whose logit did not move; d itself carries rounding noise of ~1e-6 that
+            # differs by CPU instruction set and would let arbitrary unmoved tokens past the median
+            raw = lb[r, sl].float() - la[r, sl].float()
+            tv, ti = raw.topk(TOP_K, dim=-1)
             # a token counts only if its gain beats the position's median gain: tokens whose logits did not
             # move relative to the rest all tie at the median and are no evidence (-1 = empty slot)
-            med = d[:, :: max(1, d.shape[1] // 1024)].median(dim=-1, keepdim=True).values  # ~1k-token sample: cheap
+            med = raw[:, :: max(1, raw.shape[1] // 1024)].median(dim=-1, keepdim=True).values  # ~1k-token sample: cheap
             parts["top_diff"].append(torch.where(tv > med, ti, torch.full_like(ti, -1)))
             gv, gi = (pb - pa).topk(TOP_GAIN, dim=-1)
             parts["gain_ids"].append(gi)
