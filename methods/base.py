@@ -148,6 +148,7 @@ class Method:
 
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False  # run with several seeds in suites that ask for it
+    floor: ClassVar[bool] = False  # a chance baseline (scored like every method; suites run it with `floor_seeds` seeds)
 
     def __init__(self, **config: Any):
         self.config = config

@@ -22,6 +22,7 @@ from .mean_diff import difference_readout
 class RandomDirections(Method):
     name = "random_directions"
     stochastic = True
+    floor = True
 
     def __init__(self, n: int = 20, flag_quantile: float = 0.75, layer: int | None = None):
         super().__init__(n=n, flag_quantile=flag_quantile, layer=layer)
