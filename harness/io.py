@@ -87,3 +87,8 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     """Short content hash of a JSON-serialisable object (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def stable_int(*parts: Any) -> int:
+    """A 31-bit seed derived from `parts` (the same in every process, unlike hash())."""
+    return int(stable_hash(list(parts), 8), 16) & 0x7FFFFFFF

@@ -9,12 +9,29 @@ from pathlib import Path
 
 from .io import atomic_path, atomic_write, read_json
 
-HEADLINE = [
-    ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@20", "R@20"), ("precision@5", "P@5"),
-    ("fdr", "FDR(flagged)"), ("null_flagged_per_pair", "null flags/pair"), ("null_false_alarm_rate", "null FA rate"),
-    ("recall@null5", "R@null5%"), ("oversensitivity", "oversens."), ("analog_fp_top20", "analog FP@20"),
-    ("analog_fp_flagged", "analog FP flagged"), ("organism_auroc", "org. AUROC"), ("seed_agreement", "seed agree."),
-]
+def columns(scoring: dict) -> tuple[list, list, list]:
+    """(lead, channels, rest): the leaderboard's columns for this run's ks and strong-channel k.
+
+    Lead: what separates methods (recall at a middle k by any channel and by the causal channel alone,
+    false alarms on null pairs, analog false positives, planted-vs-null organism AUROC)."""
+    ks = list(scoring.get("ks") or [1, 5, 20])
+    K = max(ks)
+    mid = ks[len(ks) // 2]
+    strong = scoring.get("strong") or {}
+    sk = [k for k in ks if k <= int(strong.get("k", 0))] if strong.get("enabled") else []
+    s_mid = mid if mid in sk else (sk[-1] if sk else None)
+    lead = [(f"recall@{mid}", f"R@{mid}")]
+    if s_mid is not None:
+        lead.append((f"recall_strong@{s_mid}", f"strong R@{s_mid}"))
+    lead += [("null_false_alarm_rate", "null FA rate"), (f"analog_fp@{K}", f"analog FP@{K}"), ("organism_auroc", "org. AUROC")]
+    channels = [(f"recall_act@{k}", f"act R@{k}") for k in ks] + [(f"recall_token@{k}", f"token R@{k}") for k in ks]
+    channels += [(f"recall_strong@{k}", f"strong R@{k}") for k in sk]
+    rest = [(f"recall@{k}", f"R@{k}") for k in ks if k != mid] + [
+        (f"precision@{mid}", f"P@{mid}"), ("fdr", "FDR(flagged)"), ("null_flagged_per_pair", "null flags/pair"),
+        ("recall@null5", "R@null5%"), ("oversensitivity", "oversens."), ("analog_fp_flagged", "analog FP flagged"),
+        ("seed_agreement", "seed agree.")]
+    return lead, channels, rest
+
 
 # Training diagnostics a method may record with `save_run_metrics` (crosscoders, SAEs): held-out explained
 # variance per model, L0, dead fraction. Shown as min-max over the method's runs.
@@ -25,7 +42,7 @@ HEADLINE_CROSS = [
     ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@20", "R@20"), ("exclusive_recall@20", "excl. R@20"),
     ("precision@5", "P@5"), ("fdr", "FDR(flagged)"), ("flagged_per_planted", "flags/planted pair"),
     ("null_flagged_per_pair", "background flags"), ("recall@null5", "R@bg5%"), ("oversensitivity", "oversens."),
-    ("analog_fp_top20", "analog FP@20"), ("analog_fp_flagged", "analog FP flagged"),
+    ("analog_fp@20", "analog FP@20"), ("analog_fp_flagged", "analog FP flagged"),
 ]
 
 
@@ -98,14 +115,30 @@ def write_report(run_dir: Path) -> None:
         "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
         "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
     ]
-    order = sorted(metrics, key=lambda m: (m == "random_directions", -_val(metrics[m].get("recall@20"))))
+    floors = set(scores.get("floors") or [])
+    lead, channels, rest = columns(scores.get("scoring") or {})
+    order = sorted(metrics, key=lambda m: (m in floors, -_val(metrics[m].get(lead[0][0]))))
+    label = lambda m: f"{m} (floor)" if m in floors else m
+    seeds = scores.get("seeds") or {}
+    strong = (scores.get("scoring") or {}).get("strong") or {}
     if metrics:
-        lines += ["", "| method | " + " | ".join(h for _, h in HEADLINE) + " | runs |", "|---|" + "---|" * len(HEADLINE) + "---|"]
-    for method in order:
-        s = metrics[method]
-        label = f"{method} (floor)" if method == "random_directions" else method
-        status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
-        lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE) + f" | {status} |")
+        lines += ["", "Recall counts a planted behavior as found when one of the method's top-k findings hits it on any channel: "
+                  "activation (calibrated against random readouts of the finding's own family), token, or strong (causal: "
+                  "steering with the finding's direction changes the behavior by more than random directions do). "
+                  "Floors score at chance by construction; a method is only as good as its margin over them."]
+        if strong.get("enabled"):
+            lines += ["", f"The causal test runs on each method's top {strong.get('k')} findings of its first "
+                      f"{strong.get('max_seeds')} seeds; any-channel figures use those seeds, activation and token figures "
+                      "every seed."]
+        for title, cols in (("", lead), ("### By channel", channels), ("### More", rest)):
+            if title:
+                lines += ["", title]
+            lines += ["", "| method | " + " | ".join(h for _, h in cols) + " | seeds | runs |", "|---|" + "---|" * len(cols) + "---|---|"]
+            for method in order:
+                sm = metrics[method]
+                status = ", ".join(f"{k} {v}" for k, v in sm["_status"].items())
+                n_seeds = len(seeds.get(method) or sm.get("_seeds") or [])
+                lines.append(f"| {label(method)} | " + " | ".join(fmt(sm.get(k)) for k, _ in cols) + f" | {n_seeds} | {status} |")
     if cross:
         lines += cross_section(run_dir, scores, cross)
     failed = {m: s["_errors"] for m, s in [*metrics.items(), *cross.items()] if s.get("_errors")}
@@ -139,7 +172,7 @@ def write_report(run_dir: Path) -> None:
     matrix = hit_matrix(run_dir)
     if matrix and metrics:
         units = sorted({u for row in matrix.values() for u in row})
-        lines += ["", "## Hits per planted behavior (hit by a top-20 finding; A = activation match, T = token match)", "",
+        lines += ["", "## Hits per planted behavior (hit by a top-20 finding, any seed; A = activation match, T = token match, S = strong/causal)", "",
                   "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
         for method in order:
             if method in matrix:
@@ -182,10 +215,11 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
         "| method | " + " | ".join(h for _, h in HEADLINE_CROSS) + " | runs |",
         "|---|" + "---|" * len(HEADLINE_CROSS) + "---|",
     ]
-    order = sorted(cross, key=lambda m: (m == "random_directions", -_val(cross[m].get("recall@20"))))
+    floors = set(scores.get("floors") or [])
+    order = sorted(cross, key=lambda m: (m in floors, -_val(cross[m].get("recall@20"))))
     for method in order:
         s = cross[method]
-        label = f"{method} (floor)" if method == "random_directions" else method
+        label = f"{method} (floor)" if method in floors else method
         status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
         lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE_CROSS) + f" | {status} |")
     background = [p["id"] for p in pairs if p["kind"] == "null"]
@@ -261,7 +295,8 @@ def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
         unit = r["behavior"] if r["pair"].endswith("__" + r["behavior"]) else f"{r['behavior']} ({r['pair'].split('__')[-1]})"
         cell = out.setdefault(r["method"], {}).setdefault(unit, "-")
         if int(r["rank"]) < 20:
-            tag = ("A" if r["act_match"] == "True" else "") + ("T" if r["token_match"] == "True" else "")
+            tag = ("A" if r["act_match"] == "True" else "") + ("T" if r["token_match"] == "True" else "") + (
+                "S" if r.get("strong_match") == "True" else "")
             if tag:
                 merged = "".join(sorted(set(cell.replace("-", "") + tag)))
                 out[r["method"]][unit] = merged
@@ -309,7 +344,7 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
                 ax.text(j, i, matrix[m].get(u, "-"), ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(units)), units, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(methods)), methods, fontsize=8)
-    ax.set_title("hit@20 per planted behavior\n(A: activation match, T: token match)", fontsize=9)
+    ax.set_title("hit@20 per planted behavior\n(A: activation, T: token, S: strong/causal)", fontsize=9)
     fig.tight_layout()
     with atomic_path(run_dir / "hit_matrix.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

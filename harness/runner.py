@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from ..methods import load_all_methods
 from ..methods.base import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings
 from .generate import chat_prompt
-from .io import read_json, stable_hash, write_csv, write_json
+from .io import read_json, stable_hash, stable_int, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
 from .plant import N_NEUTRAL_TRAIN, PlantCard, check_recipe, distill, neutral_texts, plant
 from .scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keyword_token_ids, match_finding,
-                      match_finding_one_side)
+                      match_finding_one_side, probe_null)
 from .store import PairedActivations, TextSet, collect, pair_stores
 from .suite import BASE, Pair, Suite, base_node, is_base
 from .tracking import Tracker
@@ -71,6 +71,7 @@ class Runner:
         self._probe_extra_layers: dict[tuple[str, str], set[int]] = {}  # (model, behavior) -> layers beyond collect.layers
         self._probe_extra_keys: list[tuple] = []  # cache keys of those layers, oldest first (bounded, see probe_acts)
         self._cross_neutral: dict[tuple, tuple] = {}
+        self._cross_nulls: dict[tuple, object] = {}  # activation nulls of the cross pair being scored
 
     # -- models -------------------------------------------------------------------
     def _canon(self, node: str) -> str:
@@ -246,7 +247,10 @@ class Runner:
         return self.run_dir / "findings" / method_key / f"{pair.id}@s{seed}"
 
     def seeds_for(self, method_name: str) -> list[int]:
-        return self.suite.method_seeds if METHODS.get(method_name).stochastic else [0]
+        cls = METHODS.get(method_name)
+        if not cls.stochastic:
+            return [0]
+        return list(range(self.suite.floor_seeds)) if cls.floor else self.suite.method_seeds
 
     def stage_diff(self) -> None:
         # pairs outermost: a pair's two models stay loaded for all its methods, and methods that share
@@ -347,35 +351,37 @@ class Runner:
         records: list[MatchRecord] = []
         kw_cache: dict[tuple, set[int]] = {}
         self.plan_probe_layers()
-        for key, mcfg in self.methods.items():
-            for pair in self.suite.pairs:
+        t_strong = 0.0
+        # pairs outermost: one pair's probe activations, activation nulls and models serve all its methods
+        for pair in self.suite.pairs:
+            loaded: dict[tuple[str, int], list] = {}
+            for key, mcfg in self.methods.items():
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")
                     if not status_path.exists():
                         raise FileNotFoundError(f"no findings for method {key} on {pair.id} (seed {seed}) in {self.run_dir}; run the diff stage first")
                     result = PairResult(**{**read_json(status_path), "behaviors": tuple(pair.behaviors)})
+                    results.append(result)
                     if result.status != "ok":
-                        results.append(result)
                         continue
                     findings, _ = load_findings(path)
                     result.uniqueness = [float(f.uniqueness) for f in findings]
                     result.flagged = [bool(f.flagged) for f in findings]
-                    results.append(result)
-                    for b in pair.behaviors:
-                        if pair.cross:
-                            records += self.match_cross(key, seed, pair, b, findings, kw_cache)
-                            continue
-                        for r, f in enumerate(findings):
-                            pa = self.probe_acts(pair.a, b, f.readout.layer_a)
-                            pb = self.probe_acts(pair.b, b, f.readout.layer_b)
-                            side_model = self.model(pair.b if f.side != "a" else pair.a)
-                            kk = (side_model.identity, b)
-                            if kk not in kw_cache:
-                                kw_cache[kk] = keyword_token_ids(side_model.tokenizer, self.suite.specs[b].keywords)
-                            auroc, ctrl, act, tok = match_finding(f, pa, pb, kw_cache[kk], self.scoring)
-                            records.append(MatchRecord(key, seed, pair.id, pair.kind, b, r, f.id, float(f.uniqueness),
-                                                       bool(f.flagged), auroc, ctrl, act, tok))
+                    loaded[(key, seed)] = findings
+            for b in pair.behaviors:
+                if pair.cross:
+                    for (key, seed), findings in loaded.items():
+                        records += self.match_cross(key, seed, pair, b, findings, kw_cache)
+                    continue
+                unit = self.match_unit(pair, b, loaded, kw_cache)
+                if self.scoring.strong.enabled:
+                    t0 = time.time()
+                    self.strong_channel(pair, b, loaded, unit)
+                    t_strong += time.time() - t0
+                records += unit
+        if self.scoring.strong.enabled:
+            say(f"strong (causal) channel: {t_strong:.0f}s")
         cross_ids = {p.id for p in self.suite.pairs if p.cross}
         metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], self.scoring)
         metrics_cross = compute_metrics([r for r in results if r.pair in cross_ids], [r for r in records if r.pair in cross_ids],
@@ -387,6 +393,8 @@ class Runner:
             "method_seeds": self.suite.method_seeds, "metrics": metrics,
             "plant_cards": {n: asdict(c) for n, c in self.cards.items()} if self.cards else {},
             "pairs": [asdict(p) for p in self.suite.pairs], "scoring": asdict(self.scoring),
+            "floors": sorted(k for k, m in self.methods.items() if METHODS.get(m["name"]).floor),
+            "seeds": {k: self.seeds_for(m["name"]) for k, m in self.methods.items()},
         }
         if cross_ids:
             payload["metrics_crossarch"] = metrics_cross
@@ -405,10 +413,68 @@ class Runner:
         say(f"scores written to {self.run_dir / 'scores.json'} and scores.csv")
         return payload
 
+    def match_unit(self, pair: Pair, behavior: str, loaded: dict, kw_cache: dict) -> list[MatchRecord]:
+        """Activation and token matches of every loaded finding of a same-architecture pair on one behavior, each
+        activation match calibrated against random readouts of its own family on the same probes."""
+        first = self.probe_acts(pair.a, behavior, self.layers_for(self.model(pair.a))[0])
+        null = probe_null(first, lambda side, layer: self.probe_acts(pair.a if side == "a" else pair.b, behavior, layer),
+                          self.scoring, seed=stable_int(pair.id, behavior))
+        out = []
+        for (key, seed), findings in loaded.items():
+            for r, f in enumerate(findings):
+                pa = self.probe_acts(pair.a, behavior, f.readout.layer_a)
+                pb = self.probe_acts(pair.b, behavior, f.readout.layer_b)
+                side_model = self.model(pair.b if f.side != "a" else pair.a)
+                kk = (side_model.identity, behavior)
+                if kk not in kw_cache:
+                    kw_cache[kk] = keyword_token_ids(side_model.tokenizer, self.suite.specs[behavior].keywords)
+                act, tok = match_finding(f, pa, pb, kw_cache[kk], self.scoring, null)
+                out.append(MatchRecord(key, seed, pair.id, pair.kind, behavior, r, f.id, float(f.uniqueness), bool(f.flagged),
+                                       act.auroc, act.control, act.match, tok, null_q=act.null_q, act_p=act.p))
+        return out
+
+    def strong_channel(self, pair: Pair, behavior: str, loaded: dict, records: list[MatchRecord]) -> None:
+        """The causal test (strong.py) of each method's top-k findings with a direction, on the first
+        `strong.max_seeds` seeds; fills the strong fields of `records` in place."""
+        from .strong import StrongCache, settings_of, strong_hits
+
+        cfg = self.scoring.strong
+        candidates = {}
+        for (key, seed), findings in loaded.items():
+            if seed not in self.seeds_for(self.methods[key]["name"])[: cfg.max_seeds]:
+                continue
+            for r, f in enumerate(findings[: cfg.k]):
+                if f.direction is not None and f.direction_layer is not None and float(f.direction.norm()) > 0:
+                    candidates[(key, seed, r)] = (int(f.direction_layer), f.direction)
+        if not candidates:
+            return
+        ma, mb = self.model(pair.a), self.model(pair.b)
+        T, _ = self.suite.specs[behavior].probes(self.suite.n_probes)
+        prompts = [p.text for p in T[: cfg.n_prompts]]
+
+        def scale_at(layer: int) -> float:  # mean per-token |h_B - h_A| on the T probes at that layer
+            pa, pb = self.probe_acts(pair.a, behavior, layer), self.probe_acts(pair.b, behavior, layer)
+            keep = (pa.acts.pos >= pa.start[pa.acts.text_idx]) & torch.from_numpy(pa.labels == 1)[pa.acts.text_idx]
+            return float((pb.acts.acts[keep].float() - pa.acts.acts[keep].float()).norm(dim=1).mean())
+
+        cache = StrongCache(self.run_dir / "strong" / f"{pair.id}__{behavior}.json", settings_of(cfg, prompts, ma.identity, mb.identity))
+        res = strong_hits(ma, mb, prompts, self.suite.specs[behavior].detector, candidates, scale_at, cfg, cache,
+                          seed=stable_int(pair.id, behavior), progress=self.progress)
+        n_hits = 0
+        for rec in records:
+            got = res.get((rec.method, rec.seed, rec.rank))
+            if got is None:
+                continue
+            rec.strong_tested, rec.strong_steer, rec.strong_ablate, rec.strong_p, rec.strong_match = (
+                True, got.steer, got.ablate, got.p, got.match)
+            n_hits += got.match
+        say(f"strong {pair.id} / {behavior}: {len(candidates)} directions tested, {n_hits} strong hits")
+
     def match_cross(self, method_key: str, seed: int, pair: Pair, behavior: str, findings: list, kw_cache: dict) -> list[MatchRecord]:
         """Match records for a cross-architecture pair: each finding is read on its own model's probe
         activations (that model's chat template and tokens), and its control is the same readout on that
-        model's unmodified base: a feature the base already has is not the plant."""
+        model's unmodified base: a feature the base already has is not the plant. The activation null draws
+        random readouts of the same one-sided family on the same probe activations."""
         out = []
         nodes = {"a": pair.a, "b": pair.b}
         for r, f in enumerate(findings):
@@ -422,12 +488,19 @@ class Runner:
                 kk = (m.identity, behavior)
                 if kk not in kw_cache:
                     kw_cache[kk] = keyword_token_ids(m.tokenizer, self.suite.specs[behavior].keywords)
-                res = (side, *match_finding_one_side(f, side, probe, control, kw_cache[kk], self.scoring))
-                if best is None or (res[3] or res[4], res[1]) > (best[3] or best[4], best[1]):
+                nk = (pair.id, behavior, side)
+                if nk not in self._cross_nulls:
+                    self._cross_nulls = {k: v for k, v in self._cross_nulls.items() if k[:2] == nk[:2]}  # one unit at a time
+                    self._cross_nulls[nk] = probe_null(probe, lambda _s, lay, _n=node: self.probe_acts(_n, behavior, lay),
+                                                       self.scoring, seed=stable_int(pair.id, behavior, side))
+                act, tok = match_finding_one_side(f, side, probe, control, kw_cache[kk], self.scoring, self._cross_nulls[nk])
+                res = (side, act, tok)
+                if best is None or (act.match or tok, act.auroc) > (best[1].match or best[2], best[1].auroc):
                     best = res
-            side, auroc, ctrl, act, tok = best
+            side, act, tok = best
             out.append(MatchRecord(method_key, seed, pair.id, pair.kind, behavior, r, f.id, float(f.uniqueness), bool(f.flagged),
-                                   auroc, ctrl, act, tok, cross=True, side=side, planted_side=pair.side))
+                                   act.auroc, act.control, act.match, tok, cross=True, side=side, planted_side=pair.side,
+                                   null_q=act.null_q, act_p=act.p))
         return out
 
     def alignment_stats(self) -> dict[str, dict]:

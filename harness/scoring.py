@@ -1,14 +1,17 @@
 """Judge-free scoring (DESIGN.md, "Scoring protocol").
 
-Two steps, kept apart so each can be tested on its own:
+Three channels per (finding, planted behavior), kept apart so each can be tested on its own:
 
-1. `match_finding`: for one finding and one planted behavior, the activation
-   match (AUROC of the per-prompt max readout on held-out T vs C, >= 0.85 on the
-   real pair and <= 0.65 with model B replaced by model A) and the token match
-   (a keyword among the finding's top-20 tokens). hit = either.
-2. `compute_metrics`: from a table of match records and per-pair finding
-   counts, every metric of the protocol, with bootstrap 95% intervals that
-   resample organisms (pairs), averaged over method seeds.
+1. activation (`match_finding`): the AUROC of the per-prompt max readout on held-out T vs C must be
+   >= `auroc_min` AND beat a null of random readouts of the finding's own family at level alpha / K
+   (`calibration.py`); readouts of one model also must not separate T and C with B replaced by A
+   (for difference readouts that control is constant, and the calibration is the control);
+2. token: a keyword among the finding's top tokens;
+3. strong (causal, `strong.py`): adding the finding's direction to model A makes the behavior appear,
+   or projecting it out of model B makes it disappear, by >= `strong.min_change` and more than
+   norm-matched random directions at that layer (alpha / k per finding).
+`compute_metrics` then turns the match records and per-pair finding counts into every metric of the
+protocol, with bootstrap 95% intervals that resample organisms (pairs), averaged over method seeds.
 """
 
 from __future__ import annotations
@@ -19,10 +22,26 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from ..methods.base import Finding, Readout
+from .calibration import NullSampler, batch_auroc, batch_dprime, family_of, null_quantile, p_value
 from .store import LayerActs
+
+
+@dataclass
+class StrongConfig:
+    """The causal channel (see strong.py). `null_draws` >= k / alpha - 1 so that a chance finding passes with
+    probability <= alpha / k (Monte-Carlo p-value); steering costs (findings + null) x n_prompts generations."""
+
+    enabled: bool = True
+    k: int = 5  # each method's top-k findings (with a direction) are tested
+    n_prompts: int = 8  # held-out T prompts steered (the first n of the probe set)
+    max_new_tokens: int = 8  # greedy tokens per continuation: the detectors fire on the first words
+    null_draws: int = 99  # norm-matched random directions per (pair, behavior, layer)
+    alpha: float = 0.05
+    min_change: float = 0.25  # absolute change in behavior rate a strong hit needs
+    max_seeds: int = 3  # seeds per method that get the (costly) causal test; metrics of this channel use these
+    batch_size: int = 128  # generation rows per batch
 
 
 @dataclass
@@ -34,6 +53,13 @@ class ScoringConfig:
     null_quantile: float = 0.95
     bootstrap: int = 1000
     bootstrap_seed: int = 0
+    alpha: float = 0.05  # activation channel: family-wise false-match rate of a chance top-K list (K = max(ks))
+    null_draws: int = 2000  # random readouts per family for the activation null
+    strong: StrongConfig = field(default_factory=StrongConfig)
+
+    @property
+    def K(self) -> int:
+        return max(self.ks)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScoringConfig":
@@ -42,8 +68,30 @@ class ScoringConfig:
         if unknown:
             raise ValueError(f"unknown scoring option(s): {', '.join(sorted(unknown))}")
         if "ks" in known:
-            known["ks"] = tuple(known["ks"])
-        return cls(**known)
+            known["ks"] = tuple(int(k) for k in known["ks"])
+        strong = known.pop("strong", None)
+        if isinstance(strong, bool):  # scoring.strong=false switches the channel off
+            strong = {"enabled": strong}
+        strong = strong or {}
+        if not isinstance(strong, dict):
+            raise ValueError(f"scoring.strong must be a mapping or true/false, got {strong!r}")
+        bad = set(strong) - set(StrongConfig.__dataclass_fields__)
+        if bad:
+            raise ValueError(f"unknown scoring.strong option(s): {', '.join(sorted(bad))}; known: {', '.join(StrongConfig.__dataclass_fields__)}")
+        cfg = cls(**known, strong=StrongConfig(**strong))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        need = math.ceil(self.K / self.alpha) - 1
+        if self.null_draws < need:
+            raise ValueError(f"scoring.null_draws={self.null_draws} cannot resolve p <= alpha/K = {self.alpha}/{self.K}; "
+                             f"use at least {need}")
+        st = self.strong
+        need = math.ceil(st.k / st.alpha) - 1
+        if st.enabled and st.null_draws < need:
+            raise ValueError(f"scoring.strong.null_draws={st.null_draws} cannot resolve p <= alpha/k = {st.alpha}/{st.k}; "
+                             f"use at least {need}")
 
 
 @dataclass
@@ -65,11 +113,15 @@ def per_prompt_scores(scores: torch.Tensor, probe: ProbeActs) -> np.ndarray:
 
 
 def safe_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AUROC with defined answers: a constant readout (or non-finite scores) gives 0.5."""
-    scores = np.nan_to_num(scores.astype(np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+    """AUROC with defined answers: a constant readout (or non-finite scores) gives 0.5.
+
+    Rank-based (Mann-Whitney, ties count half): the same value as sklearn's roc_auc_score (a test checks it),
+    without its ~1 ms of input validation per call, which dominated scoring time over tens of thousands of
+    (finding, behavior) pairs."""
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
     if len(set(labels.tolist())) < 2 or np.ptp(scores) == 0:
         return 0.5
-    return float(roc_auc_score(labels, scores))
+    return float(batch_auroc(labels, scores[:, None])[0])
 
 
 def keyword_token_ids(tokenizer, keywords: Sequence[str]) -> set[int]:
@@ -99,16 +151,23 @@ class MatchRecord:
     uniqueness: float
     flagged: bool
     auroc: float
-    auroc_control: float
+    auroc_control: float  # nan where the control is the calibration (difference readouts) or undefined
     act_match: bool
     token_match: bool
     cross: bool = False  # a cross-architecture pair
     side: str = ""  # cross pairs: the model whose probe activations the finding was read on ("a" / "b")
     planted_side: str = ""  # cross pairs: where the behavior was planted ("a", "b", "both")
+    null_q: float = float("nan")  # (1 - alpha/K) quantile of the family's random-readout AUROCs (where auroc >= auroc_min)
+    act_p: float = float("nan")  # Monte-Carlo p-value of the AUROC against that null
+    strong_tested: bool = False
+    strong_steer: float = float("nan")  # behavior rate of A + direction minus A's
+    strong_ablate: float = float("nan")  # B's behavior rate minus that of B with the direction projected out
+    strong_p: float = float("nan")
+    strong_match: bool = False
 
     @property
     def hit(self) -> bool:
-        return self.act_match or self.token_match
+        return self.act_match or self.token_match or self.strong_match
 
     @property
     def exclusive_hit(self) -> bool:
@@ -116,48 +175,81 @@ class MatchRecord:
         return self.hit and (self.planted_side in ("", "both") or self.side == self.planted_side)
 
 
-def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyword_ids: set[int], cfg: ScoringConfig) -> tuple[float, float, bool, bool]:
-    """(AUROC real, AUROC control, activation match, token match) for one finding and one behavior."""
+@dataclass
+class ActMatch:
+    auroc: float
+    control: float
+    null_q: float
+    p: float
+    match: bool
+
+
+def activation_match(r: Readout, labels: np.ndarray, scores: np.ndarray, control: float | None, null: NullSampler | None,
+                     cfg: ScoringConfig) -> ActMatch:
+    """The calibrated rule on a finding's per-prompt scores: AUROC >= auroc_min, p <= alpha/K against the family's
+    null (AUROC, ties broken by d'), and the control (if any) <= control_auroc_max."""
+    real = safe_auroc(labels, scores)
+    control = float("nan") if control is None else control
+    if null is None:  # the old fixed-threshold rule
+        ok = real >= cfg.auroc_min and (math.isnan(control) or control <= cfg.control_auroc_max)
+        return ActMatch(real, control, float("nan"), float("nan"), ok)
+    if real < cfg.auroc_min:  # cannot match whatever the null says: no null needed
+        return ActMatch(real, control, float("nan"), float("nan"), False)
+    own_d = float(batch_dprime(labels, scores[:, None])[0])
+    draws = null.null_draws(r, real, own_d)
+    p = p_value(real, own_d, draws)
+    ok = p <= cfg.alpha / cfg.K and (math.isnan(control) or control <= cfg.control_auroc_max)
+    return ActMatch(real, control, null_quantile(draws[0], 1 - cfg.alpha / cfg.K), p, ok)
+
+
+def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyword_ids: set[int], cfg: ScoringConfig,
+                  null: NullSampler | None = None) -> tuple[ActMatch, bool]:
+    """(activation match, token match) for one finding and one behavior on a same-architecture pair.
+
+    `null=None` is the old fixed-threshold rule (kept for comparison only); the runner always passes one."""
     r = finding.readout
-    real = r(probe_a.acts.acts, probe_b.acts.acts)
-    auroc = safe_auroc(probe_a.labels, per_prompt_scores(real, probe_a))
+    scores = per_prompt_scores(r(probe_a.acts.acts, probe_b.acts.acts), probe_a)
     if r.kind == "linear" and r.w_a is not None and r.w_b is not None and r.w_a.shape != r.w_b.shape:
-        # cross-architecture latents: model A's activations cannot stand in for model B's
-        control = float("nan")
-        act = auroc >= cfg.auroc_min
+        control = None  # cross-architecture latents: model A's activations cannot stand in for model B's
+    elif family_of(r).reads_difference and null is not None:
+        control = None  # B replaced by A makes a difference readout constant: the calibration is its control
     else:
-        ctrl = r(probe_a.acts.acts, probe_a.acts.acts)
-        control = safe_auroc(probe_a.labels, per_prompt_scores(ctrl, probe_a))
-        act = auroc >= cfg.auroc_min and control <= cfg.control_auroc_max
+        control = safe_auroc(probe_a.labels, per_prompt_scores(r(probe_a.acts.acts, probe_a.acts.acts), probe_a))
+    act = activation_match(r, probe_a.labels, scores, control, null, cfg)
     tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
-    return auroc, control, act, tok
+    return act, tok
 
 
 def match_finding_one_side(finding: Finding, side: str, probe: ProbeActs, control: ProbeActs, keyword_ids: set[int],
-                           cfg: ScoringConfig) -> tuple[float, float, bool, bool]:
-    """Cross-architecture matching: (AUROC, control AUROC, activation match, token match) of one finding
-    read on one model only.
+                           cfg: ScoringConfig, null: NullSampler | None = None) -> tuple[ActMatch, bool]:
+    """Cross-architecture matching: (activation match, token match) of one finding read on one model only.
 
     The two models tokenize a probe differently, so there is no (x_a, x_b) per token: the finding's
     readout is applied to `side`'s own probe activations with the other model's input dropped
     (exact for latents that read one model only, e.g. DFC-exclusive ones), and per-prompt scores are
     the max over that model's tokens. The control is the same readout on the side's unmodified base
     model (same architecture and tokenizer); a side that is itself unmodified is its own control, so
-    it can never be an activation match.
+    it can never be an activation match. `null` draws random readouts on this side's probe activations.
     """
     r = finding.readout
     w_a, w_b = (r.w_a, None) if side == "a" else (None, r.w_b)
     if r.kind != "linear" or (w_a is None and w_b is None):
-        auroc = control_auroc = 0.5  # the finding does not read this model: a constant readout
-    else:
-        one = Readout(layer_a=r.layer_a, layer_b=r.layer_b, kind="linear", w_a=w_a, w_b=w_b, bias=r.bias, act=r.act,
-                      threshold=r.threshold)
-        x, xc = probe.acts.acts, control.acts.acts
-        auroc = safe_auroc(probe.labels, per_prompt_scores(one(x, x), probe))
-        control_auroc = safe_auroc(control.labels, per_prompt_scores(one(xc, xc), control))
-    act = auroc >= cfg.auroc_min and control_auroc <= cfg.control_auroc_max
+        return ActMatch(0.5, 0.5, float("nan"), float("nan"), False), bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
+    one = Readout(layer_a=r.layer_a, layer_b=r.layer_b, kind="linear", w_a=w_a, w_b=w_b, bias=r.bias, act=r.act,
+                  threshold=r.threshold, input_norm=r.input_norm)
+    x, xc = probe.acts.acts, control.acts.acts
+    control_auroc = safe_auroc(control.labels, per_prompt_scores(one(xc, xc), control))
+    act = activation_match(one, probe.labels, per_prompt_scores(one(x, x), probe), control_auroc, null, cfg)
     tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
-    return auroc, control_auroc, act, tok
+    return act, tok
+
+
+def probe_null(first: ProbeActs, acts_at, cfg: ScoringConfig, seed: int = 0) -> NullSampler:
+    """The activation null on one (pair, behavior) probe set. `acts_at(side, layer) -> ProbeActs` gives model A's
+    ("a") or B's ("b") probe activations at a layer, row-aligned with `first` (any of them) across sides and layers."""
+    keep = first.acts.pos >= first.start[first.acts.text_idx]
+    return NullSampler(lambda side, layer: acts_at(side, layer).acts.acts, first.acts.text_idx, keep, first.labels,
+                       cfg.null_draws, seed)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -187,18 +279,22 @@ def _nanmean(xs: Iterable[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False) -> dict[str, float]:
+CHANNELS = {"act": lambda r: r.act_match, "token": lambda r: r.token_match, "strong": lambda r: r.strong_match}
+
+
+def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False,
+                      strong_seed: bool = True) -> dict[str, float]:
     """Point metrics for one method and seed on a (possibly resampled) list of pair results.
 
     `cross`: cross-architecture pairs; adds exclusive recall (the hit comes from a finding that
     attributes the difference to the model the behavior was planted in). Their null pair is the two
-    unmodified models: the architecture's own background."""
-    hits: dict[tuple[str, str], list[tuple[int, float, bool, bool]]] = {}
-    excl: dict[tuple[str, str], list[int]] = {}
+    unmodified models: the architecture's own background. `strong_seed`: this seed got the causal test
+    (strong.max_seeds); on other seeds the any-channel and strong metrics are undefined (nan), so that
+    every any-channel figure includes all three channels."""
+    hits: dict[tuple[str, str], list[MatchRecord]] = {}
     for r in records:
-        hits.setdefault((r.pair, r.behavior), []).append((r.rank, r.uniqueness, r.flagged, r.hit))
-        if r.exclusive_hit:
-            excl.setdefault((r.pair, r.behavior), []).append(r.rank)
+        if r.hit:
+            hits.setdefault((r.pair, r.behavior), []).append(r)
     # pairs excluded by the plant gate are not part of the ground truth, and a method that cannot be defined
     # for a pair (not_applicable, listed with its reason) is not scored on it; failed runs count as misses
     results = [p for p in results if p.status not in ("excluded", "not_applicable")]
@@ -206,33 +302,42 @@ def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg
     nulls = [p for p in results if p.pair_kind == "null"]
     analogs = [p for p in results if p.pair_kind == "analog"]
     out: dict[str, float] = {}
+    nan = float("nan")
+    K = cfg.K
+    any_ok = strong_seed or not cfg.strong.enabled or cross
 
     units = [(p, b) for p in planted for b in p.behaviors]
+
+    def recall(k: int, ok=lambda r: True) -> float:
+        if not units:
+            return nan
+        return _nanmean(float(p.status == "ok" and any(r.rank < k and ok(r) for r in hits.get((p.pair, b), []))) for p, b in units)
+
     for k in cfg.ks:
-        out[f"recall@{k}"] = _nanmean(
-            float(p.status == "ok" and any(rank < k and hit for rank, _, _, hit in hits.get((p.pair, b), []))) for p, b in units
-        ) if units else float("nan")
+        out[f"recall@{k}"] = recall(k) if any_ok else nan
+        for ch, ok in CHANNELS.items():
+            if ch == "strong" and (cross or not cfg.strong.enabled or k > cfg.strong.k):
+                continue
+            out[f"recall_{ch}@{k}"] = recall(k, ok) if (ch != "strong" or strong_seed) else nan
         prec = []
         for p in planted:
             if p.status != "ok" or p.n_findings == 0:
                 continue
-            hit_ranks = {rank for b in p.behaviors for rank, _, _, hit in hits.get((p.pair, b), []) if hit}
+            hit_ranks = {r.rank for b in p.behaviors for r in hits.get((p.pair, b), [])}
             top = min(k, p.n_findings)
             prec.append(sum(1 for rank in range(top) if rank in hit_ranks) / top)
-        out[f"precision@{k}"] = _nanmean(prec)
+        out[f"precision@{k}"] = _nanmean(prec) if any_ok else nan
         if cross:
-            out[f"exclusive_recall@{k}"] = _nanmean(
-                float(p.status == "ok" and any(rank < k for rank in excl.get((p.pair, b), []))) for p, b in units
-            ) if units else float("nan")
+            out[f"exclusive_recall@{k}"] = recall(k, lambda r: r.exclusive_hit)
 
     flagged_planted = sum(p.n_flagged for p in planted if p.status == "ok")
     true_flags = 0
     for p in planted:
         if p.status != "ok":
             continue
-        hit_ranks = {rank for b in p.behaviors for rank, _, _, hit in hits.get((p.pair, b), []) if hit}
+        hit_ranks = {r.rank for b in p.behaviors for r in hits.get((p.pair, b), [])}
         true_flags += sum(1 for rank, f in enumerate(p.flagged) if f and rank in hit_ranks)
-    out["fdr"] = (flagged_planted - true_flags) / flagged_planted if flagged_planted else float("nan")
+    out["fdr"] = ((flagged_planted - true_flags) / flagged_planted if flagged_planted else nan) if any_ok else nan
     ok_planted = [p for p in planted if p.status == "ok"]
     out["flagged_per_planted"] = _nanmean(p.n_flagged for p in ok_planted)
 
@@ -242,23 +347,23 @@ def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg
     null_u = [u for p in ok_nulls for u in p.uniqueness]
     tau = float(np.quantile(null_u, cfg.null_quantile)) if null_u else float("-inf")
     out["recall@null5"] = _nanmean(
-        float(p.status == "ok" and any(hit and u > tau for _, u, _, hit in hits.get((p.pair, b), []))) for p, b in units
-    ) if units and ok_nulls else float("nan")
+        float(p.status == "ok" and any(r.uniqueness > tau for r in hits.get((p.pair, b), []))) for p, b in units
+    ) if units and ok_nulls and any_ok else nan
     fpp, nfp = out["flagged_per_planted"], out["null_flagged_per_pair"]
-    out["oversensitivity"] = nfp / fpp if fpp and not math.isnan(fpp) and fpp > 0 and not math.isnan(nfp) else float("nan")
+    out["oversensitivity"] = nfp / fpp if fpp and not math.isnan(fpp) and fpp > 0 and not math.isnan(nfp) else nan
 
     ok_analogs = [p for p in analogs if p.status == "ok"]
     out["analog_fp_flagged"] = _nanmean(
-        sum(1 for b in p.behaviors for rank, _, flag, hit in hits.get((p.pair, b), []) if flag and hit) for p in ok_analogs)
-    out["analog_fp_top20"] = _nanmean(
-        float(any(rank < 20 and hit for b in p.behaviors for rank, _, _, hit in hits.get((p.pair, b), []))) for p in ok_analogs)
+        sum(1 for b in p.behaviors for r in hits.get((p.pair, b), []) if r.flagged) for p in ok_analogs) if any_ok else nan
+    out[f"analog_fp@{K}"] = _nanmean(
+        float(any(r.rank < K for b in p.behaviors for r in hits.get((p.pair, b), []))) for p in ok_analogs) if any_ok else nan
 
     top_planted = [max(p.uniqueness) if p.uniqueness else -1e30 for p in ok_planted]
     top_null = [max(p.uniqueness) if p.uniqueness else -1e30 for p in ok_nulls]
     if top_planted and top_null:
         out["organism_auroc"] = safe_auroc(np.array([1] * len(top_planted) + [0] * len(top_null)), np.array(top_planted + top_null))
     else:
-        out["organism_auroc"] = float("nan")
+        out["organism_auroc"] = nan
     return out
 
 
@@ -273,7 +378,8 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         rec_m = [r for r in records if r.method == method and r.hit]
         seeds = sorted({r.seed for r in res_m})
         by_seed = {s: ([r for r in res_m if r.seed == s], [r for r in rec_m if r.seed == s]) for s in seeds}
-        per_seed = {s: _metrics_one_seed(*by_seed[s], cfg, cross=cross) for s in seeds}
+        strong_seeds = set(seeds[: cfg.strong.max_seeds])
+        per_seed = {s: _metrics_one_seed(*by_seed[s], cfg, cross=cross, strong_seed=s in strong_seeds) for s in seeds}
         names = list(next(iter(per_seed.values())).keys())
         summary: dict[str, dict] = {}
         for name in names:
@@ -303,7 +409,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
                     new_id = f"{pid}#{j}"
                     new_res.append(replace(rmap[pid], pair=new_id))
                     new_rec += [replace(x, pair=new_id) for x in recs_by_pair.get(pid, ())]
-                m = _metrics_one_seed(new_res, new_rec, cfg, cross=cross)
+                m = _metrics_one_seed(new_res, new_rec, cfg, cross=cross, strong_seed=s in strong_seeds)
                 for n in names:
                     seed_vals[n].append(m[n])
             for n in names:
@@ -312,12 +418,13 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
             vals = np.array([v for v in boots[n] if not math.isnan(v)])
             summary[n]["lo"] = float(np.percentile(vals, 2.5)) if len(vals) else float("nan")
             summary[n]["hi"] = float(np.percentile(vals, 97.5)) if len(vals) else float("nan")
-        # behavior-level agreement of hit@20 across seeds
-        if len(seeds) > 1:
+        # behavior-level agreement of hit@K across the seeds every channel was tested on
+        agree_seeds = seeds if cross or not cfg.strong.enabled else [s for s in seeds if s in strong_seeds]
+        if len(agree_seeds) > 1:
             units = sorted({(r.pair, b) for r in res_m if r.pair_kind == "planted" for b in r.behaviors})
             agree = []
             for pair, b in units:
-                hs = {any(x.rank < 20 and x.hit for x in by_seed[s][1] if x.pair == pair and x.behavior == b) for s in seeds}
+                hs = {any(x.rank < cfg.K and x.hit for x in by_seed[s][1] if x.pair == pair and x.behavior == b) for s in agree_seeds}
                 agree.append(float(len(hs) == 1))
             summary["seed_agreement"] = {"value": _nanmean(agree), "lo": float("nan"), "hi": float("nan"), "seed_std": float("nan"), "per_seed": []}
         statuses: dict[str, int] = {}

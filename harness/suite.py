@@ -51,6 +51,7 @@ class Suite:
     method_seeds: list[int]
     plant_recipes: dict[str, str] | None = None  # base model -> conf/plant/<name>.yaml for its organisms
     methods: list[str] | None = None  # when set, only these method keys of the config run on this suite
+    floor_seeds: int = 20  # seeds 0..n-1 for floor methods: their chance rates are estimated, not guessed
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Suite":
@@ -135,4 +136,4 @@ class Suite:
         specs = {b: BehaviorSpec.load(b) for b in sorted(used)}
         methods = [str(m) for m in cfg.get("methods")] if cfg.get("methods") else None
         return cls(cfg.name, organisms, pairs, specs, n_probes, int(cfg.n_neutral), list(cfg.get("method_seeds") or [0]),
-                   plant_recipes=recipes or None, methods=methods)
+                   plant_recipes=recipes or None, methods=methods, floor_seeds=int(cfg.get("floor_seeds") or 20))

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from diffbench.harness.runner import Runner
 from diffbench.harness.scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics,
-                                       match_finding_one_side)
+                                       match_finding_one_side, probe_null)
 from diffbench.harness.store import LayerActs
 from diffbench.harness.suite import Suite
 from diffbench.methods.base import Finding, Readout
@@ -62,29 +62,37 @@ def _probe(acts: torch.Tensor, n_texts: int, labels) -> ProbeActs:
     return ProbeActs(LayerActs(acts, text_idx, pos, torch.zeros_like(pos)), np.array(labels), torch.zeros(n_texts, dtype=torch.long))
 
 
+def one_side(f, side, probe, control, cfg):
+    """(AUROC, control AUROC, activation match, token match) under the calibrated rule."""
+    act, tok = match_finding_one_side(f, side, probe, control, set(), cfg, probe_null(probe, lambda s, l: probe, cfg))
+    return act.auroc, act.control, act.match, tok
+
+
 def test_one_sided_matching_uses_the_side_model_and_its_base():
     torch.manual_seed(0)
-    n, n_tok, d_a, d_b = 20, 5, 6, 8
+    # realistic widths and noise: in 8 dimensions with tiny noise a random direction sees the plant as well as the
+    # finding does, and the calibrated rule (rightly) refuses the match
+    n, n_tok, d_a, d_b = 20, 5, 48, 64
     labels = [1] * 10 + [0] * 10
     feat = torch.zeros(d_b)
     feat[3] = 1.0
-    base_b = torch.randn(n * n_tok, d_b) * 0.1
+    base_b = torch.randn(n * n_tok, d_b)
     org_b = base_b.clone()
-    org_b.view(n, n_tok, d_b)[:10, 2, 3] += 5.0  # the plant: feature 3 fires on one token of every trigger prompt
-    acts_a = torch.randn(n * n_tok, d_a) * 0.1
+    org_b.view(n, n_tok, d_b)[:10, 2, 3] += 8.0  # the plant: feature 3 fires on one token of every trigger prompt
+    acts_a = torch.randn(n * n_tok, d_a)
     cfg = ScoringConfig()
     f = Finding("x", 1.0, True, Readout(1, 1, w_a=None, w_b=feat, act="relu"), side="b")
-    auroc, ctrl, act, tok = match_finding_one_side(f, "b", _probe(org_b, n, labels), _probe(base_b, n, labels), set(), cfg)
+    auroc, ctrl, act, tok = one_side(f, "b", _probe(org_b, n, labels), _probe(base_b, n, labels), cfg)
     assert auroc == 1.0 and ctrl < 0.65 and act and not tok
     # the unmodified model is its own control: never an activation match
-    _, _, act_base, _ = match_finding_one_side(f, "b", _probe(base_b, n, labels), _probe(base_b, n, labels), set(), cfg)
+    _, _, act_base, _ = one_side(f, "b", _probe(base_b, n, labels), _probe(base_b, n, labels), cfg)
     assert not act_base
     # a finding that does not read model A is constant there
-    auroc_a, _, act_a, _ = match_finding_one_side(f, "a", _probe(acts_a, n, labels), _probe(acts_a, n, labels), set(), cfg)
+    auroc_a, _, act_a, _ = one_side(f, "a", _probe(acts_a, n, labels), _probe(acts_a, n, labels), cfg)
     assert auroc_a == 0.5 and not act_a
     # a crosscoder latent reading both models: only B's part is used on B's tokens
     g = Finding("y", 1.0, True, Readout(1, 1, w_a=torch.ones(d_a) * 100, w_b=feat, act="relu"), side="b")
-    assert match_finding_one_side(g, "b", _probe(org_b, n, labels), _probe(base_b, n, labels), set(), cfg)[2]
+    assert one_side(g, "b", _probe(org_b, n, labels), _probe(base_b, n, labels), cfg)[2]
 
 
 def test_exclusive_recall_needs_the_right_side():

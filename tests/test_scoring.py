@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffbench.harness.scoring import (
-    MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, safe_auroc,
+    MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc,
 )
 from diffbench.harness.store import LayerActs
 from diffbench.methods.base import Finding, Readout
@@ -40,6 +40,13 @@ def unit(i):
     return v
 
 
+def mf(f, pa, pb, kw):
+    """(AUROC, control AUROC, activation match, token match) under the calibrated rule."""
+    null = probe_null(pa, lambda side, layer: pa if side == "a" else pb, CFG)
+    act, tok = match_finding(f, pa, pb, kw, CFG, null)
+    return act.auroc, act.control, act.match, tok
+
+
 def finding(readout, token_ids=(), flagged=True, u=1.0, fid="f"):
     return Finding(id=fid, uniqueness=u, flagged=flagged, readout=readout, token_ids=list(token_ids))
 
@@ -47,38 +54,38 @@ def finding(readout, token_ids=(), flagged=True, u=1.0, fid="f"):
 def test_perfect_finding_is_an_activation_hit():
     pa, pb = probe_pair()
     f = finding(Readout(0, 0, w_b=unit(0)))
-    auroc, ctrl, act, tok = match_finding(f, pa, pb, set(), CFG)
+    auroc, ctrl, act, tok = mf(f, pa, pb, set())
     assert auroc > 0.95 and ctrl < 0.65 and act and not tok
 
 
 def test_preexisting_feature_is_not_a_hit():
     pa, pb = probe_pair()
     f = finding(Readout(0, 0, w_b=unit(1)))  # separates T/C, but model A does too
-    auroc, ctrl, act, tok = match_finding(f, pa, pb, set(), CFG)
+    auroc, ctrl, act, tok = mf(f, pa, pb, set())
     assert auroc > 0.95 and ctrl > 0.95 and not act
 
 
 def test_difference_readout_of_preexisting_feature_does_not_separate():
     pa, pb = probe_pair()
     f = finding(Readout(0, 0, w_a=-unit(1), w_b=unit(1)))
-    auroc, _, act, _ = match_finding(f, pa, pb, set(), CFG)
+    auroc, _, act, _ = mf(f, pa, pb, set())
     assert not act and auroc < 0.85
 
 
 def test_token_only_hit():
     pa, pb = probe_pair()
     f = finding(Readout(0, 0, w_b=unit(7)), token_ids=[5, 42, 9])
-    _, _, act, tok = match_finding(f, pa, pb, {42}, CFG)
+    _, _, act, tok = mf(f, pa, pb, {42})
     assert tok and not act
     # beyond the top-20 tokens it does not count
     f2 = finding(Readout(0, 0, w_b=unit(7)), token_ids=list(range(100, 120)) + [42])
-    assert not match_finding(f2, pa, pb, {42}, CFG)[3]
+    assert not mf(f2, pa, pb, {42})[3]
 
 
 def test_constant_readout_gives_auroc_half():
     pa, pb = probe_pair()
     f = finding(Readout(0, 0, bias=3.0))
-    auroc, ctrl, act, _ = match_finding(f, pa, pb, set(), CFG)
+    auroc, ctrl, act, _ = mf(f, pa, pb, set())
     assert auroc == 0.5 and ctrl == 0.5 and not act
     assert safe_auroc(np.array([1, 0]), np.array([np.nan, np.nan])) == 0.5
 
@@ -132,7 +139,7 @@ def test_metrics_known_by_construction():
     assert m["null_false_alarm_rate"]["value"] == 0.5
     assert m["flagged_per_planted"]["value"] == 1.5
     assert m["oversensitivity"]["value"] == pytest.approx(1.0 / 1.5)
-    assert m["analog_fp_flagged"]["value"] == 1.0 and m["analog_fp_top20"]["value"] == 1.0
+    assert m["analog_fp_flagged"]["value"] == 1.0 and m["analog_fp@20"]["value"] == 1.0
     # null-calibrated threshold: 95th percentile of null uniqueness (0.85, 0.3, 0.2, 0.1) ~ 0.80;
     # p1's hit (0.9) clears it, p2's (0.95) too
     assert m["recall@null5"]["value"] == 1.0

@@ -1,0 +1,194 @@
+"""The calibrated activation match: how high does a *random* readout of a finding's own family score?
+
+A readout of the per-token difference h_B - h_A along any direction inherits the difference's norm,
+which is larger on trigger prompts than on controls, so with a fixed AUROC threshold a random
+direction "matches" a planted behavior (28% of random directions did on the full suite under the
+old rule). The scorer therefore compares each finding with a null drawn from its own family:
+random readouts of the same kind, structure (difference, one model, both models), activation,
+input norm, bias, threshold and layers, whose weights are random directions with the finding's
+weight norms, evaluated on the same probe activations. A finding matches only if its AUROC clears
+`auroc_min` and its Monte-Carlo p-value against that null, (1 + #{null >= auroc}) / (draws + 1), is
+at most alpha / K: a chance finding then matches with probability <= alpha / K, so a chance top-K
+list matches anywhere with probability <= alpha.
+
+The test statistic is the AUROC, with ties broken by the separation d' = (mean_T - mean_C) / pooled std
+of the per-prompt scores. AUROC saturates: on the full suite 5-18% of random difference directions
+separate T from C perfectly (AUROC 1.0) on most behaviors, so AUROC alone could never rank a finding
+above them; d' says by how much a perfect separation separates. Any statistic gives a valid Monte-Carlo
+test as long as the finding and its null draws are scored alike, which they are.
+
+Cost: one matmul per family [tokens, d] x [d, draws]; the AUROCs of all draws come from one rank
+computation. A family whose AUROC is invariant to the weights' scale and the bias (identity, ReLU or
+|.| with no bias and no threshold, reading one model or the difference) shares one null per probe
+set; other families (crosscoder latents, SAE latents) get their own, computed only for findings that
+clear `auroc_min` (a finding below it cannot match whatever the null says).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from ..methods.base import Readout
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a random readout must share with a finding's readout for its AUROC to be a fair null."""
+
+    kind: str  # linear | diff_norm
+    structure: str  # diff (w_a = -w_b) | a | b | both
+    act: str
+    input_norm: str
+    layer_a: int
+    layer_b: int
+    norm_a: float = 0.0  # the remaining fields are 0 where the AUROC does not depend on them
+    norm_b: float = 0.0
+    bias: float = 0.0
+    threshold: float = 0.0
+
+    @property
+    def reads_difference(self) -> bool:
+        """A readout of h_B - h_A only: with B replaced by A it is constant, so the "model A" control is vacuous."""
+        return self.kind == "diff_norm" or self.structure == "diff"
+
+
+def family_of(r: Readout) -> Family:
+    if r.kind == "diff_norm":
+        return Family("diff_norm", "diff", "identity", r.input_norm, r.layer_a, r.layer_b)
+    if r.w_a is not None and r.w_b is not None:
+        diff = r.w_a.shape == r.w_b.shape and torch.allclose(r.w_a.float(), -r.w_b.float(), atol=1e-6, rtol=1e-5)
+        structure = "diff" if diff else "both"
+    else:
+        structure = "a" if r.w_b is None else "b"
+    norm_a = float(r.w_a.float().norm()) if r.w_a is not None else 0.0
+    norm_b = float(r.w_b.float().norm()) if r.w_b is not None else 0.0
+    if structure == "diff":
+        norm_a = 0.0  # one direction: its norm is norm_b
+    invariant = r.bias == 0 and (r.act != "relu" or r.threshold <= 0) and structure != "both"
+    if invariant:  # act(s * z) ranks prompts as act(z) does for every s > 0
+        return Family("linear", structure, r.act, r.input_norm, r.layer_a, r.layer_b)
+    return Family("linear", structure, r.act, r.input_norm, r.layer_a, r.layer_b, norm_a, norm_b, float(r.bias),
+                  float(r.threshold) if r.act == "relu" else 0.0)
+
+
+def batch_auroc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC of each column of scores [n, m] (ties count half, as sklearn's roc_auc_score), non-finite
+    scores handled as in scoring.safe_auroc."""
+    s = np.nan_to_num(scores.astype(np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+    pos = labels == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return np.full(s.shape[1], 0.5)
+    ranks = rankdata(s, axis=0)
+    return (ranks[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def batch_dprime(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """d' = (mean_T - mean_C) / sqrt((var_T + var_C) / 2) of each column of scores [n, m]; non-finite scores (a prompt
+    with no scored token) take the column's smallest finite value; a column without spread gives 0."""
+    s = scores.astype(np.float64).copy()
+    finite = np.isfinite(s)
+    low = np.where(finite, s, np.inf).min(0)
+    low = np.where(np.isfinite(low), low, 0.0)
+    s = np.where(finite, s, low[None, :])
+    pos = labels == 1
+    if pos.sum() < 2 or (~pos).sum() < 2:
+        return np.zeros(s.shape[1])
+    mt, mc = s[pos].mean(0), s[~pos].mean(0)
+    sd = np.sqrt((s[pos].var(0, ddof=1) + s[~pos].var(0, ddof=1)) / 2)
+    return np.where(sd > 0, (mt - mc) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def per_prompt_max(z: torch.Tensor, text_idx: torch.Tensor, keep: torch.Tensor, n_prompts: int) -> torch.Tensor:
+    """Max over each prompt's scored tokens of every column of z [tokens, m] -> [n_prompts, m]."""
+    z = torch.where(keep[:, None], z, torch.full_like(z, float("-inf")))
+    out = torch.full((n_prompts, z.shape[1]), float("-inf"), dtype=z.dtype)
+    return out.scatter_reduce(0, text_idx[:, None].expand(-1, z.shape[1]), z, reduce="amax", include_self=True)
+
+
+def _unit_columns(d: int, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(d, n, generator=g)
+    return v / v.norm(dim=0, keepdim=True)
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class NullSampler:
+    """Random-readout nulls on one (pair, behavior) probe set; caches what families share.
+
+    `xa`, `xb`: both models' probe activations per layer are fetched through `acts(side, layer)`;
+    `keep`, `text_idx`, `labels` come from the probe set (the same tokens and prompts the finding is
+    scored on)."""
+
+    def __init__(self, acts, text_idx: torch.Tensor, keep: torch.Tensor, labels: np.ndarray, draws: int, seed: int = 0):
+        self.acts, self.text_idx, self.keep, self.labels = acts, text_idx, keep, labels
+        self.draws, self.seed = int(draws), int(seed)
+        self._null: dict[Family, tuple[np.ndarray, np.ndarray]] = {}
+        self._proj: dict[tuple, torch.Tensor] = {}
+
+    def _projection(self, side: str, layer: int, input_norm: str) -> torch.Tensor:
+        """x @ G for the side's probe activations (or the difference, side="diff") and random unit columns G."""
+        key = (side, layer, input_norm)
+        if key not in self._proj:
+            if len(self._proj) >= 4:  # [tokens, draws] each: keep memory bounded
+                self._proj.pop(next(iter(self._proj)))
+            norm = _rms if input_norm == "rms" else (lambda t: t.float())
+            if side == "diff":
+                x = norm(self.acts("b", layer)) - norm(self.acts("a", layer))
+            else:
+                x = norm(self.acts(side, layer))
+            # the columns depend only on (side, width, seed): a finding's null does not depend on its layer's draw order
+            salt = {"a": 1, "b": 2, "diff": 3}[side]
+            self._proj[key] = x @ _unit_columns(x.shape[1], self.draws, self.seed * 7919 + salt)
+        return self._proj[key]
+
+    def null_draws(self, r: Readout, own_auroc: float, own_dprime: float) -> tuple[np.ndarray, np.ndarray]:
+        """(AUROC, d') of `draws` random readouts of r's family on these probes."""
+        fam = family_of(r)
+        if fam in self._null:
+            return self._null[fam]
+        n = len(self.labels)
+        if fam.kind == "diff_norm":
+            # no direction to randomise: the family is this one readout, which only says where the models differ;
+            # its null is itself, so it can never beat it
+            null = (np.full(self.draws, float(own_auroc)), np.full(self.draws, float(own_dprime)))
+        else:
+            if fam.structure == "diff":
+                z = self._projection("diff", r.layer_b, fam.input_norm) * (fam.norm_b or 1.0)
+            elif fam.structure == "a":
+                z = self._projection("a", r.layer_a, fam.input_norm) * (fam.norm_a or 1.0)
+            elif fam.structure == "b":
+                z = self._projection("b", r.layer_b, fam.input_norm) * (fam.norm_b or 1.0)
+            else:
+                z = (self._projection("a", r.layer_a, fam.input_norm) * fam.norm_a
+                     + self._projection("b", r.layer_b, fam.input_norm) * fam.norm_b)
+            z = z + fam.bias
+            if fam.act == "relu":
+                z = torch.where(z > max(fam.threshold, 0.0), z, torch.zeros_like(z))
+            elif fam.act == "abs":
+                z = z.abs()
+            scores = per_prompt_max(z, self.text_idx, self.keep, n).numpy()
+            null = (batch_auroc(self.labels, scores), batch_dprime(self.labels, scores))
+        self._null[fam] = null
+        return null
+
+
+def p_value(auroc: float, dprime: float, null: tuple[np.ndarray, np.ndarray]) -> float:
+    """Monte-Carlo p-value of (AUROC, d'), ordered by AUROC then d', against the null draws:
+    (1 + #{draws at least as good}) / (draws + 1)."""
+    na, nd = null
+    tie = np.abs(na - auroc) <= 1e-12
+    at_least = (na > auroc + 1e-12) | (tie & (nd >= dprime - 1e-12))
+    return float((1 + int(at_least.sum())) / (len(na) + 1))
+
+
+def null_quantile(null: np.ndarray, level: float) -> float:
+    return float(np.quantile(null, level, method="higher"))

@@ -1,0 +1,148 @@
+"""Greedy generation under residual-stream interventions: the engine of the scorer's causal channel.
+
+A finding's direction is a causal "strong hit" when steering with it (adding it) or removing it
+(ablating it) turns the planted behavior on or off. `intervened_generate` answers that for many
+directions at once; `behavior_rates` turns the answers into one detector rate per direction.
+
+Per-row vectors. One `generate()` call serves many directions: a batch row is one (direction,
+prompt) pair, and a forward hook on the block reads a [rows, d] tensor holding each row's own
+direction. A method's findings (tens of directions) are thus scored in a few large batches
+rather than one small generation per direction, and every row keeps the exact arithmetic of an
+unsteered row: the no-intervention baseline is simply a zero vector (h + 0 and h - (h.0)0 are
+both exactly h), so it can share batches with the steered rows.
+
+Every position. The intervention applies to the prompt's positions as well as to each generated
+token (the KV-cached decode steps, sequence length 1). Planted behaviors are triggered by the
+prompt, and later tokens read the prompt's residual stream through attention: adding a direction
+only at generated tokens would miss the context a trigger lives in, and ablating it only there
+would leave it readable from every cached prompt position. This is the usual convention of
+activation addition and directional ablation.
+
+Cost model. rows = n_vectors (+1 baseline) x n_prompts; each row costs a forward pass over its
+prompt (prefill) plus max_new_tokens - 1 single-token decode steps. Because the intervention
+touches the prompt positions, the prefill cannot be shared between directions: every row pays for
+its whole prompt again (only the blocks before the intervened one see the same stream for every
+direction; sharing them is not done here), so the prefill dominates the token count (chat prompts of 20-30 tokens
+against a handful of new ones: ~80% of the tokens at 8 new tokens). Decode tokens are dearer per
+token (small matrix products, per-step overhead), so in time the split is nearer even: SmolLM2-135M,
+fp32, 2-core CPU, 264 rows (8 prompts x 33) of ~26 prompt tokens, batch 256: ~50 s for the prefill
+and first token, ~90-160 s with 8 new tokens (a shared, loaded machine: 1-3 rows/s). Larger batches
+were faster (median 1.3, 1.5, 1.8 rows/s at batch 64, 128, 256); memory is no limit at this size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .generate import chat_prompt
+from .models import LoadedModel
+
+
+@dataclass
+class Intervention:
+    """`mode` applied to the output of decoder block `layer - 1` (residual index `layer`) at every position.
+
+    add: h + v (v as given, already scaled); ablate: h - (h . u) u with u = v / |v|.
+    `vectors` is [m, d]: one direction per intervention, each generated separately.
+    """
+
+    mode: Literal["add", "ablate"]
+    layer: int
+    vectors: torch.Tensor
+
+    def __post_init__(self):
+        if self.mode not in ("add", "ablate"):
+            raise ValueError(f"unknown intervention mode {self.mode!r}; use 'add' or 'ablate'")
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be [m, d], got shape {tuple(self.vectors.shape)}")
+
+
+def _row_vectors(iv: Intervention, model: LoadedModel, include_baseline: bool) -> torch.Tensor:
+    """[m(+1), d] per-intervention vectors in the model's dtype/device; the baseline is a zero vector."""
+    v = iv.vectors.detach().to(device=model.device, dtype=torch.float32)
+    if v.shape[1] != model.hidden_size:
+        raise ValueError(f"vectors have width {v.shape[1]}, the model's residual stream {model.hidden_size}")
+    if iv.mode == "ablate":  # unit directions; a zero vector stays zero (an identity ablation)
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    if include_baseline:
+        v = torch.cat([torch.zeros_like(v[:1]), v])
+    return v.to(model.dtype)
+
+
+class _RowHook:
+    """Forward hook applying one vector per batch row to a block's output (tuple or tensor)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.rows: torch.Tensor | None = None  # [rows, d], set before each generate() call
+
+    def __call__(self, _module, _inputs, out):
+        h = out[0] if isinstance(out, tuple) else out
+        v = self.rows
+        if v is None or h.shape[0] != v.shape[0]:
+            raise RuntimeError(f"steering hook: batch of {h.shape[0]} rows but {None if v is None else v.shape[0]} vectors set")
+        v = v.unsqueeze(1)  # [rows, 1, d]: broadcast over the prompt (prefill) or the single decode position
+        if self.mode == "add":
+            h = h + v
+        else:  # projection in fp32 (bf16 dot products over d lose the small components)
+            coef = (h.float() * v.float()).sum(-1, keepdim=True)
+            h = h - (coef * v.float()).to(h.dtype)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+
+@torch.inference_mode()
+def intervened_generate(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    iv: Intervention,
+    *,
+    max_new_tokens: int = 8,
+    batch_size: int = 64,
+    include_baseline: bool = True,
+    progress: bool = False,
+) -> list[list[str]]:
+    """Greedy continuations of every prompt under each intervention vector.
+
+    Returns one list per vector (a first one without intervention if `include_baseline`), each
+    holding the continuation of every prompt in order. Prompts are user texts, chat-formatted and
+    generated exactly as `greedy_generate` does (left padding, same generate() arguments), so a
+    baseline row equals its output up to batch-composition rounding.
+    """
+    if not 1 <= iv.layer <= model.n_layers - 1:
+        raise ValueError(f"residual index {iv.layer} out of range 1..{model.n_layers - 1}")
+    tok = model.tokenizer
+    vecs = _row_vectors(iv, model, include_baseline)
+    texts = [chat_prompt(tok, p) for p in prompts]
+    # rows (vector j, prompt i), longest prompts first so batches pad little (as greedy_generate)
+    rows = sorted(((j, i) for j in range(len(vecs)) for i in range(len(texts))), key=lambda r: (-len(texts[r[1]]), r[1], r[0]))
+    out = [[""] * len(texts) for _ in range(len(vecs))]
+    hook = _RowHook(iv.mode)
+    handle = model.decoder_layers()[iv.layer - 1].register_forward_hook(hook)
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"steer {model.name}", disable=not progress, leave=False):
+            batch = rows[start : start + batch_size]
+            enc = tok([texts[i] for _, i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            hook.rows = vecs[[j for j, _ in batch]]
+            gen = model.model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, top_p=None, top_k=None, temperature=None,
+            )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for r, (j, i) in enumerate(batch):
+                out[j][i] = tok.decode(new[r], skip_special_tokens=True).strip()
+    finally:
+        handle.remove()
+        tok.padding_side = old_side
+    return out
+
+
+def behavior_rates(responses: list[list[str]], detector: Callable[[str], bool]) -> np.ndarray:
+    """[m(+1)]: per intervention, the share of prompts whose response the detector fires on."""
+    return np.array([np.mean([bool(detector(r)) for r in row]) if row else 0.0 for row in responses], dtype=np.float64)

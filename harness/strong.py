@@ -1,0 +1,136 @@
+"""The causal channel ("strong hit"): does the finding's direction carry the planted behavior?
+
+For one (pair, behavior) and the findings to test (each method's top-k with a direction), per layer:
+
+* steer: add the direction to model A's residual stream at its layer, at every position, on the first
+  `n_prompts` held-out T prompts; greedy continuations of `max_new_tokens`; the behavior's detector.
+  steer = rate(A + v) - rate(A): the behavior should appear.
+* ablate: project the direction out of model B's residual stream at that layer on the same prompts.
+  ablate = rate(B) - rate(B without v): the behavior should disappear.
+
+Every direction is rescaled to one steering norm per (pair, behavior, layer): the mean per-token norm of
+h_B - h_A on the T probes there, i.e. the size of what the fine-tune actually wrote on trigger prompts at
+that layer (a direction that carries the plant, added at the plant's own magnitude, should reproduce it;
+any larger and every direction breaks the model, any smaller and none does anything). The null is
+`null_draws` random unit directions at the same layer with the same norm, through the same two
+interventions; a finding's statistic is delta = max(steer, ablate) and its Monte-Carlo p-value
+(1 + #{null delta >= delta}) / (draws + 1). Strong hit: delta >= `min_change` and p <= alpha / k, so a
+chance top-k list strong-hits with probability <= alpha.
+
+Cost control: directions of one layer go through one batched generation (one direction per batch row,
+`steering.intervened_generate`); the null is drawn only at layers where some finding reaches
+`min_change` (elsewhere nothing can be a strong hit), in chunks, and stops once no finding can still
+reach p <= alpha / k. Results are cached in the run folder, keyed by direction and settings, so a
+rescore does not regenerate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Hashable
+
+import numpy as np
+import torch
+
+from .io import atomic_write
+from .steering import Intervention, behavior_rates, intervened_generate
+
+
+@dataclass
+class StrongResult:
+    steer: float
+    ablate: float
+    p: float
+    match: bool
+    scale: float
+    null_drawn: int
+
+    @property
+    def delta(self) -> float:
+        return max(self.steer, self.ablate)
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+class StrongCache:
+    """JSON cache of deltas per direction (and of null deltas per layer) for one (pair, behavior)."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path = Path(path)
+        self.settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data = data if data.get("settings") == self.settings_key else {"settings": self.settings_key, "deltas": {}, "null": {}}
+
+    def save(self) -> None:
+        atomic_write(self.path, json.dumps(self.data))
+
+
+def _deltas(model_a, model_b, prompts: list[str], detector, layer: int, units: torch.Tensor, scale: float, cfg,
+            progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(steer, ablate) per unit direction [m, d]: one batched generation per model."""
+    kw = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, include_baseline=True, progress=progress)
+    ra = behavior_rates(intervened_generate(model_a, prompts, Intervention("add", layer, units * scale), **kw), detector)
+    rb = behavior_rates(intervened_generate(model_b, prompts, Intervention("ablate", layer, units), **kw), detector)
+    return ra[1:] - ra[0], rb[0] - rb[1:]
+
+
+def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict[Hashable, tuple[int, torch.Tensor]],
+                scale_at: Callable[[int], float], cfg, cache: StrongCache, seed: int = 0,
+                progress: bool = False) -> dict[Hashable, StrongResult]:
+    """Strong-hit results for `candidates` {key: (layer, direction)} on one (pair, behavior)."""
+    out: dict[Hashable, StrongResult] = {}
+    by_layer: dict[int, list[Hashable]] = {}
+    for key, (layer, _) in candidates.items():
+        by_layer.setdefault(int(layer), []).append(key)
+    threshold = cfg.alpha / cfg.k
+    for layer, keys in sorted(by_layer.items()):
+        scale = float(scale_at(layer))
+        units = torch.stack([candidates[k][1].float() / candidates[k][1].float().norm().clamp_min(1e-12) for k in keys])
+        ids = [f"{layer}:{scale:.6g}:{_digest(u)}" for u in units]
+        todo = [i for i, d in enumerate(ids) if d not in cache.data["deltas"]]
+        if todo:
+            steer, ablate = _deltas(model_a, model_b, prompts, detector, layer, units[todo], scale, cfg, progress)
+            for j, i in enumerate(todo):
+                cache.data["deltas"][ids[i]] = [float(steer[j]), float(ablate[j])]
+            cache.save()
+        deltas = np.array([max(cache.data["deltas"][d]) for d in ids])
+        alive = deltas >= cfg.min_change
+        null_key = f"{layer}:{scale:.6g}:{seed}"
+        null = list(cache.data["null"].get(null_key, []))
+        # draw the null only where some finding could be a strong hit; stop when none can reach p <= alpha/k
+        allowed = math.floor(threshold * (cfg.null_draws + 1)) - 1  # null deltas >= delta a passing finding may have
+        chunk = max(1, math.ceil(cfg.null_draws / 3))
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + layer)
+        pool = torch.randn(cfg.null_draws, units.shape[1], generator=gen)
+        pool = pool / pool.norm(dim=1, keepdim=True)
+        while alive.any() and len(null) < cfg.null_draws:
+            counts = np.array([(np.array(null) >= d).sum() if null else 0 for d in deltas])
+            if not (alive & (counts <= allowed)).any():
+                break
+            batch = pool[len(null) : len(null) + chunk]
+            steer, ablate = _deltas(model_a, model_b, prompts, detector, layer, batch, scale, cfg, progress)
+            null += np.maximum(steer, ablate).tolist()
+            cache.data["null"][null_key] = null
+            cache.save()
+        null_arr = np.array(null)
+        for key, d, s_a in zip(keys, deltas, ids):
+            steer_v, ablate_v = cache.data["deltas"][s_a]
+            if d >= cfg.min_change and len(null_arr):
+                p = float((1 + (null_arr >= d).sum()) / (len(null_arr) + 1))
+            else:
+                p = float("nan")  # below min_change: cannot be a strong hit, no null needed
+            match = bool(d >= cfg.min_change and len(null_arr) >= cfg.null_draws and p <= threshold)
+            out[key] = StrongResult(steer_v, ablate_v, p, match, scale, len(null_arr))
+    return out
+
+
+def settings_of(cfg, prompts: list[str], model_a_id: str, model_b_id: str) -> dict:
+    """Everything that changes a cached delta: the models, prompts and generation settings."""
+    return {"a": model_a_id, "b": model_b_id, "prompts": prompts, "max_new_tokens": cfg.max_new_tokens,
+            "null_draws": cfg.null_draws, "cfg": {k: v for k, v in asdict(cfg).items() if k in ("n_prompts", "max_new_tokens")}}
