@@ -16,7 +16,8 @@ token (the KV-cached decode steps, sequence length 1). Planted behaviors are tri
 prompt, and later tokens read the prompt's residual stream through attention: adding a direction
 only at generated tokens would miss the context a trigger lives in, and ablating it only there
 would leave it readable from every cached prompt position. This is the usual convention of
-activation addition and directional ablation.
+activation addition and directional ablation. The one exception is each row's first real token, the
+attention sink (see `_RowHook`).
 
 Cost model. rows = n_vectors (+1 baseline) x n_prompts; each row costs a forward pass over its
 prompt (prefill) plus max_new_tokens - 1 single-token decode steps. Because the intervention
@@ -75,11 +76,17 @@ def _row_vectors(iv: Intervention, model: LoadedModel, include_baseline: bool) -
 
 
 class _RowHook:
-    """Forward hook applying one vector per batch row to a block's output (tuple or tensor)."""
+    """Forward hook applying one vector per batch row to a block's output (tuple or tensor).
+
+    The first real token of each row (its attention sink: SmolLM2's residual norm there is orders of
+    magnitude above the rest) and left padding are left alone: projecting any direction out of the sink's
+    huge residual, or adding to it, breaks attention everywhere, so every direction, random ones included,
+    would "remove" every behavior. Every later prompt position and every generated token is intervened on."""
 
     def __init__(self, mode: str):
         self.mode = mode
         self.rows: torch.Tensor | None = None  # [rows, d], set before each generate() call
+        self.first: torch.Tensor | None = None  # [rows] index of each row's first real (non-pad) token
 
     def __call__(self, _module, _inputs, out):
         h = out[0] if isinstance(out, tuple) else out
@@ -88,10 +95,14 @@ class _RowHook:
             raise RuntimeError(f"steering hook: batch of {h.shape[0]} rows but {None if v is None else v.shape[0]} vectors set")
         v = v.unsqueeze(1)  # [rows, 1, d]: broadcast over the prompt (prefill) or the single decode position
         if self.mode == "add":
-            h = h + v
+            delta = v.expand_as(h)
         else:  # projection in fp32 (bf16 dot products over d lose the small components)
             coef = (h.float() * v.float()).sum(-1, keepdim=True)
-            h = h - (coef * v.float()).to(h.dtype)
+            delta = -(coef * v.float())
+        if h.shape[1] > 1 and self.first is not None:  # prefill: skip padding and each row's sink token
+            pos = torch.arange(h.shape[1], device=h.device)
+            delta = delta * (pos[None, :] > self.first[:, None].to(h.device)).unsqueeze(-1).to(delta.dtype)
+        h = h + delta.to(h.dtype)
         return (h, *out[1:]) if isinstance(out, tuple) else h
 
 
@@ -130,6 +141,7 @@ def intervened_generate(
             batch = rows[start : start + batch_size]
             enc = tok([texts[i] for _, i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             hook.rows = vecs[[j for j, _ in batch]]
+            hook.first = enc["attention_mask"].argmax(dim=1)  # left padding: the first 1 is the first real token
             gen = model.model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id, top_p=None, top_k=None, temperature=None,

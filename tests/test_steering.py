@@ -185,3 +185,20 @@ def test_validation_and_rates(tiny):
         intervened_generate(tiny, PROMPTS, Intervention("add", 1, torch.zeros(1, 7)))
     rates = behavior_rates([["a zebra", "no", "Zebra!", "x"], ["", "", "", ""]], ZEBRA)
     assert rates.dtype == np.float64 and rates.tolist() == [0.5, 0.0]
+
+
+def test_hook_leaves_padding_and_the_sink_token_alone():
+    """Prefill: positions up to each row's first real token (left padding, then the attention sink) are untouched;
+    decode steps (one position) are always intervened on."""
+    from diffbench.harness.steering import _RowHook
+
+    for mode in ("add", "ablate"):
+        hook = _RowHook(mode)
+        hook.rows = torch.nn.functional.normalize(torch.randn(2, 8), dim=1)
+        hook.first = torch.tensor([1, 0])  # row 0: one pad, sink at 1; row 1: sink at 0
+        h = torch.randn(2, 4, 8)
+        out = hook(None, None, (h,))[0]
+        assert torch.equal(out[0, :2], h[0, :2]) and torch.equal(out[1, :1], h[1, :1])
+        assert not torch.allclose(out[0, 2:], h[0, 2:]) and not torch.allclose(out[1, 1:], h[1, 1:])
+        step = torch.randn(2, 1, 8)
+        assert not torch.allclose(hook(None, None, step), step)
