@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable
 
@@ -132,5 +132,4 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
 
 def settings_of(cfg, prompts: list[str], model_a_id: str, model_b_id: str) -> dict:
     """Everything that changes a cached delta: the models, prompts and generation settings."""
-    return {"a": model_a_id, "b": model_b_id, "prompts": prompts, "max_new_tokens": cfg.max_new_tokens,
-            "null_draws": cfg.null_draws, "cfg": {k: v for k, v in asdict(cfg).items() if k in ("n_prompts", "max_new_tokens")}}
+    return {"a": model_a_id, "b": model_b_id, "prompts": prompts, "max_new_tokens": cfg.max_new_tokens, "null_draws": cfg.null_draws}

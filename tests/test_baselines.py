@@ -100,13 +100,7 @@ def probe_scores(finding: Finding, ma, mb, root, texts) -> list[float]:
     return la.per_text_max(s, len(texts)).tolist()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all small ops: on a shared 2-core machine one thread is ~10x faster than two."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from diffbench.methods.crosscoder.model import (
     Crosscoder, Ops, TrainConfig, _batchtopk_loss, evaluate, init_from_data, latent_scaling, train,
 )
 from sentences import SENTENCES  # tests/sentences.py
+from tiny_pairs import perturbed_pair
 
 
 def synth(n_tokens=3000, widths=(24, 24), n_shared=12, n_a=0, n_b=1, p=0.1, seed=0, noise=0.02, strength=None):
@@ -257,24 +258,11 @@ EXTRA = {"l1_crosscoder": {}, "batchtopk_crosscoder": {"k": 8}, "dfc": {"k": 8, 
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
-    from diffbench.methods.base import PairContext
-
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("xc")
     mp.setenv("DIFFBENCH_CACHE", str(root / "cache"))
     try:
-        from diffbench.harness.models import load_model
-        from diffbench.harness.store import TextSet, collect_pair
-
-        ma = load_model("tiny-llama", dtype="fp32", device="cpu")
-        mb = load_model("tiny-llama", dtype="fp32", device="cpu")
-        with torch.no_grad():  # make B differ from A a little, like a fine-tune
-            g = torch.Generator().manual_seed(0)
-            for p in mb.model.model.layers[1].mlp.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
-        mb.identity = mb.identity + "-perturbed"
-        pair = collect_pair(ma, mb, TextSet.of("t", TEXTS), [2], root=root / "acts", progress=False)
-        ctx = PairContext("tiny", ma, mb, pair, layers=[2], seed=0, work_dir=root / "work")
+        ctx = perturbed_pair(root, TEXTS)
         yield ctx
     finally:
         mp.undo()

@@ -21,6 +21,7 @@ from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 from diffbench.methods.crosscoder.model import Crosscoder, init_from_data
 from diffbench.methods.crosscoder.random_dictionary import RandomDictionary
 from sentences import SENTENCES  # tests/sentences.py
+from tiny_pairs import perturbed_pair
 from test_crosscoder import SMALL
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
@@ -59,20 +60,7 @@ def test_conf_matches_batchtopk_width_k_and_readout():
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
     """test_crosscoder.tiny_pair, with the models from the session cache."""
-    from diffbench.harness.models import load_model
-    from diffbench.harness.store import TextSet, collect_pair
-    from diffbench.methods.base import PairContext
-
-    root = tmp_path_factory.mktemp("rd")
-    ma = load_model("tiny-llama", dtype="fp32", device="cpu")
-    mb = load_model("tiny-llama", dtype="fp32", device="cpu")
-    with torch.no_grad():  # make B differ from A a little, like a fine-tune
-        g = torch.Generator().manual_seed(0)
-        for p in mb.model.model.layers[1].mlp.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    mb.identity = mb.identity + "-perturbed"
-    pair = collect_pair(ma, mb, TextSet.of("t", SENTENCES), [2], root=root / "acts", progress=False)
-    return PairContext("tiny", ma, mb, pair, layers=[2], seed=0, work_dir=root / "work")
+    return perturbed_pair(tmp_path_factory.mktemp("rd"), SENTENCES)
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ PROMPTS = SENTENCES[:8]
 ZEBRA = RegexDetector("zebra")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all small ops: on a shared 2-core machine one thread is faster than two."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
