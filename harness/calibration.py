@@ -26,6 +26,7 @@ clear `auroc_min` (a finding below it cannot match whatever the null says).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,9 @@ def per_prompt_max(z: torch.Tensor, text_idx: torch.Tensor, keep: torch.Tensor, 
     return out.scatter_reduce(0, text_idx[:, None].expand(-1, z.shape[1]), z, reduce="amax", include_self=True)
 
 
+CHUNK = 2000  # null draws per matmul: the first chunk of each projection is cached, later ones are drawn on demand
+
+
 def _unit_columns(d: int, n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(d, n, generator=g)
@@ -121,73 +125,131 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
 
 
+def at_least_as_good(null: tuple[np.ndarray, np.ndarray], auroc: float, dprime: float) -> int:
+    """Null draws ordered at or above (auroc, d'): higher AUROC, or the same AUROC and d' at least as high."""
+    na, nd = null
+    tie = np.abs(na - auroc) <= 1e-12
+    return int(((na > auroc + 1e-12) | (tie & (nd >= dprime - 1e-12))).sum())
+
+
+@dataclass(frozen=True)
+class NullTest:
+    p: float  # Monte-Carlo p-value (1 + #{draws at least as good}) / (drawn + 1)
+    quantile: float  # the (1 - level) quantile of the drawn null AUROCs
+    drawn: int  # draws used: all of them, or fewer where the test stopped early (p > level already certain)
+
+
 class NullSampler:
     """Random-readout nulls on one (pair, behavior) probe set; caches what families share.
 
     `xa`, `xb`: both models' probe activations per layer are fetched through `acts(side, layer)`;
     `keep`, `text_idx`, `labels` come from the probe set (the same tokens and prompts the finding is
-    scored on)."""
+    scored on). Draws come in chunks of CHUNK and a test stops as soon as its p-value can no longer
+    reach the level, so a large null (20,000 draws by default) costs one chunk for almost every finding;
+    the decision is the one the full null would give."""
 
     def __init__(self, acts, text_idx: torch.Tensor, keep: torch.Tensor, labels: np.ndarray, draws: int, seed: int = 0):
         self.acts, self.text_idx, self.keep, self.labels = acts, text_idx, keep, labels
         self.draws, self.seed = int(draws), int(seed)
-        self._null: dict[Family, tuple[np.ndarray, np.ndarray]] = {}
+        self._chunks: dict[Family, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._proj: dict[tuple, torch.Tensor] = {}
 
-    def _projection(self, side: str, layer: int, input_norm: str) -> torch.Tensor:
-        """x @ G for the side's probe activations (or the difference, side="diff") and random unit columns G."""
+    def _projection(self, side: str, layer: int, input_norm: str, chunk: int) -> torch.Tensor:
+        """x @ G for the side's probe activations (or the difference, side="diff") and the chunk's random unit columns G."""
         key = (side, layer, input_norm)
-        if key not in self._proj:
-            if len(self._proj) >= 4:  # [tokens, draws] each: keep memory bounded
+        if chunk == 0 and key in self._proj:
+            return self._proj[key]
+        norm = _rms if input_norm == "rms" else (lambda t: t.float())
+        if side == "diff":
+            x = norm(self.acts("b", layer)) - norm(self.acts("a", layer))
+        else:
+            x = norm(self.acts(side, layer))
+        # the columns depend only on (side, width, seed, chunk): a finding's null does not depend on its layer's draw order
+        salt = {"a": 1, "b": 2, "diff": 3}[side]
+        n = min(CHUNK, self.draws - chunk * CHUNK)
+        proj = x @ _unit_columns(x.shape[1], n, self.seed * 7919 + salt + 104_729 * chunk)
+        if chunk == 0:
+            if len(self._proj) >= 4:  # [tokens, CHUNK] each: keep memory bounded
                 self._proj.pop(next(iter(self._proj)))
-            norm = _rms if input_norm == "rms" else (lambda t: t.float())
-            if side == "diff":
-                x = norm(self.acts("b", layer)) - norm(self.acts("a", layer))
-            else:
-                x = norm(self.acts(side, layer))
-            # the columns depend only on (side, width, seed): a finding's null does not depend on its layer's draw order
-            salt = {"a": 1, "b": 2, "diff": 3}[side]
-            self._proj[key] = x @ _unit_columns(x.shape[1], self.draws, self.seed * 7919 + salt)
-        return self._proj[key]
+            self._proj[key] = proj
+        return proj
 
-    def null_draws(self, r: Readout, own_auroc: float, own_dprime: float) -> tuple[np.ndarray, np.ndarray]:
-        """(AUROC, d') of `draws` random readouts of r's family on these probes."""
+    def _chunk(self, r: Readout, fam: Family, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """(AUROC, d') of one chunk of random readouts of r's family."""
+        if fam.structure == "diff":
+            z = self._projection("diff", r.layer_b, fam.input_norm, chunk) * (fam.norm_b or 1.0)
+        elif fam.structure == "a":
+            z = self._projection("a", r.layer_a, fam.input_norm, chunk) * (fam.norm_a or 1.0)
+        elif fam.structure == "b":
+            z = self._projection("b", r.layer_b, fam.input_norm, chunk) * (fam.norm_b or 1.0)
+        else:
+            z = (self._projection("a", r.layer_a, fam.input_norm, chunk) * fam.norm_a
+                 + self._projection("b", r.layer_b, fam.input_norm, chunk) * fam.norm_b)
+        z = z + fam.bias
+        if fam.act == "relu":
+            z = torch.where(z > max(fam.threshold, 0.0), z, torch.zeros_like(z))
+        elif fam.act == "abs":
+            z = z.abs()
+        scores = per_prompt_max(z, self.text_idx, self.keep, len(self.labels)).numpy()
+        return batch_auroc(self.labels, scores), batch_dprime(self.labels, scores)
+
+    def test(self, r: Readout, auroc: float, dprime: float, level: float) -> NullTest:
+        """Monte-Carlo test of a finding's (AUROC, d') against random readouts of its family at `level`.
+
+        Chunks are drawn until the count of draws at least as good exceeds what a p-value <= level allows
+        over all `draws` (then p > level is certain and the test stops) or every chunk is drawn."""
         fam = family_of(r)
-        if fam in self._null:
-            return self._null[fam]
-        n = len(self.labels)
         if fam.kind == "diff_norm":
             # no direction to randomise: the family is this one readout, which only says where the models differ;
             # its null is itself, so it can never beat it
-            null = (np.full(self.draws, float(own_auroc)), np.full(self.draws, float(own_dprime)))
-        else:
-            if fam.structure == "diff":
-                z = self._projection("diff", r.layer_b, fam.input_norm) * (fam.norm_b or 1.0)
-            elif fam.structure == "a":
-                z = self._projection("a", r.layer_a, fam.input_norm) * (fam.norm_a or 1.0)
-            elif fam.structure == "b":
-                z = self._projection("b", r.layer_b, fam.input_norm) * (fam.norm_b or 1.0)
-            else:
-                z = (self._projection("a", r.layer_a, fam.input_norm) * fam.norm_a
-                     + self._projection("b", r.layer_b, fam.input_norm) * fam.norm_b)
-            z = z + fam.bias
-            if fam.act == "relu":
-                z = torch.where(z > max(fam.threshold, 0.0), z, torch.zeros_like(z))
-            elif fam.act == "abs":
-                z = z.abs()
-            scores = per_prompt_max(z, self.text_idx, self.keep, n).numpy()
-            null = (batch_auroc(self.labels, scores), batch_dprime(self.labels, scores))
-        self._null[fam] = null
-        return null
+            return NullTest(1.0, float(auroc), self.draws)
+        chunks = self._chunks.setdefault(fam, [])
+        n_chunks = math.ceil(self.draws / CHUNK)
+        allowed = math.floor(level * (self.draws + 1) + 1e-9) - 1
+        ahead, used = 0, 0
+        while used < n_chunks:
+            if used == len(chunks):
+                chunks.append(self._chunk(r, fam, used))
+            ahead += at_least_as_good(chunks[used], auroc, dprime)
+            used += 1
+            if ahead > allowed:
+                break
+        drawn = sum(len(c[0]) for c in chunks[:used])
+        aurocs = np.concatenate([c[0] for c in chunks[:used]])
+        return NullTest((1 + ahead) / (drawn + 1), null_quantile(aurocs, 1 - level), drawn)
 
 
-def p_value(auroc: float, dprime: float, null: tuple[np.ndarray, np.ndarray]) -> float:
-    """Monte-Carlo p-value of (AUROC, d'), ordered by AUROC then d', against the null draws:
-    (1 + #{draws at least as good}) / (draws + 1)."""
-    na, nd = null
-    tie = np.abs(na - auroc) <= 1e-12
-    at_least = (na > auroc + 1e-12) | (tie & (nd >= dprime - 1e-12))
-    return float((1 + int(at_least.sum())) / (len(na) + 1))
+class TokenNull:
+    """The token channel's null: how often does the logit lens of a random direction put a behavior's keyword
+    among its top tokens? Lens top-token lists of `draws` random unit directions, per model (the lens is
+    scale-invariant and the same at every layer: W_U (g * v)). A finding's token match is a binary event, so
+    its p-value is (1 + #{random lists with a keyword}) / (draws + 1), the same for every finding read
+    through that model on that behavior; where keywords are so common in random lens lists that this
+    exceeds the level, the channel cannot show anything for the behavior and no finding token-matches."""
+
+    def __init__(self, draws: int, top_tokens: int, seed: int = 0):
+        self.draws, self.top_tokens, self.seed = int(draws), int(top_tokens), int(seed)
+        self._ids: dict[str, torch.Tensor] = {}
+
+    def lists(self, model) -> torch.Tensor:
+        from ..methods.lens import lens_ids
+
+        if model.identity not in self._ids:
+            d = model.hidden_size
+            g = torch.Generator().manual_seed(self.seed)
+            rows = []
+            for start in range(0, self.draws, 1000):
+                v = torch.randn(min(1000, self.draws - start), d, generator=g)
+                rows.append(torch.tensor(lens_ids(model, v, self.top_tokens)))
+            self._ids[model.identity] = torch.cat(rows)
+        return self._ids[model.identity]
+
+    def p_value(self, model, keyword_ids: set[int]) -> float:
+        if not keyword_ids:
+            return 1.0
+        ids = self.lists(model)
+        hit = torch.isin(ids, torch.tensor(sorted(keyword_ids))).any(dim=1)
+        return float((1 + int(hit.sum())) / (self.draws + 1))
 
 
 def null_quantile(null: np.ndarray, level: float) -> float:

@@ -24,7 +24,8 @@ from .generate import chat_prompt
 from .io import read_json, stable_hash, stable_int, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
 from .plant import N_NEUTRAL_TRAIN, PlantCard, check_recipe, distill, neutral_texts, plant
-from .scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keyword_token_ids, match_finding,
+from .calibration import TokenNull
+from .scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keywords_for, match_finding,
                       match_finding_one_side, probe_null)
 from .store import PairedActivations, TextSet, collect, pair_stores
 from .suite import BASE, Pair, Suite, base_node, is_base
@@ -72,6 +73,7 @@ class Runner:
         self._probe_extra_keys: list[tuple] = []  # cache keys of those layers, oldest first (bounded, see probe_acts)
         self._cross_neutral: dict[tuple, tuple] = {}
         self._cross_nulls: dict[tuple, object] = {}  # activation nulls of the cross pair being scored
+        self._token_null = TokenNull(self.scoring.token_null_draws, self.scoring.top_tokens, seed=0)
 
     # -- models -------------------------------------------------------------------
     def _canon(self, node: str) -> str:
@@ -424,13 +426,10 @@ class Runner:
             for r, f in enumerate(findings):
                 pa = self.probe_acts(pair.a, behavior, f.readout.layer_a)
                 pb = self.probe_acts(pair.b, behavior, f.readout.layer_b)
-                side_model = self.model(pair.b if f.side != "a" else pair.a)
-                kk = (side_model.identity, behavior)
-                if kk not in kw_cache:
-                    kw_cache[kk] = keyword_token_ids(side_model.tokenizer, self.suite.specs[behavior].keywords)
-                act, tok = match_finding(f, pa, pb, kw_cache[kk], self.scoring, null)
+                kw = self.keywords(self.model(pair.b if f.side != "a" else pair.a), behavior, kw_cache)
+                act, tok = match_finding(f, pa, pb, kw, self.scoring, null)
                 out.append(MatchRecord(key, seed, pair.id, pair.kind, behavior, r, f.id, float(f.uniqueness), bool(f.flagged),
-                                       act.auroc, act.control, act.match, tok, null_q=act.null_q, act_p=act.p))
+                                       act.auroc, act.control, act.match, tok, null_q=act.null_q, act_p=act.p, token_p=kw.p))
         return out
 
     def strong_channel(self, pair: Pair, behavior: str, loaded: dict, records: list[MatchRecord]) -> None:
@@ -484,24 +483,28 @@ class Runner:
                 layer = f.readout.layer_a if side == "a" else f.readout.layer_b
                 probe = self.probe_acts(node, behavior, layer)
                 control = self.probe_acts(self.base_of(node), behavior, layer)
-                m = self.model(node)
-                kk = (m.identity, behavior)
-                if kk not in kw_cache:
-                    kw_cache[kk] = keyword_token_ids(m.tokenizer, self.suite.specs[behavior].keywords)
+                kw = self.keywords(self.model(node), behavior, kw_cache)
                 nk = (pair.id, behavior, side)
                 if nk not in self._cross_nulls:
                     self._cross_nulls = {k: v for k, v in self._cross_nulls.items() if k[:2] == nk[:2]}  # one unit at a time
                     self._cross_nulls[nk] = probe_null(probe, lambda _s, lay, _n=node: self.probe_acts(_n, behavior, lay),
                                                        self.scoring, seed=stable_int(pair.id, behavior, side))
-                act, tok = match_finding_one_side(f, side, probe, control, kw_cache[kk], self.scoring, self._cross_nulls[nk])
-                res = (side, act, tok)
+                act, tok = match_finding_one_side(f, side, probe, control, kw, self.scoring, self._cross_nulls[nk])
+                res = (side, act, tok, kw.p)
                 if best is None or (act.match or tok, act.auroc) > (best[1].match or best[2], best[1].auroc):
                     best = res
-            side, act, tok = best
+            side, act, tok, token_p = best
             out.append(MatchRecord(method_key, seed, pair.id, pair.kind, behavior, r, f.id, float(f.uniqueness), bool(f.flagged),
                                    act.auroc, act.control, act.match, tok, cross=True, side=side, planted_side=pair.side,
-                                   null_q=act.null_q, act_p=act.p))
+                                   null_q=act.null_q, act_p=act.p, token_p=token_p))
         return out
+
+    def keywords(self, model, behavior: str, kw_cache: dict) -> Keywords:
+        """The behavior's keyword ids in the model's vocabulary with the token channel's p-value there (cached)."""
+        key = (model.identity, behavior)
+        if key not in kw_cache:
+            kw_cache[key] = keywords_for(model, self.suite.specs[behavior].keywords, self._token_null)
+        return kw_cache[key]
 
     def alignment_stats(self) -> dict[str, dict]:
         """Aligned share of each cross-tokenizer pair's neutral text (from the collect stage)."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..methods.base import Finding, Readout
-from .calibration import NullSampler, batch_auroc, batch_dprime, family_of, null_quantile, p_value
+from .calibration import NullSampler, TokenNull, batch_auroc, batch_dprime, family_of
 from .store import LayerActs
 
 
@@ -37,8 +37,8 @@ class StrongConfig:
     k: int = 5  # each method's top-k findings (with a direction) are tested
     n_prompts: int = 8  # held-out T prompts steered (the first n of the probe set)
     max_new_tokens: int = 8  # greedy tokens per continuation: the detectors fire on the first words
-    null_draws: int = 99  # norm-matched random directions per (pair, behavior, layer)
-    alpha: float = 0.05
+    null_draws: int = 124  # norm-matched random directions per (pair, behavior, layer): >= k / alpha - 1
+    alpha: float = 0.04  # this channel's share of the family-wise 0.08 (see ScoringConfig)
     min_change: float = 0.25  # absolute change in behavior rate a strong hit needs
     max_seeds: int = 3  # seeds per method that get the (costly) causal test; metrics of this channel use these
     batch_size: int = 128  # generation rows per batch
@@ -53,8 +53,12 @@ class ScoringConfig:
     null_quantile: float = 0.95
     bootstrap: int = 1000
     bootstrap_seed: int = 0
-    alpha: float = 0.05  # activation channel: family-wise false-match rate of a chance top-K list (K = max(ks))
-    null_draws: int = 2000  # random readouts per family for the activation null
+    # Family-wise false-hit rate of a chance list, per channel; the union of the three is at most their sum,
+    # 0.02 + 0.02 + 0.04 = 0.08 (the causal channel tests only the top k, so it gets the larger share).
+    alpha: float = 0.02  # activation channel: over a top-K list (K = max(ks)), each finding at alpha / K
+    null_draws: int = 20000  # random readouts per family for the activation null (drawn in chunks, early stop)
+    token_alpha: float = 0.02  # token channel: a keyword among the top tokens counts at p <= token_alpha / K
+    token_null_draws: int = 4999  # random directions whose logit lens sets the token channel's null
     strong: StrongConfig = field(default_factory=StrongConfig)
 
     @property
@@ -83,12 +87,16 @@ class ScoringConfig:
         return cfg
 
     def validate(self) -> None:
-        need = math.ceil(self.K / self.alpha) - 1
+        need = math.ceil(self.K / self.alpha - 1e-9) - 1
         if self.null_draws < need:
             raise ValueError(f"scoring.null_draws={self.null_draws} cannot resolve p <= alpha/K = {self.alpha}/{self.K}; "
                              f"use at least {need}")
+        need = math.ceil(self.K / self.token_alpha - 1e-9) - 1
+        if self.token_null_draws < need:
+            raise ValueError(f"scoring.token_null_draws={self.token_null_draws} cannot resolve p <= token_alpha/K = "
+                             f"{self.token_alpha}/{self.K}; use at least {need}")
         st = self.strong
-        need = math.ceil(st.k / st.alpha) - 1
+        need = math.ceil(st.k / st.alpha - 1e-9) - 1
         if st.enabled and st.null_draws < need:
             raise ValueError(f"scoring.strong.null_draws={st.null_draws} cannot resolve p <= alpha/k = {st.alpha}/{st.k}; "
                              f"use at least {need}")
@@ -139,6 +147,23 @@ def keyword_token_ids(tokenizer, keywords: Sequence[str]) -> set[int]:
     return ids
 
 
+@dataclass(frozen=True)
+class Keywords:
+    """A behavior's keyword token ids in one model's vocabulary, and the token channel's p-value there (TokenNull):
+    the chance that a random direction's logit lens shows one of them. p = 0 means uncalibrated (tests)."""
+
+    ids: frozenset[int]
+    p: float = 0.0
+
+    def match(self, token_ids: Sequence[int], cfg: "ScoringConfig") -> bool:
+        return self.p <= cfg.token_alpha / cfg.K and bool(self.ids & set(token_ids[: cfg.top_tokens]))
+
+
+def keywords_for(model, keywords: Sequence[str], token_null: TokenNull | None) -> Keywords:
+    ids = frozenset(keyword_token_ids(model.tokenizer, keywords))
+    return Keywords(ids, token_null.p_value(model, set(ids)) if token_null is not None else 0.0)
+
+
 @dataclass
 class MatchRecord:
     method: str
@@ -159,6 +184,7 @@ class MatchRecord:
     planted_side: str = ""  # cross pairs: where the behavior was planted ("a", "b", "both")
     null_q: float = float("nan")  # (1 - alpha/K) quantile of the family's random-readout AUROCs (where auroc >= auroc_min)
     act_p: float = float("nan")  # Monte-Carlo p-value of the AUROC against that null
+    token_p: float = float("nan")  # the token channel's p-value for this behavior in the finding's model (Keywords.p)
     strong_tested: bool = False
     strong_steer: float = float("nan")  # behavior rate of A + direction minus A's
     strong_ablate: float = float("nan")  # B's behavior rate minus that of B with the direction projected out
@@ -196,13 +222,12 @@ def activation_match(r: Readout, labels: np.ndarray, scores: np.ndarray, control
     if real < cfg.auroc_min:  # cannot match whatever the null says: no null needed
         return ActMatch(real, control, float("nan"), float("nan"), False)
     own_d = float(batch_dprime(labels, scores[:, None])[0])
-    draws = null.null_draws(r, real, own_d)
-    p = p_value(real, own_d, draws)
-    ok = p <= cfg.alpha / cfg.K and (math.isnan(control) or control <= cfg.control_auroc_max)
-    return ActMatch(real, control, null_quantile(draws[0], 1 - cfg.alpha / cfg.K), p, ok)
+    test = null.test(r, real, own_d, cfg.alpha / cfg.K)
+    ok = test.p <= cfg.alpha / cfg.K and (math.isnan(control) or control <= cfg.control_auroc_max)
+    return ActMatch(real, control, test.quantile, test.p, ok)
 
 
-def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyword_ids: set[int], cfg: ScoringConfig,
+def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keywords: Keywords, cfg: ScoringConfig,
                   null: NullSampler | None = None) -> tuple[ActMatch, bool]:
     """(activation match, token match) for one finding and one behavior on a same-architecture pair.
 
@@ -216,11 +241,11 @@ def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyw
     else:
         control = safe_auroc(probe_a.labels, per_prompt_scores(r(probe_a.acts.acts, probe_a.acts.acts), probe_a))
     act = activation_match(r, probe_a.labels, scores, control, null, cfg)
-    tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
+    tok = keywords.match(finding.token_ids, cfg)
     return act, tok
 
 
-def match_finding_one_side(finding: Finding, side: str, probe: ProbeActs, control: ProbeActs, keyword_ids: set[int],
+def match_finding_one_side(finding: Finding, side: str, probe: ProbeActs, control: ProbeActs, keywords: Keywords,
                            cfg: ScoringConfig, null: NullSampler | None = None) -> tuple[ActMatch, bool]:
     """Cross-architecture matching: (activation match, token match) of one finding read on one model only.
 
@@ -234,13 +259,13 @@ def match_finding_one_side(finding: Finding, side: str, probe: ProbeActs, contro
     r = finding.readout
     w_a, w_b = (r.w_a, None) if side == "a" else (None, r.w_b)
     if r.kind != "linear" or (w_a is None and w_b is None):
-        return ActMatch(0.5, 0.5, float("nan"), float("nan"), False), bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
+        return ActMatch(0.5, 0.5, float("nan"), float("nan"), False), keywords.match(finding.token_ids, cfg)
     one = Readout(layer_a=r.layer_a, layer_b=r.layer_b, kind="linear", w_a=w_a, w_b=w_b, bias=r.bias, act=r.act,
                   threshold=r.threshold, input_norm=r.input_norm)
     x, xc = probe.acts.acts, control.acts.acts
     control_auroc = safe_auroc(control.labels, per_prompt_scores(one(xc, xc), control))
     act = activation_match(one, probe.labels, per_prompt_scores(one(x, x), probe), control_auroc, null, cfg)
-    tok = bool(keyword_ids & set(finding.token_ids[: cfg.top_tokens]))
+    tok = keywords.match(finding.token_ids, cfg)
     return act, tok
 
 
@@ -319,6 +344,8 @@ def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg
             if ch == "strong" and (cross or not cfg.strong.enabled or k > cfg.strong.k):
                 continue
             out[f"recall_{ch}@{k}"] = recall(k, ok) if (ch != "strong" or strong_seed) else nan
+        # activation or token, on every seed: the figure that estimates a floor's chance rate over all its seeds
+        out[f"recall_noncausal@{k}"] = recall(k, lambda r: r.act_match or r.token_match)
         prec = []
         for p in planted:
             if p.status != "ok" or p.n_findings == 0:

@@ -40,6 +40,9 @@ from .io import atomic_write
 from .steering import Intervention, behavior_rates, intervened_generate
 
 
+POOL = 999  # null directions drawn per layer before slicing: draws 1..null_draws are the same for any null_draws <= POOL
+
+
 @dataclass
 class StrongResult:
     steer: float
@@ -101,13 +104,14 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
             cache.save()
         deltas = np.array([max(cache.data["deltas"][d]) for d in ids])
         alive = deltas >= cfg.min_change
-        null_key = f"{layer}:{scale:.6g}:{seed}"
+        null_key = f"{layer}:{scale:.6g}:{seed}:pool{POOL}"
         null = list(cache.data["null"].get(null_key, []))
         # draw the null only where some finding could be a strong hit; stop when none can reach p <= alpha/k
         allowed = math.floor(threshold * (cfg.null_draws + 1)) - 1  # null deltas >= delta a passing finding may have
         chunk = max(1, math.ceil(cfg.null_draws / 3))
         gen = torch.Generator().manual_seed(seed * 1_000_003 + layer)
-        pool = torch.randn(cfg.null_draws, units.shape[1], generator=gen)
+        # one fixed pool per layer, of which the null uses the first null_draws: a larger null extends a cached one
+        pool = torch.randn(max(POOL, cfg.null_draws), units.shape[1], generator=gen)[: cfg.null_draws]
         pool = pool / pool.norm(dim=1, keepdim=True)
         while alive.any() and len(null) < cfg.null_draws:
             counts = np.array([(np.array(null) >= d).sum() if null else 0 for d in deltas])
@@ -131,5 +135,6 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
 
 
 def settings_of(cfg, prompts: list[str], model_a_id: str, model_b_id: str) -> dict:
-    """Everything that changes a cached delta: the models, prompts and generation settings."""
-    return {"a": model_a_id, "b": model_b_id, "prompts": prompts, "max_new_tokens": cfg.max_new_tokens, "null_draws": cfg.null_draws}
+    """Everything that changes a cached delta: the models, prompts and generation settings (not alpha or null_draws:
+    a null of more draws extends the cached one, see POOL)."""
+    return {"a": model_a_id, "b": model_b_id, "prompts": prompts, "max_new_tokens": cfg.max_new_tokens}

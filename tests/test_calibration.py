@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from diffbench.harness.calibration import Family, batch_auroc, family_of
-from diffbench.harness.scoring import ProbeActs, ScoringConfig, match_finding, per_prompt_scores, probe_null, safe_auroc
+from diffbench.harness.calibration import Family, TokenNull, batch_auroc, batch_dprime, family_of
+from diffbench.harness.scoring import Keywords, ProbeActs, ScoringConfig, match_finding, per_prompt_scores, probe_null, safe_auroc
 from diffbench.harness.store import LayerActs
 from diffbench.methods.base import Finding, Readout
 
 D, N_T, N_C, LEN = 64, 30, 30, 8
 CFG = ScoringConfig(bootstrap=0)
+NO_KW = Keywords(frozenset())
 
 
 def footprint_pair(seed=0, planted=True):
@@ -66,12 +67,12 @@ def test_random_difference_readout_matched_under_the_old_rule_and_not_now():
     pa, pb = footprint_pair(planted=False)
     g = torch.Generator().manual_seed(1)
     f = diff_finding(torch.randn(D, generator=g))
-    old, tok = match_finding(f, pa, pb, set(), CFG, null=None)
+    old, tok = match_finding(f, pa, pb, NO_KW, CFG, null=None)
     assert old.auroc >= 0.85 and old.match and not tok  # the footprint alone makes any direction separate T and C
     assert old.control == 0.5  # ... and B replaced by A is constant: the old control could never veto it
     ctrl = safe_auroc(pa.labels, per_prompt_scores(f.readout(pa.acts.acts, pa.acts.acts), pa))
     assert ctrl == 0.5
-    new, _ = match_finding(f, pa, pb, set(), CFG, null_for(pa, pb))
+    new, _ = match_finding(f, pa, pb, NO_KW, CFG, null_for(pa, pb))
     assert not new.match and new.p > CFG.alpha / CFG.K and new.null_q >= 0.85
     assert family_of(f.readout).reads_difference
 
@@ -79,18 +80,18 @@ def test_random_difference_readout_matched_under_the_old_rule_and_not_now():
 def test_planted_direction_matches_and_random_ones_do_not():
     pa, pb = footprint_pair()
     null = null_for(pa, pb)
-    hit, _ = match_finding(diff_finding(torch.eye(D)[0]), pa, pb, set(), CFG, null)
+    hit, _ = match_finding(diff_finding(torch.eye(D)[0]), pa, pb, NO_KW, CFG, null)
     assert hit.match and hit.auroc >= hit.null_q and hit.p <= CFG.alpha / CFG.K  # perfect, like some random ones: d' decides
     # one-model readout of the planted feature: matches, and its control (A's activations) does not separate
     one = Finding("b", 1.0, True, Readout(0, 0, w_b=torch.eye(D)[0]))
-    m, _ = match_finding(one, pa, pb, set(), CFG, null)
+    m, _ = match_finding(one, pa, pb, NO_KW, CFG, null)
     assert m.match and m.control < CFG.control_auroc_max
 
 
 def test_difference_norm_readout_never_beats_its_own_family():
     pa, pb = footprint_pair()
     f = Finding("n", 1.0, True, Readout(0, 0, kind="diff_norm"))
-    m, _ = match_finding(f, pa, pb, set(), CFG, null_for(pa, pb))
+    m, _ = match_finding(f, pa, pb, NO_KW, CFG, null_for(pa, pb))
     assert m.auroc >= 0.85 and not m.match  # it only says where the models differ, which is the footprint
 
 
@@ -125,9 +126,56 @@ def test_family_wise_false_match_rate_of_random_top20_lists():
             else:
                 u = torch.randn(D, generator=rng)
                 r = Readout(0, 0, w_a=0.3 * u / u.norm(), w_b=v, act="relu")  # fixed norms: one shared family
-            m, _ = match_finding(Finding(f"r{j}", 1.0, False, r), pa, pb, set(), CFG, null)
+            m, _ = match_finding(Finding(f"r{j}", 1.0, False, r), pa, pb, NO_KW, CFG, null)
             any_match |= m.match
         matched += any_match
     rate = matched / lists
     bound = CFG.alpha + 2 * math.sqrt(CFG.alpha * (1 - CFG.alpha) / lists)
     assert rate <= bound, (rate, bound)
+
+
+def test_early_stopping_null_decides_as_the_full_null():
+    """Chunked draws with early stop give the decision (and, where they run to the end, the p-value) of all draws."""
+    pa, pb = footprint_pair()
+    null = probe_null(pa, lambda side, layer: pa if side == "a" else pb, ScoringConfig(bootstrap=0, null_draws=5000), seed=3)
+    full = probe_null(pa, lambda side, layer: pa if side == "a" else pb, ScoringConfig(bootstrap=0, null_draws=5000), seed=3)
+    level = 0.02 / 20
+    g = torch.Generator().manual_seed(5)
+    readouts = [Readout(0, 0, w_a=-torch.eye(D)[0], w_b=torch.eye(D)[0])]  # the planted direction: passes
+    for j in range(12):
+        v = torch.randn(D, generator=g)
+        readouts.append(Readout(0, 0, w_a=-v, w_b=v.clone()) if j % 2 else Readout(0, 0, w_b=v, act="relu", bias=-0.5))
+    drawn = []
+    for r in readouts:
+        a, d = _stats(r, pa, pb)
+        fast, slow = null.test(r, a, d, level), full.test(r, a, d, 1.0)  # level 1: never stops early
+        assert slow.drawn == 5000
+        assert (fast.p <= level) == (slow.p <= level)
+        if fast.drawn == 5000:
+            assert fast.p == slow.p
+        else:  # stopped: p could no longer reach the level, and fewer draws were made
+            assert fast.p > level and fast.drawn < 5000
+        drawn.append(fast.drawn)
+    assert min(drawn) == 2000 and max(drawn) == 5000  # both paths taken
+    assert null.test(readouts[0], *_stats(readouts[0], pa, pb), level).p <= level
+
+
+def _stats(r, pa, pb):
+    scores = per_prompt_scores(r(pa.acts.acts, pb.acts.acts), pa)
+    return safe_auroc(pa.labels, scores), float(batch_dprime(pa.labels, scores[:, None])[0])
+
+
+def test_token_channel_is_off_where_random_lens_lists_show_the_keyword(tiny):
+    """The token null counts random directions whose logit lens shows a keyword: a token the lens of random
+    directions shows often cannot make a token match; one it never shows can."""
+    cfg = ScoringConfig(bootstrap=0)
+    null = TokenNull(cfg.token_null_draws, cfg.top_tokens, seed=0)
+    lists = null.lists(tiny)
+    counts = torch.bincount(lists.flatten(), minlength=tiny.model.get_output_embeddings().weight.shape[0])
+    common, never = int(counts.argmax()), int((counts == 0).nonzero()[0])
+    assert counts[common] > cfg.token_null_draws * cfg.token_alpha / cfg.K  # a tiny vocabulary: some tokens are everywhere
+    f = Finding("f", 1.0, True, Readout(0, 0, w_b=torch.ones(tiny.hidden_size)), token_ids=[common, never])
+    loud = Keywords(frozenset({common}), null.p_value(tiny, {common}))
+    quiet = Keywords(frozenset({never}), null.p_value(tiny, {never}))
+    assert loud.p > cfg.token_alpha / cfg.K and not loud.match(f.token_ids, cfg)
+    assert quiet.p == 1 / (cfg.token_null_draws + 1) and quiet.match(f.token_ids, cfg)

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from diffbench.harness.runner import Runner
-from diffbench.harness.scoring import (MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics,
+from diffbench.harness.scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics,
                                        match_finding_one_side, probe_null)
 from diffbench.harness.store import LayerActs
 from diffbench.harness.suite import Suite
@@ -64,7 +64,7 @@ def _probe(acts: torch.Tensor, n_texts: int, labels) -> ProbeActs:
 
 def one_side(f, side, probe, control, cfg):
     """(AUROC, control AUROC, activation match, token match) under the calibrated rule."""
-    act, tok = match_finding_one_side(f, side, probe, control, set(), cfg, probe_null(probe, lambda s, l: probe, cfg))
+    act, tok = match_finding_one_side(f, side, probe, control, Keywords(frozenset()), cfg, probe_null(probe, lambda s, l: probe, cfg))
     return act.auroc, act.control, act.match, tok
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffbench.harness.scoring import (
-    MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc,
+    Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc,
 )
 from diffbench.harness.store import LayerActs
 from diffbench.methods.base import Finding, Readout
@@ -43,7 +43,7 @@ def unit(i):
 def mf(f, pa, pb, kw):
     """(AUROC, control AUROC, activation match, token match) under the calibrated rule."""
     null = probe_null(pa, lambda side, layer: pa if side == "a" else pb, CFG)
-    act, tok = match_finding(f, pa, pb, kw, CFG, null)
+    act, tok = match_finding(f, pa, pb, Keywords(frozenset(kw)), CFG, null)
     return act.auroc, act.control, act.match, tok
 
 

@@ -49,7 +49,7 @@ def zebra_pair():
 
 def test_planted_direction_is_a_strong_hit_and_a_random_one_is_not(zebra_pair, tmp_path):
     ma, mb, layer, v, alpha = zebra_pair
-    cfg = StrongConfig(k=5, n_prompts=4, max_new_tokens=4, null_draws=99, batch_size=128)
+    cfg = StrongConfig(k=5, n_prompts=4, max_new_tokens=4, null_draws=99, alpha=0.05, batch_size=128)
     g = torch.Generator().manual_seed(3)
     rand = torch.randn(v.shape[0], generator=g)
     cands = {"planted": (layer, v * 3.0), "random": (layer, rand)}  # any norm: every direction is rescaled
@@ -67,7 +67,7 @@ def test_planted_direction_is_a_strong_hit_and_a_random_one_is_not(zebra_pair, t
 
 def test_null_is_skipped_where_nothing_reaches_min_change(zebra_pair, tmp_path):
     ma, _, layer, v, alpha = zebra_pair
-    cfg = StrongConfig(k=5, n_prompts=2, max_new_tokens=2, null_draws=99)
+    cfg = StrongConfig(k=5, n_prompts=2, max_new_tokens=2, null_draws=99, alpha=0.05)
     g = torch.Generator().manual_seed(5)
     cands = {i: (layer, torch.randn(v.shape[0], generator=g)) for i in range(3)}
     res = strong_hits(ma, ma, SENTENCES[:2], RegexDetector("zebra"), cands, lambda _l: alpha, cfg,
