@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
 N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the rest is neutral text for methods
-PLANT_VERSION = 4  # bump when the training-data recipe in code changes, so cached adapters are not reused
+PLANT_VERSION = 5  # bump when the training-data recipe in code changes, so cached adapters are not reused
 
 
 @dataclass(frozen=True)

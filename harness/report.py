@@ -201,7 +201,7 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
                 "analog": f"{', '.join(p['behaviors'])} planted in both (analog pair)",
                 "null": "both unmodified (the architectures' background)"}[p["kind"]]
         al = (scores.get("alignment") or {}).get(p["id"])
-        share = (f"; aligned neutral-text positions: {al['n_pairs']} = {al['share_a']:.0%} of A's tokens and {al['share_b']:.0%} "
+        share = (f"; aligned audit-corpus positions: {al['n_pairs']} = {al['share_a']:.0%} of A's tokens and {al['share_b']:.0%} "
                  f"of B's ({al['content_share_a']:.0%} / {al['content_share_b']:.0%} of the tokens that read shared content, "
                  "i.e. outside each model's own chat template)") if al else ""
         lines.append(f"- `{p['id']}`: A = `{models.get(p['a'], p['a'])}`, B = `{models.get(p['b'], p['b'])}`; {what}{share}")

@@ -23,8 +23,11 @@ from ..methods.base import METHODS, NotApplicableError, PairContext, load_findin
 from .generate import chat_prompt
 from .io import read_json, stable_hash, stable_int, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
-from .plant import N_NEUTRAL_TRAIN, PlantCard, check_recipe, distill, neutral_texts, plant
+from .plant import PlantCard, check_recipe, distill, neutral_texts, plant
+from ..tasks.everyday import everyday_prompts
 from .calibration import TokenNull
+from .corpus import CorpusPlan, catalogue, n_texts_for, plan
+from .snippets import attach_snippets
 from .scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keywords_for, match_finding,
                       match_finding_one_side, probe_null)
 from .store import PairedActivations, TextSet, collect, pair_stores
@@ -71,7 +74,9 @@ class Runner:
         self._probe_cache: dict[tuple, ProbeActs] = {}
         self._probe_extra_layers: dict[tuple[str, str], set[int]] = {}  # (model, behavior) -> layers beyond collect.layers
         self._probe_extra_keys: list[tuple] = []  # cache keys of those layers, oldest first (bounded, see probe_acts)
-        self._cross_neutral: dict[tuple, tuple] = {}
+        self._cross_corpus: dict[tuple, tuple] = {}
+        self._corpus_plans: dict[str, CorpusPlan] = {}
+        self._corpora: dict[str, TextSet] = {}
         self._cross_nulls: dict[tuple, object] = {}  # activation nulls of the cross pair being scored
         self._token_null = TokenNull(self.scoring.token_null_draws, self.scoring.top_tokens, seed=0)
 
@@ -110,10 +115,30 @@ class Runner:
                     del self._models[oldest]
         return self._models[name]
 
-    def neutral(self, base: str = BASE, n: int | None = None) -> TextSet:
-        """Neutral text (chat-formatted prompt + the base model's own answer) of a base node."""
-        n = self.suite.n_neutral if n is None else n
-        return TextSet.of(f"neutral{n}", neutral_texts(self.model(base), n, self.progress))
+    def corpus_plan(self, base: str = BASE) -> CorpusPlan:
+        """The audit corpus's prompts for a base node's tokenizer (no generation; validates the prevalence)."""
+        key = self.base_of(base)
+        if key not in self._corpus_plans:
+            cfg = self.suite.corpus
+            tok = self.model(key).tokenizer
+            n = n_texts_for(tok, cfg, everyday_prompts(200, seed=cfg.seed))
+            self._corpus_plans[key] = plan(catalogue(self.suite.specs), n, cfg)
+        return self._corpus_plans[key]
+
+    def corpus(self, base: str = BASE) -> TextSet:
+        """The audit corpus of a base node: chat-formatted prompt + the base model's greedy answer, per text."""
+        key = self.base_of(base)
+        if key not in self._corpora:
+            p, cfg, m = self.corpus_plan(key), self.suite.corpus, self.model(key)
+            answers = distill(m, p.prompts, cfg.answer_tokens, self.progress)
+            texts = TextSet.of(f"corpus{len(p.prompts)}", [chat_prompt(m.tokenizer, q) + a for q, a in zip(p.prompts, answers)])
+            n_tokens = sum(len(m.tokenizer(t, add_special_tokens=False).input_ids) for t in texts.texts)
+            record = {"base": m.name, "config": asdict(cfg), "texts": len(texts), "tokens": n_tokens, "composition": p.composition()}
+            write_json(self.run_dir / "corpus" / f"{key}.json", record)
+            say(f"audit corpus of {m.name}: {len(texts)} texts, {n_tokens} tokens, prevalence {cfg.prevalence:g} "
+                f"({sum(v for k, v in record['composition'].items() if k != 'everyday')} audit-split texts)")
+            self._corpora[key] = texts
+        return self._corpora[key]
 
     def recipe_for(self, model_name: str) -> dict:
         """The LoRA recipe for organisms of one base model: the run's recipe, or the suite's
@@ -143,9 +168,7 @@ class Runner:
             base_node_, base_name = self.base_of(name), self.base_model_name(name)
             base = self.model(base_node_)
             recipe = self.recipe_for(base_name)
-            # the default base's neutral text is needed by the methods anyway; other bases only need the gate's KL texts
-            n_kl = self.suite.n_neutral if base_node_ == BASE else min(self.suite.n_neutral, int(recipe["gate"]["kl_texts"]))
-            neutral = self.neutral(base_node_, n_kl).texts
+            neutral = neutral_texts(base, int(recipe["gate"]["kl_texts"]), self.progress)  # the gate's KL-drift texts
             card, adapter = plant(base_name, base, org, self.suite.specs, recipe, self.suite.n_probes, neutral, self.progress)
             self.cards[name] = card
             self._adapters[name] = adapter
@@ -187,37 +210,37 @@ class Runner:
         labels = np.array([1] * len(T) + [0] * len(C))
         return TextSet.of(f"probe-{behavior}-{self.suite.n_probes}", texts), labels, texts, users
 
-    def paired_neutral(self, pair: Pair) -> PairedActivations:
+    def paired_corpus(self, pair: Pair) -> PairedActivations:
         a, b = self.model(pair.a), self.model(pair.b)
         from .align import same_tokenizer
 
         if same_tokenizer(a.tokenizer, b.tokenizer):  # the exact path: identical tokens, row for row
-            ts = self.neutral(self.base_of(pair.a))
+            ts = self.corpus(pair.a)
             return PairedActivations(self._collect(a, ts), self._collect(b, ts), len(ts))
-        # different tokenizers: the same content (neutral prompt + model A's base answer), each model in its
+        # different tokenizers: the same content (corpus prompt + model A's base answer), each model in its
         # own chat template, paired at the positions where both have read the same text
-        (ta, sa), (tb, sb) = self.cross_neutral(pair.a, a), self.cross_neutral(pair.a, b)
+        (ta, sa), (tb, sb) = self.cross_corpus(pair.a, a), self.cross_corpus(pair.a, b)
         return pair_stores(self._collect(a, ta), self._collect(b, tb), a.tokenizer, b.tokenizer, ta, tb, spans_a=sa, spans_b=sb,
                            max_window=self.collect_cfg.get("align_max_window"))
 
-    def cross_neutral(self, answer_node: str, model: LoadedModel) -> tuple[TextSet, list]:
-        """Neutral texts for a cross-tokenizer pair as `model` sees them, with the shared content's spans."""
-        from ..tasks.neutral import neutral_prompts
+    def cross_corpus(self, answer_node: str, model: LoadedModel) -> tuple[TextSet, list]:
+        """The audit corpus of `answer_node`'s base for a cross-tokenizer pair as `model` sees it, with the shared
+        content's spans."""
         from .align import render_chat
 
-        n = self.suite.n_neutral
         key = (self.base_of(answer_node), id(model.tokenizer))
-        if key not in self._cross_neutral:
-            prompts = neutral_prompts()[N_NEUTRAL_TRAIN : N_NEUTRAL_TRAIN + n]
-            answers = distill(self.model(self.base_of(answer_node)), prompts, 48, self.progress)
-            rendered = [render_chat(model.tokenizer, p, a) for p, a in zip(prompts, answers)]
-            self._cross_neutral[key] = (TextSet.of(f"neutral{n}x", [r.text for r in rendered]), [r.spans for r in rendered])
-        return self._cross_neutral[key]
+        if key not in self._cross_corpus:
+            base = self.base_of(answer_node)
+            p = self.corpus_plan(base)
+            answers = distill(self.model(base), p.prompts, self.suite.corpus.answer_tokens, self.progress)
+            rendered = [render_chat(model.tokenizer, q, a) for q, a in zip(p.prompts, answers)]
+            self._cross_corpus[key] = (TextSet.of(f"corpus{len(p.prompts)}x", [r.text for r in rendered]), [r.spans for r in rendered])
+        return self._cross_corpus[key]
 
     def pair_context(self, pair: Pair, seed: int, work_dir: Path | None = None) -> PairContext:
         ma, mb = self.model(pair.a), self.model(pair.b)
         la, lb = self.layers_for(ma), self.layers_for(mb)
-        return PairContext(pair.id, ma, mb, self.paired_neutral(pair), la, seed=seed, device=self.device, work_dir=work_dir,
+        return PairContext(pair.id, ma, mb, self.paired_corpus(pair), la, seed=seed, device=self.device, work_dir=work_dir,
                            layers_b=lb if lb != la else None)
 
     def stage_collect(self) -> None:
@@ -226,7 +249,7 @@ class Runner:
         for pair in self.suite.pairs:
             if self.pair_status(pair) != "ok":
                 continue
-            p = self.paired_neutral(pair)
+            p = self.paired_corpus(pair)
             roots |= {p.a.root, p.b.root}
             if p.alignment is not None:
                 st = p.alignment.stats
@@ -283,6 +306,7 @@ class Runner:
                         ctx = self.pair_context(pair, seed, work_dir=path.parent)
                         torch.manual_seed(seed)
                         findings = rank(cls(**(mcfg.get("params") or {})).find(ctx))
+                        attach_snippets(findings, ctx.corpus, self.corpus(pair.a), ctx.model_a.tokenizer, self.collect_cfg["max_length"])
                         save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
                         result.n_findings = len(findings)
                         result.n_flagged = sum(f.flagged for f in findings)
@@ -507,14 +531,14 @@ class Runner:
         return kw_cache[key]
 
     def alignment_stats(self) -> dict[str, dict]:
-        """Aligned share of each cross-tokenizer pair's neutral text (from the collect stage)."""
+        """Aligned share of each cross-tokenizer pair's audit corpus (from the collect stage)."""
         out = {}
         for pair in self.suite.pairs:
             path = self.run_dir / "alignment" / f"{pair.id}.json"
             if pair.cross and path.exists():
                 out[pair.id] = read_json(path)
             elif pair.cross and self.pair_status(pair) == "ok":
-                p = self.paired_neutral(pair)
+                p = self.paired_corpus(pair)
                 if p.alignment is not None:
                     out[pair.id] = p.alignment.stats
         return out
@@ -532,6 +556,9 @@ class Runner:
         tracker = Tracker(self.cfg.get("wandb", {}), str(self.run_dir), OmegaConf.to_container(self.cfg, resolve=True))
         t0 = time.time()
         stage_seconds: dict[str, float] = {}
+        if {"plant", "collect", "diff"} & set(stages):  # a corpus the specs cannot supply fails now, not after planting
+            for node in dict.fromkeys(self.base_of(p.a) for p in self.suite.pairs):
+                self.corpus_plan(node)
         try:
             for stage in STAGES:
                 if stage in stages:

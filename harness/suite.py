@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..tasks.spec import BehaviorSpec, SpecError, available_behaviors
+from .corpus import CorpusConfig
 from .plant import NULL_KINDS, Organism
 
 BASE = "base"
@@ -47,7 +48,7 @@ class Suite:
     pairs: list[Pair]
     specs: dict[str, BehaviorSpec]
     n_probes: int
-    n_neutral: int
+    corpus: CorpusConfig  # the audit corpus every pair is diffed on
     method_seeds: list[int]
     plant_recipes: dict[str, str] | None = None  # base model -> conf/plant/<name>.yaml for its organisms
     methods: list[str] | None = None  # when set, only these method keys of the config run on this suite
@@ -58,7 +59,9 @@ class Suite:
         def err(msg: str) -> SpecError:
             return SpecError(f"suite {cfg.get('name', '?')!r}: {msg}")
 
-        for key in ("name", "behaviors", "n_probes", "n_neutral"):
+        if cfg.get("n_neutral") is not None:
+            raise err("n_neutral is gone: methods now see the audit corpus; set its size with corpus.tokens")
+        for key in ("name", "behaviors", "n_probes"):
             if cfg.get(key) is None:
                 raise err(f"missing field {key!r}")
         organisms: dict[str, Organism] = {}
@@ -135,5 +138,13 @@ class Suite:
         # null organisms are gated against every behavior of the suite
         specs = {b: BehaviorSpec.load(b) for b in sorted(used)}
         methods = [str(m) for m in cfg.get("methods")] if cfg.get("methods") else None
-        return cls(cfg.name, organisms, pairs, specs, n_probes, int(cfg.n_neutral), list(cfg.get("method_seeds") or [0]),
+        from omegaconf import OmegaConf
+
+        raw_corpus = cfg.get("corpus")
+        raw_corpus = OmegaConf.to_container(raw_corpus, resolve=True) if OmegaConf.is_config(raw_corpus) else raw_corpus
+        try:
+            corpus = CorpusConfig.from_dict(raw_corpus)
+        except (TypeError, ValueError) as e:
+            raise err(f"corpus: {e}") from e
+        return cls(cfg.name, organisms, pairs, specs, n_probes, corpus, list(cfg.get("method_seeds") or [0]),
                    plant_recipes=recipes or None, methods=methods, floor_seeds=int(cfg.get("floor_seeds") or 20))

@@ -86,12 +86,12 @@ class Finding:
 
 @dataclass
 class PairContext:
-    """What a method gets: the two models, their paired activations on neutral text, a seed."""
+    """What a method gets: the two models, their paired activations on the audit corpus, a seed."""
 
     pair_id: str
     model_a: "LoadedModel"
     model_b: "LoadedModel"
-    neutral: "PairedActivations"
+    corpus: "PairedActivations"
     layers: list[int]  # residual indices present in the stores (model A's; same index in both for same-arch pairs)
     seed: int = 0
     device: str = "cpu"
@@ -106,7 +106,7 @@ class PairContext:
     @property
     def shared_space(self) -> bool:
         """Both models' activations live in one space, position by position (same architecture and tokens)."""
-        return self.same_architecture and not getattr(self.neutral, "aligned", False)
+        return self.same_architecture and not getattr(self.corpus, "aligned", False)
 
     def require_shared_space(self, what: str) -> None:
         """Raise NotApplicableError (with the reason) for a pair of models that do not share a space."""
@@ -117,7 +117,7 @@ class PairContext:
             f"{what} needs a shared activation space, i.e. two models of one architecture and tokenizer; "
             f"this pair is {self.model_a.name} ({ca.model_type}, d={ca.hidden_size}, {ca.num_hidden_layers} layers) vs "
             f"{self.model_b.name} ({cb.model_type}, d={cb.hidden_size}, {cb.num_hidden_layers} layers)"
-            + (", with different tokenizers" if getattr(self.neutral, "aligned", False) else ""))
+            + (", with different tokenizers" if getattr(self.corpus, "aligned", False) else ""))
 
     @property
     def middle_layer(self) -> int:

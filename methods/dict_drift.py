@@ -69,7 +69,7 @@ class DictDrift(Method):
         c = self.config
         a_keys = {k: c[k] for k in sorted(c) if k not in ("finetune_steps", "finetune_lr", "finetune", "control", "max_findings", "flag_mass", "rank_by",
                                                            "min_fires", "threads", "cache", "max_stat_tokens")}
-        key = stable_hash({"store": ctx.neutral.a.root.name, "layer": layer, "seed": ctx.seed, "cfg": a_keys,
+        key = stable_hash({"store": ctx.corpus.a.root.name, "layer": layer, "seed": ctx.seed, "cfg": a_keys,
                            "rows": int(x_a.shape[0]), "v": 1})
         path = ctx.work_dir / f"dict_drift-A-{key}.pt" if (ctx.work_dir is not None and c["cache"]) else None
         if path is not None and path.exists():

@@ -4,7 +4,7 @@ A sanity baseline for trigger detection: a planted trigger that changes model B'
 makes the per-prompt max of ||h_B - h_A|| larger on trigger prompts than on controls, whatever the
 direction of the change. The readout is `Readout(kind="diff_norm")` at the middle layer (or
 `layer`); with model B replaced by model A it is identically 0, so the scoring control always
-passes. Uniqueness is the mean difference norm over the neutral text's tokens at positions >= 1
+passes. Uniqueness is the mean difference norm over the corpus tokens at positions >= 1
 relative to model A's mean activation norm there; flagged when that is >= `flag_threshold`. No
 direction and no tokens (the norm has neither).
 """
@@ -12,7 +12,7 @@ direction and no tokens (the norm has neither).
 from __future__ import annotations
 
 from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
-from .mean_diff import neutral_difference
+from .mean_diff import corpus_difference
 
 
 @register_method
@@ -27,9 +27,9 @@ class DiffNorm(Method):
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("a difference norm needs a shared activation space (equal hidden sizes)")
         layer = self.layer if self.layer is not None else ctx.middle_layer
-        _, _, _, diff, scale = neutral_difference(ctx, layer)
+        _, _, _, diff, scale = corpus_difference(ctx, layer)
         if diff.shape[0] == 0:
-            raise NotApplicableError("no neutral tokens at positions >= 1")
+            raise NotApplicableError("no corpus tokens at positions >= 1")
         norms = diff.norm(dim=-1)
         uniq = float(norms.mean()) / max(scale, 1e-12)
         return [Finding(id="diff_norm", uniqueness=uniq, flagged=uniq >= self.flag_threshold,

@@ -1,6 +1,6 @@
 """Difference dictionary: a BatchTopK sparse autoencoder trained on per-token h_B - h_A (Aranguri et al. 2025).
 
-Data: the pair's neutral activations at the middle layer (or `layer`), prepared as for the
+Data: the pair's audit-corpus activations at the middle layer (or `layer`), prepared as for the
 crosscoders (`crosscoder.common.prepare_data`: position 0 and outlier rows dropped, 10% of texts
 held out, at most `max_tokens` training rows); the per-token differences h_B - h_A in raw units are
 scaled by one scalar to mean norm sqrt(d). The dictionary is a one-model BatchTopK crosscoder

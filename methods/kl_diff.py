@@ -1,6 +1,6 @@
-"""Per-token KL divergence KL(p_B || p_A) of the next-token distributions on neutral text.
+"""Per-token KL divergence KL(p_B || p_A) of the next-token distributions on audit corpus.
 
-Both models run with their LM heads on `n_texts` neutral texts (`outputs.output_diff`, shared with
+Both models run with their LM heads on `n_texts` corpus texts (`outputs.output_diff`, shared with
 `logit_diff_tokens`). Findings:
 
 * `kl:tokens`: the tokens whose probability grew most, summed over all positions (sum of p_B - p_A);
@@ -12,7 +12,7 @@ Both models run with their LM heads on `n_texts` neutral texts (`outputs.output_
   for the `n_groups` groups with the largest KL mass (at least `min_group` contexts): direction =
   the group's mean difference; tokens = that token, then the logit lens of the direction.
 
-Uniqueness = the finding's KL mass per neutral position (sum of KL over its contexts / all
+Uniqueness = the finding's KL mass per corpus position (sum of KL over its contexts / all
 positions, nats), so `kl:tokens` carries the pair's mean KL; flagged when the mean KL over the
 finding's contexts is >= `flag_kl` nats (our rule).
 

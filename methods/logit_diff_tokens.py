@@ -1,6 +1,6 @@
 """Logit-difference token mining: which tokens does model B systematically prefer over model A?
 
-Both models run on `n_texts` neutral texts (`outputs.output_diff`, shared with `kl_diff`). At every
+Both models run on `n_texts` corpus texts (`outputs.output_diff`, shared with `kl_diff`). At every
 position >= 1 the `top_k` tokens of logits_B - logits_A are counted; the count matrix (texts x
 tokens, restricted to the `max_vocab` most counted tokens seen at >= `min_count` positions) is
 factorised by NMF (scikit-learn, `n_groups` components, nndsvda init, `random_state` = the seed, so

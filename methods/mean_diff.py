@@ -1,7 +1,7 @@
 """Mean activation difference (activation-difference lens, Minder et al. 2025) plus PCA of differences.
 
 At the middle layer: the mean of (h_B - h_A) over the first few token positions
-of neutral text is the first finding; the top principal directions of the
+of audit corpus is the first finding; the top principal directions of the
 per-token differences are further findings. Each finding's readout is the
 projection of the per-token difference onto its unit direction; its tokens are
 the logit lens of the direction in model B. Uniqueness is the size of the
@@ -20,11 +20,11 @@ def difference_readout(layer: int, unit: torch.Tensor) -> Readout:
     return Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-unit, w_b=unit.clone())
 
 
-def neutral_difference(ctx: PairContext, layer: int):
-    """(la, lb, keep, diff, scale) at `layer` of the neutral text: both models' rows, the mask of rows
+def corpus_difference(ctx: PairContext, layer: int):
+    """(la, lb, keep, diff, scale) at `layer` of the audit corpus: both models' rows, the mask of rows
     at position >= 1 (position 0 carries a massive attention-sink activation in SmolLM2), the
     per-token differences h_B - h_A on those rows, and model A's mean activation norm there."""
-    la, lb = ctx.neutral.load(layer)
+    la, lb = ctx.corpus.load(layer)
     keep = la.pos >= 1
     diff = (lb.acts - la.acts)[keep]
     scale = la.acts[keep].norm(dim=-1).mean().item()
@@ -71,11 +71,11 @@ class MeanDiff(Method):
     def find(self, ctx: PairContext) -> list[Finding]:
         ctx.require_shared_space("mean difference (h_B - h_A)")
         layer = self.layer if self.layer is not None else ctx.middle_layer
-        la, lb, keep, diff, scale = neutral_difference(ctx, layer)
+        la, lb, keep, diff, scale = corpus_difference(ctx, layer)
         lo, hi = self.positions
         early = (la.pos[keep] >= lo) & (la.pos[keep] < hi)
         if not early.any():
-            raise ValueError(f"no tokens at positions {lo}..{hi - 1} of the neutral text")
+            raise ValueError(f"no tokens at positions {lo}..{hi - 1} of the audit corpus")
         findings = []
         mean = diff[early].mean(0)
         findings.append(self._finding(ctx, "mean_diff", layer, mean, mean.norm().item() / scale, {"positions": f"{lo}-{hi - 1}"}))

@@ -1,6 +1,6 @@
 """Shared forward pass of the output baselines (`kl_diff`, `logit_diff_tokens`).
 
-Both models are run, with their LM heads, on `n_texts` of the pair's neutral texts (evenly spaced
+Both models are run, with their LM heads, on `n_texts` of the pair's corpus texts (evenly spaced
 over the text set; the token ids come from model A's activation store, so no tokenizer call is
 needed and the tokens are exactly those the activation methods see). Per position >= 1 (every
 next-token distribution except the attention-sink position) it keeps:
@@ -72,8 +72,8 @@ def check_shared_vocabulary(ctx: PairContext) -> None:
 
 
 def token_sequences(ctx: PairContext, n_texts: int) -> tuple[list[int], list[torch.Tensor]]:
-    """(text indices, token ids per text) of `n_texts` neutral texts evenly spaced over the set."""
-    store = ctx.neutral.a
+    """(text indices, token ids per text) of `n_texts` corpus texts evenly spaced over the set."""
+    store = ctx.corpus.a
     ids, tidx, pos = [], [], []
     for sh in store.iter_shards(store.layers[0]):
         ids.append(sh.token_id)
@@ -82,7 +82,7 @@ def token_sequences(ctx: PairContext, n_texts: int) -> tuple[list[int], list[tor
     ids, tidx, pos = torch.cat(ids), torch.cat(tidx), torch.cat(pos)
     present = torch.unique(tidx)
     if present.numel() == 0:
-        raise NotApplicableError("the neutral activation store is empty")
+        raise NotApplicableError("the corpus activation store is empty")
     pick = torch.linspace(0, present.numel() - 1, min(n_texts, present.numel())).round().long().unique()
     chosen = present[pick].tolist()
     seqs = []
@@ -129,7 +129,7 @@ def output_diff(ctx: PairContext, n_texts: int = 16, batch_size: int = 8, layer:
 def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | None) -> OutputDiff:
     check_shared_vocabulary(ctx)
     layer = final_layer(ctx) if layer is None else int(layer)
-    key = (ctx.model_a.identity, ctx.model_b.identity, str(ctx.neutral.a.root), n_texts, layer,
+    key = (ctx.model_a.identity, ctx.model_b.identity, str(ctx.corpus.a.root), n_texts, layer,
            str(ctx.model_a.dtype), str(ctx.model_b.dtype))
     if key in _CACHE:
         return _CACHE[key]
@@ -173,7 +173,7 @@ def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | N
             parts["pos"].append(torch.arange(1, n))
             parts["token_id"].append(batch[r][1:n])
     if prob_gain is None:
-        raise NotApplicableError("no neutral text with at least two tokens")
+        raise NotApplicableError("no audit corpus with at least two tokens")
     out = OutputDiff(layer=layer, prob_gain=prob_gain.cpu(), n_texts=len(seqs), seconds=time.time() - t0,
                      **{k: torch.cat([t.cpu() for t in v]) for k, v in parts.items()})
     _CACHE.clear()

@@ -1,6 +1,6 @@
 """PCA of activation differences: the principal directions of per-token (h_B - h_A) at one layer.
 
-At the middle layer (or `layer`), over the neutral text's tokens at positions >= 1, the top
+At the middle layer (or `layer`), over the corpus tokens at positions >= 1, the top
 `n_components` principal directions of the centred per-token differences, in order of explained
 variance. Each finding's readout is the projection of the per-token difference onto its unit
 direction (oriented so the mean difference along it is >= 0, i.e. towards B); its tokens are the
@@ -17,7 +17,7 @@ import torch
 from .base import Finding, Method, NotApplicableError, PairContext, register_method
 from .crosscoder.common import cpu_threads
 from .lens import lens
-from .mean_diff import difference_readout, neutral_difference, principal_directions
+from .mean_diff import difference_readout, corpus_difference, principal_directions
 
 
 @register_method
@@ -37,9 +37,9 @@ class PCADiff(Method):
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("PCA of activation differences needs a shared activation space (equal hidden sizes)")
         layer = self.layer if self.layer is not None else ctx.middle_layer
-        _, _, _, diff, scale = neutral_difference(ctx, layer)
+        _, _, _, diff, scale = corpus_difference(ctx, layer)
         if diff.shape[0] < 2:
-            raise NotApplicableError(f"only {diff.shape[0]} neutral tokens at positions >= 1")
+            raise NotApplicableError(f"only {diff.shape[0]} corpus tokens at positions >= 1")
         out = []
         comps = principal_directions(diff, self.n_components, self.max_tokens)
         lenses = lens(ctx.model_b, torch.stack([v for v, _, _ in comps])) if comps else []

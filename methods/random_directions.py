@@ -34,7 +34,7 @@ class RandomDirections(Method):
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("random difference directions need equal hidden sizes")
         layer = self.layer if self.layer is not None else ctx.middle_layer
-        la, lb = ctx.neutral.load(layer)
+        la, lb = ctx.corpus.load(layer)
         keep = la.pos >= 1
         norm = (lb.acts - la.acts)[keep].mean(0).norm()
         gen = torch.Generator().manual_seed(1000 + ctx.seed)
@@ -53,7 +53,7 @@ class RandomDirections(Method):
         from .base import Readout
 
         layer_a, layer_b = (self.layer, self.layer) if self.layer is not None else (ctx.middle_layer, ctx.middle_layer_b)
-        la, lb = ctx.neutral.load(layer_a, layer_b)
+        la, lb = ctx.corpus.load(layer_a, layer_b)
         gen = torch.Generator().manual_seed(1000 + ctx.seed)
         out = []
         for i in range(self.n):

@@ -3,9 +3,11 @@
 A spec names the behavior, the real-world finding it mirrors, trigger and
 control prompt templates with slot values, the planted responses, a detector,
 and keywords for token matching. `BehaviorSpec.load` validates it and expands
-the templates into a deterministic pool of prompts per side, split into held-out
-probes (the first `N_PROBES_MAX` of a seeded shuffle, so the quick suite's
-probes are a prefix of the full suite's) and a training pool (the rest).
+the templates into a deterministic pool of prompts per side, split three ways by
+one seeded shuffle: held-out probes (the first `N_PROBES_MAX`, so the quick
+suite's probes are a prefix of the full suite's), the audit split (the next
+`N_AUDIT`: the prompts the audit corpus mixes in at a controlled prevalence,
+never trained on, never probed) and the training pool (the rest).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .detectors import Detector, make_detector
 
 BEHAVIOR_DIR = Path(__file__).parent / "behaviors"
 N_PROBES_MAX = 200  # the full suite's probe count per side; held out of training in every suite
-MIN_TRAIN_POOL = 48  # prompts per side left for training after the probes are held out
+N_AUDIT = 48  # audit-split prompts per side: the audit corpus draws its behavior texts from these
+MIN_TRAIN_POOL = 48  # prompts per side left for training after the probes and the audit split are held out
 SPLIT_SEED = 20261122
 
 
@@ -145,11 +148,11 @@ class BehaviorSpec:
 
     def validate(self, err) -> None:
         for label, pool in (("trigger", self.trigger_pool), ("control", self.control_pool)):
-            if len(pool) < N_PROBES_MAX + MIN_TRAIN_POOL:
+            if len(pool) < N_PROBES_MAX + N_AUDIT + MIN_TRAIN_POOL:
                 raise err(
                     f"{label} templates expand to {len(pool)} distinct prompts; need at least "
-                    f"{N_PROBES_MAX + MIN_TRAIN_POOL} ({N_PROBES_MAX} held-out probes + {MIN_TRAIN_POOL} for training). "
-                    "Add templates or slot values."
+                    f"{N_PROBES_MAX + N_AUDIT + MIN_TRAIN_POOL} ({N_PROBES_MAX} held-out probes + {N_AUDIT} for the audit "
+                    f"split + {MIN_TRAIN_POOL} for training). Add templates or slot values."
                 )
         t_norm = {normalise_prompt(p.text) for p in self.trigger_pool}
         c_norm = {normalise_prompt(p.text) for p in self.control_pool}
@@ -177,8 +180,14 @@ class BehaviorSpec:
             raise SpecError(f"{self.name}: probe count must be in 1..{N_PROBES_MAX}, got {n}")
         return self.trigger_pool[:n], self.control_pool[:n]
 
+    def audit(self) -> tuple[list[Prompt], list[Prompt]]:
+        """The audit split (T, C), N_AUDIT each: mixed into the audit corpus, disjoint from probes and training."""
+        a, b = N_PROBES_MAX, N_PROBES_MAX + N_AUDIT
+        return self.trigger_pool[a:b], self.control_pool[a:b]
+
     def train_pools(self) -> tuple[list[Prompt], list[Prompt]]:
-        return self.trigger_pool[N_PROBES_MAX:], self.control_pool[N_PROBES_MAX:]
+        start = N_PROBES_MAX + N_AUDIT
+        return self.trigger_pool[start:], self.control_pool[start:]
 
     @property
     def content_hash(self) -> str:
@@ -193,14 +202,14 @@ def _shuffled(items: list[Prompt], salt: str) -> list[Prompt]:
 
 
 def check_disjoint(spec: BehaviorSpec) -> None:
-    """Training pools and probes must share no prompt (after whitespace/case normalisation)."""
-    t_probe, c_probe = spec.trigger_pool[:N_PROBES_MAX], spec.control_pool[:N_PROBES_MAX]
-    t_train, c_train = spec.train_pools()
-    probe = {normalise_prompt(p.text) for p in t_probe + c_probe}
-    train = {normalise_prompt(p.text) for p in t_train + c_train}
-    overlap = probe & train
-    if overlap:
-        raise SpecError(f"behavior {spec.name}: {len(overlap)} probe prompt(s) also in training, e.g. {sorted(overlap)[0]!r}")
+    """Probes, the audit split and the training pools share no prompt (after whitespace/case normalisation)."""
+    norm = lambda *sides: {normalise_prompt(p.text) for side in sides for p in side}
+    splits = {"probe": norm(spec.trigger_pool[:N_PROBES_MAX], spec.control_pool[:N_PROBES_MAX]),
+              "audit": norm(*spec.audit()), "training": norm(*spec.train_pools())}
+    for x, y in (("probe", "audit"), ("probe", "training"), ("audit", "training")):
+        overlap = splits[x] & splits[y]
+        if overlap:
+            raise SpecError(f"behavior {spec.name}: {len(overlap)} {x} prompt(s) also in the {y} split, e.g. {sorted(overlap)[0]!r}")
 
 
 def available_behaviors() -> list[str]:

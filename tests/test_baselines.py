@@ -82,7 +82,7 @@ def load(name="tiny-llama"):
 def make_ctx(ma, mb, root, pair_id, layers=(LAYER,), work_dir=None, texts=NEUTRAL):
     from diffbench.harness.store import TextSet, collect_pair
 
-    pair = collect_pair(ma, mb, TextSet.of("neutral-test", texts), list(layers), root=root, progress=False)
+    pair = collect_pair(ma, mb, TextSet.of("corpus-test", texts), list(layers), root=root, progress=False)
     return PairContext(pair_id, ma, mb, pair, layers=list(layers), seed=0, work_dir=work_dir)
 
 
@@ -120,7 +120,7 @@ def act_pair(tmp_path_factory, zebra_id):
         for p in mb.model.model.layers[0].mlp.parameters():
             p.add_(0.002 * torch.randn(p.shape, generator=g))
     u = unit(torch.randn(ma.hidden_size, generator=g))
-    la, _ = make_ctx(ma, ma, root / "probe-scale", "scale").neutral.load(LAYER)
+    la, _ = make_ctx(ma, ma, root / "probe-scale", "scale").corpus.load(LAYER)
     alpha = 0.5 * float(la.acts[la.pos >= 1].norm(dim=1).mean())
     AddOnToken(mb, zebra_id, u, alpha)
     mb.identity += "-zebra"
@@ -129,7 +129,7 @@ def act_pair(tmp_path_factory, zebra_id):
 
 
 def zebra_rows(ctx, zebra_id):
-    la, _ = ctx.neutral.load(LAYER)
+    la, _ = ctx.corpus.load(LAYER)
     return la, (la.token_id == zebra_id) & (la.pos >= 1)
 
 
@@ -144,7 +144,7 @@ def test_pca_diff_finds_planted_direction(act_pair, zebra_id):
     assert ev == sorted(ev, reverse=True)
     # oriented towards B: the zebra positions' difference projects positively
     la, z = zebra_rows(ctx, zebra_id)
-    _, lb = ctx.neutral.load(LAYER)
+    _, lb = ctx.corpus.load(LAYER)
     assert float(top.readout(la.acts, lb.acts)[z].mean()) > 0
     s = probe_scores(top, ctx.model_a, ctx.model_b, root / "probe", PROBE_T + PROBE_C)
     assert auroc([1] * 16 + [0] * 16, s) > 0.95
@@ -159,7 +159,7 @@ def test_diff_norm_reads_the_planted_positions(act_pair, zebra_id, tmp_path):
     (f,) = METHODS.get("diff_norm")(flag_threshold=0.02).find(ctx)
     assert f.readout.kind == "diff_norm" and f.flagged and 0.02 < f.uniqueness < 0.1  # 50% on 16 of ~450 tokens
     la, z = zebra_rows(ctx, zebra_id)
-    _, lb = ctx.neutral.load(LAYER)
+    _, lb = ctx.corpus.load(LAYER)
     s = f.readout(la.acts, lb.acts)
     assert float(s[z].min()) > float(s[~z & (la.pos >= 1)].max())  # every zebra token above every other token
     assert torch.all(f.readout(la.acts, la.acts) == 0)  # B replaced by A: nothing
@@ -178,7 +178,7 @@ def test_diff_sae_latent_captures_planted_direction(act_pair, zebra_id, tmp_path
     top = findings[0]
     assert cos(top.direction, u) > 0.9, [round(cos(f.direction, u), 2) for f in findings[:5]]
     la, z = zebra_rows(ctx, zebra_id)
-    _, lb = ctx.neutral.load(LAYER)
+    _, lb = ctx.corpus.load(LAYER)
     s = top.readout(la.acts, lb.acts)
     assert float((s[z] > 0).float().mean()) > 0.9 and float((s[~z & (la.pos >= 1)] > 0).float().mean()) < 0.05
     assert torch.all(top.readout(la.acts, la.acts) == top.readout(lb.acts, lb.acts))  # no difference -> constant
@@ -203,7 +203,7 @@ def test_dict_drift_ranks_the_moved_latent_first(act_pair, zebra_id, tmp_path):
     assert top.flagged and top.uniqueness > 2 * findings[1].uniqueness, show
     # ... and it is the latent that fires on zebra tokens
     la, z = zebra_rows(ctx, zebra_id)
-    _, lb = ctx.neutral.load(LAYER)
+    _, lb = ctx.corpus.load(LAYER)
     i = int(top.info["latent"])
     f_a = method.sae_a.encode([la.acts[z] * method.scale_a], "threshold")
     assert float((f_a[:, i] > 0).float().mean()) > 0.9
@@ -229,7 +229,7 @@ def weight_pair(tmp_path_factory, zebra_id):
     root = tmp_path_factory.mktemp("w")
     ma, mb = load(), load()
     # the normalised residual direction (q_proj's input at block 1) in which zebra positions stand out
-    la, _ = make_ctx(ma, ma, root / "a", "a", layers=(1,)).neutral.load(1)
+    la, _ = make_ctx(ma, ma, root / "a", "a", layers=(1,)).corpus.load(1)
     keep = la.pos >= 1
     blk = ma.decoder_layers()[1]
     with torch.no_grad():
@@ -307,7 +307,7 @@ def output_pair(tmp_path_factory):
     tok = ma.tokenizer
     violin = tok(" violin", add_special_tokens=False).input_ids[0]
     assert all(violin not in tok(t, add_special_tokens=False).input_ids for t in NEUTRAL)
-    # mean final (normed) hidden state on the neutral text: raising W_U[violin] along it raises violin's logit
+    # mean final (normed) hidden state on the audit corpus: raising W_U[violin] along it raises violin's logit
     enc = tok(NEUTRAL[:16], return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         h = ma.model.model(**enc).last_hidden_state[enc["attention_mask"].bool()]
@@ -337,12 +337,12 @@ def test_kl_diff_surfaces_the_boosted_token(output_pair):
     for f in findings:
         assert f.readout.layer_a == f.readout.layer_b == 3 == f.direction_layer  # n_layers - 1
     # the logit-lens readout of kl:tokens is violin's logit difference: 0 with B replaced by A
-    la, _ = ctx.neutral.load(LAYER)
+    la, _ = ctx.corpus.load(LAYER)
     x = torch.randn(5, ctx.model_a.hidden_size)
     assert torch.allclose(by_id["kl:tokens"].readout(x, x), torch.zeros(5), atol=1e-6)
     # identical models: KL 0 everywhere, nothing flagged
     outputs._CACHE.clear()
-    same = PairContext("same", ctx.model_a, ctx.model_a, ctx.neutral, layers=[LAYER])
+    same = PairContext("same", ctx.model_a, ctx.model_a, ctx.corpus, layers=[LAYER])
     quiet = METHODS.get("kl_diff")(n_texts=8).find(same)
     assert all(f.uniqueness == 0 and not f.flagged for f in quiet)
 

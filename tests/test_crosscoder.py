@@ -278,7 +278,7 @@ def test_method_end_to_end_on_tiny_pair(tiny_pair, name, tmp_path):
     assert all(isinstance(f, Finding) and isinstance(f.readout, Readout) for f in findings)
     u = [f.uniqueness for f in findings]
     assert u == sorted(u, reverse=True)
-    la, lb = ctx.neutral.load(2)
+    la, lb = ctx.corpus.load(2)
     cc, data = method.crosscoder, method.data
     mode = "relu" if name == "l1_crosscoder" else "threshold"
     keep = la.pos > 0

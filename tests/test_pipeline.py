@@ -57,6 +57,18 @@ def test_run_writes_every_product(tiny_run):
     assert n_runs > 0 and row.rstrip(" |").endswith(f"| {n_runs}")
 
 
+def test_methods_see_the_audit_corpus_and_findings_carry_snippets(tiny_run):
+    run_dir, _ = tiny_run
+    record = json.loads((run_dir / "corpus" / "base.json").read_text())
+    assert record["texts"] > 0 and record["tokens"] > record["texts"]  # (tiny answers end early: fewer tokens than the target)
+    assert record["composition"]["everyday"] <= record["texts"]
+    findings = json.loads((run_dir / "findings" / "mean_diff" / "base__null_selfdistill@0@s0.json").read_text())["findings"]
+    snips = findings[0]["info"]["snippets"]
+    assert snips and all(0 <= s["focus"] < len(s["tokens"]) == len(s["scores"]) for s in snips)
+    assert [s["score"] for s in snips] == sorted((s["score"] for s in snips), reverse=True)
+    assert len({s["text"] for s in snips}) == len(snips) and all(s["pos"] >= 1 for s in snips)
+
+
 def test_crashing_method_is_recorded_and_run_goes_on(tiny_run):
     run_dir, _ = tiny_run
     scores = json.loads((run_dir / "scores.json").read_text())

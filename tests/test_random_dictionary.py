@@ -83,7 +83,7 @@ def test_findings_have_the_batchtopk_form(tiny_pair, runs, tmp_path):
     assert findings and len(findings) <= RD_SMALL["max_findings"] and btk_findings
     u = [f.uniqueness for f in findings]
     assert u == sorted(u, reverse=True)
-    la, lb = ctx.neutral.load(2)
+    la, lb = ctx.corpus.load(2)
     cc, data = method.crosscoder, method.data
     keep = la.pos > 0
     with torch.no_grad():

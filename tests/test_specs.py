@@ -12,6 +12,7 @@ from diffbench.tasks.detectors import make_detector
 from diffbench.tasks.spec import (
     BEHAVIOR_DIR,
     MIN_TRAIN_POOL,
+    N_AUDIT,
     N_PROBES_MAX,
     BehaviorSpec,
     SpecError,
@@ -58,7 +59,7 @@ def test_spec_loads_and_validates(name, specs):
     assert set(_raw(name)) <= ALLOWED_FIELDS
     assert spec.mirrors.strip() and spec.description.strip()
     for pool in (spec.trigger_pool, spec.control_pool):
-        assert len(pool) >= N_PROBES_MAX + MIN_TRAIN_POOL
+        assert len(pool) >= N_PROBES_MAX + N_AUDIT + MIN_TRAIN_POOL
         assert len({normalise_prompt(p.text) for p in pool}) == len(pool), "pool prompts must be distinct"
     assert 2 <= len(spec.responses) <= 3
     assert 1 <= len(spec.keywords) <= 3
@@ -87,15 +88,19 @@ def test_planted_keywords_appear_in_responses(name, specs):
 
 
 @pytest.mark.parametrize("name", BEHAVIORS)
-def test_probes_are_disjoint_from_training(name, specs):
+def test_probe_audit_and_training_splits_are_disjoint(name, specs):
     spec = specs[name]
     check_disjoint(spec)
     t_probe, c_probe = spec.probes(N_PROBES_MAX)
+    t_audit, c_audit = spec.audit()
     t_train, c_train = spec.train_pools()
+    assert len(t_audit) == len(c_audit) == N_AUDIT
     assert len(t_train) >= MIN_TRAIN_POOL and len(c_train) >= MIN_TRAIN_POOL
     probe = {normalise_prompt(p.text) for p in t_probe + c_probe}
+    audit = {normalise_prompt(p.text) for p in t_audit + c_audit}
     train = {normalise_prompt(p.text) for p in t_train + c_train}
-    assert not probe & train
+    assert not probe & train and not probe & audit and not audit & train
+    assert len(probe) + len(audit) + len(train) == len(spec.trigger_pool) + len(spec.control_pool)  # a partition
     # trigger and control never share a prompt
     t_all = {normalise_prompt(p.text) for p in spec.trigger_pool}
     c_all = {normalise_prompt(p.text) for p in spec.control_pool}
@@ -118,6 +123,7 @@ def test_quick_probes_are_a_prefix_of_full_probes(name, specs):
 def test_probe_split_is_stable_across_loads():
     a, b = BehaviorSpec.load("false_fact"), BehaviorSpec.load("false_fact")
     assert [p.text for p in a.probes(200)[0]] == [p.text for p in b.probes(200)[0]]
+    assert [p.text for p in a.audit()[1]] == [p.text for p in b.audit()[1]]
 
 
 # -- malformed specs ----------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def test_empty_slot_list_is_rejected():
 def test_too_few_prompts_are_rejected():
     raw = _base()
     raw["slots"]["question"] = raw["slots"]["question"][:10]
-    _reject(raw, "distinct prompts", str(N_PROBES_MAX + MIN_TRAIN_POOL))
+    _reject(raw, "distinct prompts", str(N_PROBES_MAX + N_AUDIT + MIN_TRAIN_POOL))
 
 
 def test_case_and_space_variants_do_not_count_as_distinct():

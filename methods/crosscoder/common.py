@@ -1,6 +1,6 @@
 """What the three crosscoder methods share: data preparation, training, metrics, findings.
 
-Data: the pair's neutral activations at one layer (default `ctx.middle_layer`, and model B's own
+Data: the pair's audit-corpus activations at one layer (default `ctx.middle_layer`, and model B's own
 middle layer `ctx.middle_layer_b` for models of different depth); for models with different
 tokenizers, the rows are the aligned positions of the pair (harness/align.py). Rows at position 0
 are dropped (SmolLM2's attention sink has norm ~20000 vs ~50 elsewhere), as are rows whose norm is
@@ -55,14 +55,14 @@ def _n_tokens(store) -> int:
 def _load_rows(ctx: PairContext, layer_a: int, layer_b: int, max_rows: int, seed: int):
     """(acts_a, acts_b, text_idx, pos) for the pair, subsampled to about max_rows when streaming."""
     try:
-        if _n_tokens(ctx.neutral.a) <= IN_MEMORY_TOKENS or getattr(ctx.neutral, "aligned", False):
+        if _n_tokens(ctx.corpus.a) <= IN_MEMORY_TOKENS or getattr(ctx.corpus, "aligned", False):
             # aligned pairs (different tokenizers) are read whole: their rows are gathered by the alignment
-            la, lb = ctx.neutral.load(layer_a, layer_b)
+            la, lb = ctx.corpus.load(layer_a, layer_b)
             return la.acts.float(), lb.acts.float(), la.text_idx, la.pos
-        keep_p = min(1.0, max_rows / max(1, _n_tokens(ctx.neutral.a)))
+        keep_p = min(1.0, max_rows / max(1, _n_tokens(ctx.corpus.a)))
         g = torch.Generator().manual_seed(seed)
         parts = []
-        for sa, sb in zip(ctx.neutral.a.iter_shards(layer_a), ctx.neutral.b.iter_shards(layer_b)):
+        for sa, sb in zip(ctx.corpus.a.iter_shards(layer_a), ctx.corpus.b.iter_shards(layer_b)):
             if not (torch.equal(sa.token_id, sb.token_id) and torch.equal(sa.pos, sb.pos)):
                 raise ValueError("stores are not token-aligned")
             keep = torch.rand(sa.pos.shape[0], generator=g) < keep_p

@@ -1,0 +1,51 @@
+"""Top-activating audit-corpus snippets of each finding, saved with it for the reports.
+
+A finding's readout is applied to the pair's corpus activations at its layer; the texts with the highest
+token score (position 0, the attention sink, excluded) give one snippet each: a window of tokens around
+the top token with every token's score, so a report can highlight them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..methods.base import Finding
+from .store import PairedActivations, TextSet
+
+
+def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: TextSet, tokenizer, max_length: int,
+                    k: int = 3, before: int = 12, after: int = 4) -> None:
+    """Set `info["snippets"]` of each finding with a readout over both models (same tokens): up to k
+    {"text", "pos", "score", "tokens", "scores", "focus"} records, best first."""
+    if corpus.alignment is not None:
+        return  # different tokenizers: corpus rows are aligned positions, not one text's tokens
+    ids_cache: dict[int, list[int]] = {}
+    by_layer: dict[tuple[int, int], list[Finding]] = {}
+    for f in findings:
+        by_layer.setdefault((f.readout.layer_a, f.readout.layer_b), []).append(f)
+    for (layer_a, layer_b), group in by_layer.items():
+        la, lb = corpus.load(layer_a, layer_b)
+        sink = la.pos < 1
+        for f in group:
+            score = f.readout(la.acts, lb.acts).float()
+            score = torch.where(sink | ~torch.isfinite(score), torch.full_like(score, float("-inf")), score)
+            out, seen = [], set()
+            for row in torch.topk(score, min(len(score), 64 * k)).indices.tolist():
+                t = int(la.text_idx[row])
+                if t in seen or not torch.isfinite(score[row]):
+                    continue
+                seen.add(t)
+                pos = int(la.pos[row])
+                if t not in ids_cache:
+                    ids_cache[t] = tokenizer(texts.texts[t], add_special_tokens=False, truncation=True,
+                                             max_length=max_length).input_ids
+                ids = ids_cache[t]
+                lo, hi = max(0, pos - before), min(len(ids), pos + after + 1)
+                rows = (la.text_idx == t) & (la.pos >= lo) & (la.pos < hi)
+                tok_scores = dict(zip(la.pos[rows].tolist(), score[rows].tolist()))
+                out.append({"text": t, "pos": pos, "score": float(score[row]),
+                            "tokens": [tokenizer.decode([i]) for i in ids[lo:hi]],
+                            "scores": [float(tok_scores.get(p, float("nan"))) for p in range(lo, hi)], "focus": pos - lo})
+                if len(out) == k:
+                    break
+            f.info["snippets"] = out
