@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..methods import load_all_methods
-from ..methods.base import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings
+from ..methods.base import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings, validate_findings
 from .generate import chat_prompt
 from .io import read_json, stable_hash, stable_int, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
@@ -305,14 +305,16 @@ class Runner:
                     try:
                         ctx = self.pair_context(pair, seed, work_dir=path.parent)
                         torch.manual_seed(seed)
-                        findings = rank(cls(**(mcfg.get("params") or {})).find(ctx))
+                        findings = cls(**(mcfg.get("params") or {})).find(ctx)
+                        validate_findings(findings, ctx)
+                        findings = rank(findings)
                         attach_snippets(findings, ctx.corpus, self.corpus(pair.a), ctx.model_a.tokenizer, self.collect_cfg["max_length"])
                         save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
                         result.n_findings = len(findings)
                         result.n_flagged = sum(f.flagged for f in findings)
                     except NotApplicableError as e:
                         result.status, result.error = "not_applicable", str(e)
-                    except Exception as e:  # a crashing method is recorded, the run goes on
+                    except (Exception, SystemExit) as e:  # a crashing (or exiting) method is recorded, the run goes on
                         result.status, result.error = "failed", f"{type(e).__name__}: {e}"
                         log.error("method %s failed on %s: %s", key, pair.id, traceback.format_exc())
                         say(f"method {key} FAILED on {pair.id}: {result.error}")

@@ -10,10 +10,13 @@ without rerunning the method. A new readout kind is one subclass-free entry in
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -197,6 +200,70 @@ def rank(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: -float(f.uniqueness))
 
 
+class InvalidFindingsError(ValueError):
+    """A method returned output the scorer cannot use; the run records the method as failed with this reason."""
+
+
+def validate_findings(findings: Any, ctx: PairContext) -> None:
+    """Check a method's output before it is saved: types, unique ids, finite numbers, readout and direction widths
+    that fit the pair's models, layers the pair's stores hold. Raises InvalidFindingsError naming the finding."""
+    if not isinstance(findings, list):
+        raise InvalidFindingsError(f"find() must return a list of Finding, got {type(findings).__name__}")
+    d_a, d_b = ctx.model_a.hidden_size, ctx.model_b.hidden_size
+    layers_a, layers_b = set(ctx.layers), set(ctx.layers_b or ctx.layers)
+    seen: set[str] = set()
+
+    def finite_vec(t: Any, width: int, what: str, fid: str) -> None:
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] != width:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise InvalidFindingsError(f"finding {fid!r}: {what} must be a vector of width {width}, got {shape}")
+        if not torch.isfinite(t.float()).all():
+            raise InvalidFindingsError(f"finding {fid!r}: {what} has non-finite values")
+
+    for i, f in enumerate(findings):
+        if not isinstance(f, Finding):
+            raise InvalidFindingsError(f"item {i} of find()'s output is a {type(f).__name__}, not a Finding")
+        fid = f.id
+        if not isinstance(fid, str) or not fid or fid in seen:
+            raise InvalidFindingsError(f"finding {i}: id {fid!r} is empty, not a string or not unique")
+        seen.add(fid)
+        try:
+            ok = not isinstance(f.uniqueness, (bool, str, bytes)) and math.isfinite(float(f.uniqueness))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InvalidFindingsError(f"finding {fid!r}: uniqueness must be a finite number, got {f.uniqueness!r}")
+        if not isinstance(f.flagged, (bool, np.bool_)):
+            raise InvalidFindingsError(f"finding {fid!r}: flagged must be a bool, got {f.flagged!r}")
+        if f.side not in ("a", "b", "both"):
+            raise InvalidFindingsError(f"finding {fid!r}: side must be 'a', 'b' or 'both', got {f.side!r}")
+        r = f.readout
+        if not isinstance(r, Readout):
+            raise InvalidFindingsError(f"finding {fid!r}: readout must be a Readout, got {type(r).__name__}")
+        if r.layer_a not in layers_a or r.layer_b not in layers_b:
+            raise InvalidFindingsError(f"finding {fid!r}: readout layers ({r.layer_a}, {r.layer_b}) are not in the pair's "
+                                       f"stores (A: {sorted(layers_a)}, B: {sorted(layers_b)})")
+        if r.kind not in ("linear", "diff_norm") or r.act not in ("identity", "relu", "abs") or r.input_norm not in ("none", "rms"):
+            raise InvalidFindingsError(f"finding {fid!r}: unknown readout kind/act/input_norm ({r.kind}, {r.act}, {r.input_norm})")
+        if r.kind == "linear":
+            if r.w_a is None and r.w_b is None:
+                raise InvalidFindingsError(f"finding {fid!r}: a linear readout needs w_a or w_b")
+            if r.w_a is not None:
+                finite_vec(r.w_a, d_a, "readout w_a", fid)
+            if r.w_b is not None:
+                finite_vec(r.w_b, d_b, "readout w_b", fid)
+        elif d_a != d_b:
+            raise InvalidFindingsError(f"finding {fid!r}: diff_norm needs equal widths, the pair has {d_a} and {d_b}")
+        if not (math.isfinite(float(r.bias)) and math.isfinite(float(r.threshold))):
+            raise InvalidFindingsError(f"finding {fid!r}: readout bias and threshold must be finite")
+        if f.direction is not None:
+            finite_vec(f.direction, d_a if f.side == "a" else d_b, "direction", fid)
+            if isinstance(f.direction_layer, bool) or not isinstance(f.direction_layer, numbers.Integral):
+                raise InvalidFindingsError(f"finding {fid!r}: a direction needs an integer direction_layer")
+        if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in f.token_ids) or not all(isinstance(t, str) for t in f.tokens):
+            raise InvalidFindingsError(f"finding {fid!r}: token_ids must be ints and tokens strings")
+
+
 # ----------------------------------------------------------------------------- persistence
 
 
@@ -215,7 +282,8 @@ def save_findings(path: Path, findings: list[Finding], meta: dict[str, Any]) -> 
             tensors[f"{i}.direction"] = f.direction.detach().float().cpu().contiguous()
         records.append({
             "id": f.id, "uniqueness": float(f.uniqueness), "flagged": bool(f.flagged), "side": f.side,
-            "direction_layer": f.direction_layer, "tokens": f.tokens, "token_ids": f.token_ids,
+            "direction_layer": None if f.direction_layer is None else int(f.direction_layer), "tokens": f.tokens,
+            "token_ids": [int(t) for t in f.token_ids],
             "info": f.info, "readout": r,
         })
     tensors.setdefault("_empty", torch.zeros(1))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 
 from diffbench.harness.runner import Runner
@@ -25,6 +26,28 @@ class Boom(Method):
         raise RuntimeError("boom")
 
 
+@register_method
+class Exits(Method):
+    """A method that calls sys.exit: the run must record it as failed, not end silently."""
+
+    name = "test_exits"
+
+    def find(self, ctx):
+        raise SystemExit(3)
+
+
+@register_method
+class WrongWidth(Method):
+    """A method whose readout has the wrong width: caught before saving, not a crash of the score stage."""
+
+    name = "test_wrong_width"
+
+    def find(self, ctx):
+        from diffbench.methods.base import Finding, Readout
+
+        return [Finding("w", 1.0, True, Readout(ctx.middle_layer, ctx.middle_layer, w_b=torch.ones(ctx.model_b.hidden_size + 1)))]
+
+
 def make_cfg(run_dir, extra=()):
     with initialize_config_module(config_module="diffbench.conf", version_base=None):
         return compose("config", overrides=[*TINY, f"run_dir={run_dir}", *extra])
@@ -38,6 +61,8 @@ def tiny_run(tmp_path_factory):
 
     with open_dict(cfg):
         cfg.method["boom"] = {"name": "test_boom", "params": {}}
+        cfg.method["exits"] = {"name": "test_exits", "params": {}}
+        cfg.method["wrong_width"] = {"name": "test_wrong_width", "params": {}}
     Runner(cfg, run_dir).run(["plant", "collect", "diff", "score", "report"])
     return run_dir, cfg
 
@@ -79,6 +104,17 @@ def test_crashing_method_is_recorded_and_run_goes_on(tiny_run):
     if card["passed"]:
         assert any("boom" in e for e in boom["_errors"])
     assert "Failed method runs" in (run_dir / "leaderboard.md").read_text() or not card["passed"]
+
+
+def test_exiting_and_invalid_methods_are_recorded_as_failed(tiny_run):
+    run_dir, _ = tiny_run
+    status = json.loads((run_dir / "findings" / "exits" / "base__null_selfdistill@0@s0.status.json").read_text())
+    assert status["status"] == "failed" and "SystemExit" in status["error"]
+    status = json.loads((run_dir / "findings" / "wrong_width" / "base__null_selfdistill@0@s0.status.json").read_text())
+    assert status["status"] == "failed" and "InvalidFindingsError" in status["error"] and "width" in status["error"]
+    assert not (run_dir / "findings" / "wrong_width" / "base__null_selfdistill@0@s0.json").exists()  # nothing saved
+    scores = json.loads((run_dir / "scores.json").read_text())
+    assert scores["metrics"]["mean_diff"]["_status"].get("ok", 0) >= 1  # the run went on and scored the others
 
 
 def test_report_rebuilds_from_saved_findings(tiny_run):
