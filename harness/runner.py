@@ -77,6 +77,7 @@ class Runner:
         self._cross_corpus: dict[tuple, tuple] = {}
         self._corpus_plans: dict[str, CorpusPlan] = {}
         self._corpora: dict[str, TextSet] = {}
+        self._inputs: dict[str, str] = {}  # pair id -> pair_inputs key
         self._cross_nulls: dict[tuple, object] = {}  # activation nulls of the cross pair being scored
         self._token_null = TokenNull(self.scoring.token_null_draws, self.scoring.top_tokens, seed=0)
 
@@ -237,6 +238,19 @@ class Runner:
             self._cross_corpus[key] = (TextSet.of(f"corpus{len(p.prompts)}x", [r.text for r in rendered]), [r.spans for r in rendered])
         return self._cross_corpus[key]
 
+    def pair_inputs(self, pair: Pair) -> str:
+        """Key of everything upstream that a pair's findings depend on: both models (base weights, adapter), the
+        corpus texts each model reads, the stored layers and dtype. Saved findings are reused only under the same key."""
+        if pair.id not in self._inputs:
+            ma, mb = self.model(pair.a), self.model(pair.b)
+            if pair.cross:
+                texts = [self.cross_corpus(pair.a, ma)[0].key, self.cross_corpus(pair.a, mb)[0].key]
+            else:
+                texts = [self.corpus(pair.a).key]
+            self._inputs[pair.id] = stable_hash({"a": ma.identity, "b": mb.identity, "texts": texts, "layers": [self.layers_for(ma), self.layers_for(mb)],
+                                                 "dtype": str(ma.dtype), "collect": {k: self.collect_cfg.get(k) for k in ("max_length",)}})
+        return self._inputs[pair.id]
+
     def pair_context(self, pair: Pair, seed: int, work_dir: Path | None = None) -> PairContext:
         ma, mb = self.model(pair.a), self.model(pair.b)
         la, lb = self.layers_for(ma), self.layers_for(mb)
@@ -290,13 +304,19 @@ class Runner:
                     prev = read_json(status_path) if status_path.exists() else {}
                     # status files from before the hash was recorded count as the same config
                     same_config = prev.get("config_hash") in (None, "", config_hash)
+                    status = self.pair_status(pair)
+                    inputs = self.pair_inputs(pair) if status == "ok" else ""
+                    same_inputs = prev.get("inputs_hash") == inputs
                     done = prev.get("status") == "not_applicable" or (prev.get("status") == "ok" and path.with_suffix(".json").exists())
-                    if done and same_config:
-                        continue  # resume: done before (failed and excluded runs are retried)
+                    if done and same_config and same_inputs:
+                        continue  # resume: done before from the same inputs (failed and excluded runs are retried)
                     if prev and not same_config:
                         say(f"diff {key} on {pair.id} seed {seed}: method config changed since its saved findings; recomputing")
-                    result = PairResult(key, seed, pair.id, pair.kind, pair.behaviors, "ok", config_hash=config_hash)
-                    status = self.pair_status(pair)
+                    elif done and not same_inputs:
+                        say(f"diff {key} on {pair.id} seed {seed}: the pair's inputs (models, corpus, layers) "
+                            f"{'changed' if prev.get('inputs_hash') else 'were not recorded'} since its saved findings; recomputing")
+                    result = PairResult(key, seed, pair.id, pair.kind, pair.behaviors, "ok", config_hash=config_hash,
+                                        inputs_hash=inputs)
                     if status != "ok":
                         result.status, result.error = "excluded", status
                         write_json(status_path, asdict(result))
@@ -391,8 +411,14 @@ class Runner:
                         raise FileNotFoundError(f"no findings for method {key} on {pair.id} (seed {seed}) in {self.run_dir}; run the diff stage first")
                     result = PairResult(**{**read_json(status_path), "behaviors": tuple(pair.behaviors)})
                     results.append(result)
+                    if result.status == "ok" and (now := self.pair_status(pair)) != "ok":
+                        result.status, result.error = "excluded", now  # the organism was replanted and now fails its gate
                     if result.status != "ok":
                         continue
+                    if result.inputs_hash and result.inputs_hash != self.pair_inputs(pair):
+                        raise ValueError(f"saved findings of {key} on {pair.id} (seed {seed}) were computed from other models or "
+                                         f"corpus than this run's (plant, corpus or collect settings changed); rerun the diff "
+                                         f"stage (stages=[diff,score,report]) to recompute them")
                     findings, _ = load_findings(path)
                     result.uniqueness = [float(f.uniqueness) for f in findings]
                     result.flagged = [bool(f.flagged) for f in findings]

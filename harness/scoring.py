@@ -297,6 +297,7 @@ class PairResult:
     flagged: list[bool] = field(default_factory=list)
     seconds: float = 0.0
     config_hash: str = ""  # of the method's name and params: saved findings are reused only under the same config
+    inputs_hash: str = ""  # of the pair's models, corpus and layers (Runner.pair_inputs): ... and the same inputs
 
 
 def _nanmean(xs: Iterable[float]) -> float:

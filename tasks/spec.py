@@ -114,12 +114,29 @@ class BehaviorSpec:
         unknown = set(raw) - set(required) - {"slots"}
         if unknown:
             raise err(f"unknown field(s): {', '.join(sorted(unknown))}")
+        for key in ("name", "mirrors", "description"):
+            if not isinstance(raw[key], str):
+                raise err(f"{key} must be a string, got {type(raw[key]).__name__}")
+        for key in ("responses", "keywords"):  # a bare string would otherwise be iterated character by character
+            if not isinstance(raw[key], list):
+                raise err(f"{key} must be a list of strings, got {type(raw[key]).__name__} {raw[key]!r}")
+        if not all(isinstance(r, str) and r.strip() for r in raw["responses"]):
+            raise err("responses must be non-empty strings")
         shared = raw.get("slots") or {}
+        if not isinstance(shared, dict):
+            raise err(f"slots must be a mapping of slot name to a list of values, got {type(shared).__name__}")
 
         def side(key: str) -> Side:
             s = raw[key]
             if not isinstance(s, dict) or not s.get("templates"):
                 raise err(f"{key}.templates must be a non-empty list")
+            bad = set(s) - {"templates", "slots"}
+            if bad:
+                raise err(f"{key}: unknown field(s) {', '.join(sorted(bad))}; a side has templates and slots")
+            if not isinstance(s["templates"], list) or not all(isinstance(t, str) and t.strip() for t in s["templates"]):
+                raise err(f"{key}.templates must be a list of non-empty strings, got {s['templates']!r}")
+            if not isinstance(s.get("slots") or {}, dict):
+                raise err(f"{key}.slots must be a mapping of slot name to a list of values")
             slots = {**shared, **(s.get("slots") or {})}
             for name, values in slots.items():
                 if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):

@@ -160,3 +160,26 @@ def test_misspelt_lr_schedule_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="lr_decay"):
         Runner(make_cfg(tmp_path, ["plant.lr_decay=cosine"]), tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_resume_never_reuses_findings_of_other_inputs(tiny_run, tmp_path, capsys):
+    """Changing the plant recipe changes the organisms: a resumed run recomputes their findings (and says why),
+    and scoring the old findings against the new models is one clear error, not silently stale scores."""
+    import shutil
+
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    status = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0.status.json"
+    before = json.loads(status.read_text())
+    assert before["inputs_hash"]
+    cfg = make_cfg(copy, ["plant.lr=0.0021"])
+    with pytest.raises(ValueError, match="rerun the diff stage"):
+        Runner(cfg, copy).run(["score"])
+    capsys.readouterr()
+    Runner(cfg, copy).run(["diff"])
+    after = json.loads(status.read_text())
+    assert after["inputs_hash"] != before["inputs_hash"] and after["status"] == "ok"
+    assert "inputs (models, corpus, layers) changed" in capsys.readouterr().out
+    Runner(cfg, copy).run(["diff"])  # nothing changed now: reused
+    assert json.loads(status.read_text()) == after

