@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
 from ..tasks.spec import BehaviorSpec
 from .generate import chat_prompt, greedy_generate
-from .io import read_json, stable_hash, write_json
+from .io import read_json, sha256_file, stable_hash, write_json
 from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,20 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
     key = adapter_key(base, org, specs, recipe)
     out = cache_dir() / "adapters" / f"{org.name}-{key}"
     if (out / "train_log.json").exists() and (out / "adapter_model.safetensors").exists():
-        return out, read_json(out / "train_log.json")
+        try:
+            log = read_json(out / "train_log.json")
+            digest = sha256_file(out / "adapter_model.safetensors")
+            if "sha256" not in log:  # saved before checksums were recorded: trusted once, checked from now on
+                log["sha256"] = digest
+                write_json(out / "train_log.json", log)
+            intact = log["sha256"] == digest
+        except (ValueError, OSError):
+            intact = False
+        if intact:
+            return out, log
+        print(f"[diffbench] cached adapter {out} does not match its recorded checksum (edited, truncated or from an older "
+              "version); retraining it", flush=True)
+        shutil.rmtree(out, ignore_errors=True)  # its plant cards go with it: they judged other weights
 
     examples = training_examples(org, specs, base, recipe, progress)
     torch.manual_seed(org.seed)
@@ -289,6 +302,7 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         model.save_pretrained(tmp)
+        train_log["sha256"] = sha256_file(tmp / "adapter_model.safetensors")  # verified on every cache hit
         write_json(tmp / "train_log.json", train_log)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)

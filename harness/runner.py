@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..methods import load_all_methods
 from ..methods.base import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings, validate_findings
 from .generate import chat_prompt
-from .io import read_json, stable_hash, stable_int, write_csv, write_json
+from .io import read_json, sha256_file, stable_hash, stable_int, write_csv, write_json
 from .models import LoadedModel, default_device, load_model
 from .plant import PlantCard, check_recipe, distill, neutral_texts, plant
 from ..tasks.everyday import everyday_prompts
@@ -33,6 +33,10 @@ from .scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfi
 from .store import PairedActivations, TextSet, collect, pair_stores
 from .suite import BASE, Pair, Suite, base_node, is_base
 from .tracking import Tracker
+
+def findings_digest(path: Path) -> str:
+    return stable_hash([sha256_file(path.with_suffix(".json")), sha256_file(path.with_suffix(".safetensors"))])
+
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +242,13 @@ class Runner:
             self._cross_corpus[key] = (TextSet.of(f"corpus{len(p.prompts)}x", [r.text for r in rendered]), [r.spans for r in rendered])
         return self._cross_corpus[key]
 
+    @staticmethod
+    def findings_intact(path: Path, status: dict) -> bool:
+        """Both findings files exist and match the checksum recorded beside them (status files without one: exist)."""
+        if not (path.with_suffix(".json").exists() and path.with_suffix(".safetensors").exists()):
+            return False
+        return not status.get("findings_sha") or status["findings_sha"] == findings_digest(path)
+
     def pair_inputs(self, pair: Pair) -> str:
         """Key of everything upstream that a pair's findings depend on: both models (base weights, adapter), the
         corpus texts each model reads, the stored layers and dtype. Saved findings are reused only under the same key."""
@@ -307,7 +318,9 @@ class Runner:
                     status = self.pair_status(pair)
                     inputs = self.pair_inputs(pair) if status == "ok" else ""
                     same_inputs = prev.get("inputs_hash") == inputs
-                    done = prev.get("status") == "not_applicable" or (prev.get("status") == "ok" and path.with_suffix(".json").exists())
+                    done = prev.get("status") == "not_applicable" or (prev.get("status") == "ok" and self.findings_intact(path, prev))
+                    if prev.get("status") == "ok" and not done:
+                        say(f"diff {key} on {pair.id} seed {seed}: saved findings missing or corrupt (checksum); recomputing")
                     if done and same_config and same_inputs:
                         continue  # resume: done before from the same inputs (failed and excluded runs are retried)
                     if prev and not same_config:
@@ -330,6 +343,7 @@ class Runner:
                         findings = rank(findings)
                         attach_snippets(findings, ctx.corpus, self.corpus(pair.a), ctx.model_a.tokenizer, self.collect_cfg["max_length"])
                         save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
+                        result.findings_sha = findings_digest(path)
                         result.n_findings = len(findings)
                         result.n_flagged = sum(f.flagged for f in findings)
                     except NotApplicableError as e:
@@ -415,11 +429,18 @@ class Runner:
                         result.status, result.error = "excluded", now  # the organism was replanted and now fails its gate
                     if result.status != "ok":
                         continue
+                    if not self.findings_intact(path, result.__dict__):
+                        raise ValueError(f"saved findings {path}.json/.safetensors are missing or do not match their checksum "
+                                         f"(edited or truncated); rerun the diff stage to recompute them")
                     if result.inputs_hash and result.inputs_hash != self.pair_inputs(pair):
                         raise ValueError(f"saved findings of {key} on {pair.id} (seed {seed}) were computed from other models or "
                                          f"corpus than this run's (plant, corpus or collect settings changed); rerun the diff "
                                          f"stage (stages=[diff,score,report]) to recompute them")
-                    findings, _ = load_findings(path)
+                    try:
+                        findings, _ = load_findings(path)
+                    except Exception as e:
+                        raise ValueError(f"saved findings {path}.json/.safetensors cannot be read ({type(e).__name__}: {e}); "
+                                         f"delete them and rerun the diff stage") from e
                     result.uniqueness = [float(f.uniqueness) for f in findings]
                     result.flagged = [bool(f.flagged) for f in findings]
                     loaded[(key, seed)] = findings

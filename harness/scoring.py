@@ -298,6 +298,7 @@ class PairResult:
     seconds: float = 0.0
     config_hash: str = ""  # of the method's name and params: saved findings are reused only under the same config
     inputs_hash: str = ""  # of the pair's models, corpus and layers (Runner.pair_inputs): ... and the same inputs
+    findings_sha: str = ""  # checksum of the saved findings files, verified before they are reused or scored
 
 
 def _nanmean(xs: Iterable[float]) -> float:

@@ -183,3 +183,25 @@ def test_resume_never_reuses_findings_of_other_inputs(tiny_run, tmp_path, capsys
     assert "inputs (models, corpus, layers) changed" in capsys.readouterr().out
     Runner(cfg, copy).run(["diff"])  # nothing changed now: reused
     assert json.loads(status.read_text()) == after
+
+
+def test_corrupt_saved_findings_are_refused_then_recomputed(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir, cfg = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = make_cfg(copy)
+    stem = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0"
+    good = json.loads((stem.with_suffix(".status.json")).read_text())
+    assert good["findings_sha"]
+    data = stem.with_suffix(".safetensors").read_bytes()
+    stem.with_suffix(".safetensors").write_bytes(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])  # same size, one bit
+    with pytest.raises(ValueError, match="do not match their checksum"):
+        Runner(cfg, copy).run(["score"])
+    capsys.readouterr()
+    Runner(cfg, copy).run(["diff"])
+    assert "missing or corrupt" in capsys.readouterr().out
+    assert json.loads(stem.with_suffix(".status.json").read_text())["findings_sha"] == good["findings_sha"]  # same bytes again
+    stem.with_suffix(".json").write_text(stem.with_suffix(".json").read_text()[:50])  # truncated
+    Runner(cfg, copy).run(["diff", "score"])  # recomputed, then scored

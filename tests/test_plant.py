@@ -88,6 +88,27 @@ def test_gate_passes_a_plant_that_shows_the_behavior(tiny, neutral, monkeypatch)
     assert adapter2 == adapter and again == card
 
 
+def test_a_corrupted_cached_adapter_is_retrained_not_used(tiny, capsys):
+    """A same-size edit of one byte, or a truncation, of the cached adapter no longer matches its recorded checksum:
+    the adapter (and the plant cards judged on it) are rebuilt, and the rebuilt one is what the card describes."""
+    from diffbench.harness.io import sha256_file
+    from diffbench.harness.plant import train_adapter
+
+    recipe = small(RECIPE, steps=1)
+    out, log = train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)
+    weights = out / "adapter_model.safetensors"
+    good = weights.read_bytes()
+    assert log["sha256"] == sha256_file(weights)
+    for broken in (good[:-9] + bytes([good[-9] ^ 1]) + good[-8:], good[: len(good) // 2]):
+        (out / "card-x.json").write_text("{}")
+        weights.write_bytes(broken)
+        capsys.readouterr()
+        out2, log2 = train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)
+        assert "does not match its recorded checksum" in capsys.readouterr().out
+        assert out2 == out and sha256_file(weights) == log2["sha256"] and not (out / "card-x.json").exists()
+    assert train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)[1] == log2  # intact: reused
+
+
 def test_null_organism_inverse_gate(tiny, neutral, monkeypatch):
     import diffbench.harness.plant as plant_mod
 
