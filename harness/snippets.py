@@ -15,7 +15,8 @@ from .store import PairedActivations, TextSet
 
 def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: TextSet, tokenizer, max_length: int,
                     k: int = 3, before: int = 12, after: int = 4) -> None:
-    """Set `info["snippets"]` of each finding with a readout over both models (same tokens): up to k
+    """Set `info["snippets"]` of each finding with a readout over both models (same tokens) at layers the corpus
+    store holds: up to k
     {"text", "pos", "score", "tokens", "scores", "focus"} records, best first."""
     if corpus.alignment is not None:
         return  # different tokenizers: corpus rows are aligned positions, not one text's tokens
@@ -24,6 +25,8 @@ def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: T
     for f in findings:
         by_layer.setdefault((f.readout.layer_a, f.readout.layer_b), []).append(f)
     for (layer_a, layer_b), group in by_layer.items():
+        if layer_a not in corpus.a.layers or layer_b not in corpus.b.layers:
+            continue  # read at a layer the corpus store does not hold (e.g. weight_svd's modules): no snippets
         la, lb = corpus.load(layer_a, layer_b)
         sink = la.pos < 1
         for f in group:

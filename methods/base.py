@@ -210,7 +210,8 @@ def validate_findings(findings: Any, ctx: PairContext) -> None:
     if not isinstance(findings, list):
         raise InvalidFindingsError(f"find() must return a list of Finding, got {type(findings).__name__}")
     d_a, d_b = ctx.model_a.hidden_size, ctx.model_b.hidden_size
-    layers_a, layers_b = set(ctx.layers), set(ctx.layers_b or ctx.layers)
+    # any residual index of the model: scoring collects probe activations at layers the corpus store lacks
+    n_a, n_b = ctx.model_a.n_layers, ctx.model_b.n_layers
     seen: set[str] = set()
 
     def finite_vec(t: Any, width: int, what: str, fid: str) -> None:
@@ -240,9 +241,10 @@ def validate_findings(findings: Any, ctx: PairContext) -> None:
         r = f.readout
         if not isinstance(r, Readout):
             raise InvalidFindingsError(f"finding {fid!r}: readout must be a Readout, got {type(r).__name__}")
-        if r.layer_a not in layers_a or r.layer_b not in layers_b:
-            raise InvalidFindingsError(f"finding {fid!r}: readout layers ({r.layer_a}, {r.layer_b}) are not in the pair's "
-                                       f"stores (A: {sorted(layers_a)}, B: {sorted(layers_b)})")
+        if not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in (r.layer_a, r.layer_b)) or not (
+                0 <= r.layer_a <= n_a and 0 <= r.layer_b <= n_b):
+            raise InvalidFindingsError(f"finding {fid!r}: readout layers ({r.layer_a}, {r.layer_b}) are not residual indices "
+                                       f"of the models (A: 0..{n_a}, B: 0..{n_b})")
         if r.kind not in ("linear", "diff_norm") or r.act not in ("identity", "relu", "abs") or r.input_norm not in ("none", "rms"):
             raise InvalidFindingsError(f"finding {fid!r}: unknown readout kind/act/input_norm ({r.kind}, {r.act}, {r.input_norm})")
         if r.kind == "linear":

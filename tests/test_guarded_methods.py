@@ -9,7 +9,8 @@ import torch
 from diffbench.methods.base import Finding, InvalidFindingsError, Readout, validate_findings
 
 D = 8
-CTX = SimpleNamespace(model_a=SimpleNamespace(hidden_size=D), model_b=SimpleNamespace(hidden_size=D), layers=[2, 3], layers_b=None)
+CTX = SimpleNamespace(model_a=SimpleNamespace(hidden_size=D, n_layers=4), model_b=SimpleNamespace(hidden_size=D, n_layers=4),
+                      layers=[2], layers_b=None)
 
 
 def good(fid="f", **kw):
@@ -33,7 +34,8 @@ def test_valid_output_passes_including_numpy_scalars():
     (lambda: good(readout=Readout(2, 2, w_b=torch.ones(D, 2))), "width 8"),
     (lambda: good(readout=Readout(2, 2, w_b=torch.full((D,), float("inf")))), "non-finite"),
     (lambda: good(readout=Readout(2, 2)), "needs w_a or w_b"),
-    (lambda: good(readout=Readout(7, 7, w_b=torch.ones(D))), "not in the pair's stores"),
+    (lambda: good(readout=Readout(7, 7, w_b=torch.ones(D))), "not residual indices"),
+    (lambda: good(readout=Readout(2.0, 2, w_b=torch.ones(D))), "not residual indices"),
     (lambda: good(readout=Readout(2, 2, w_b=torch.ones(D), act="gelu")), "unknown readout"),
     (lambda: good(readout=Readout(2, 2, w_b=torch.ones(D), bias=float("nan"))), "finite"),
     (lambda: good(direction=torch.ones(D - 1)), "direction"),

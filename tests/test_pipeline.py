@@ -115,6 +115,11 @@ def test_exiting_and_invalid_methods_are_recorded_as_failed(tiny_run):
     assert not (run_dir / "findings" / "wrong_width" / "base__null_selfdistill@0@s0.json").exists()  # nothing saved
     scores = json.loads((run_dir / "scores.json").read_text())
     assert scores["metrics"]["mean_diff"]["_status"].get("ok", 0) >= 1  # the run went on and scored the others
+    # and the guard refuses nothing a shipped method returns (weight_svd and logit_diff_tokens read layers
+    # the corpus store does not hold)
+    for status in (run_dir / "findings").glob("*/base__null_selfdistill@0@s0.status.json"):
+        if status.parent.name not in ("boom", "exits", "wrong_width"):
+            assert json.loads(status.read_text())["status"] in ("ok", "not_applicable"), status
 
 
 def test_report_rebuilds_from_saved_findings(tiny_run):
