@@ -27,6 +27,7 @@ from .plant import PlantCard, check_recipe, distill, neutral_texts, plant
 from ..tasks.everyday import everyday_prompts
 from .calibration import TokenNull
 from .corpus import CorpusPlan, catalogue, n_texts_for, plan
+from .schema import check_config, check_recipe_schema
 from .snippets import attach_snippets
 from .scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keywords_for, match_finding,
                       match_finding_one_side, probe_null)
@@ -49,6 +50,7 @@ def say(msg: str) -> None:
 
 class Runner:
     def __init__(self, cfg: DictConfig, run_dir: Path):
+        check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys and wrong types: one error, before any work
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.suite = Suite.from_config(cfg.suite)
@@ -71,7 +73,11 @@ class Runner:
         for key, mcfg in self.methods.items():
             if not isinstance(mcfg, dict) or "name" not in mcfg:
                 raise ValueError(f"method config {key!r} needs a `name` (the registered method) and optional `params`")
-            METHODS.get(mcfg["name"])  # unknown names fail now, not after planting
+            cls = METHODS.get(mcfg["name"])  # unknown names fail now, not after planting
+            try:  # ... and so do unknown or ill-typed params (constructors check and store them, nothing more)
+                cls(**(mcfg.get("params") or {}))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
         self._models: dict[str, LoadedModel] = {}
         self._adapters: dict[str, Path] = {}
         self.cards: dict[str, PlantCard] = {}
@@ -159,6 +165,7 @@ class Runner:
         extra = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
         extra.pop("defaults", None)
         recipe = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(self.recipe), OmegaConf.create(extra)), resolve=True)
+        check_recipe_schema(recipe, f"conf/plant/{name}.yaml over the run's recipe")
         check_recipe(recipe)
         if recipe["gate"] != self.recipe["gate"]:
             raise ValueError(f"plant recipe {name!r} changes the plant gate; every base model must pass the same gate")

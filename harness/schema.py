@@ -1,0 +1,155 @@
+"""The run configuration's schema: every key the harness reads, with its type, checked before any work starts.
+
+Hydra merges `conf/` groups and command-line overrides into one config but checks nothing: a misspelt key
+(`plant.stpes=80`, `+plant.foo=1`) would be silently ignored and a wrong type (`plant.steps=abc`) would fail
+deep inside a stage, possibly after an hour of planting. `check_config` walks the resolved config against
+SCHEMA and raises one ConfigError naming the key, the file group it comes from and what was expected.
+Config is data, not code: `_target_` (Hydra's instantiate hook) is refused anywhere.
+
+A type spec is a Python type, a tuple of alternatives (None allows null), a one-element list [spec] for a
+list of spec, a dict for a nested mapping with exactly these keys, or ANY_MAPPING(spec) for free keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or has the wrong type; the message names it."""
+
+
+@dataclass(frozen=True)
+class AnyMapping:
+    """A mapping with free keys (method keys, model names), each value of `spec`; `optional` keys ending in `?`."""
+
+    spec: Any
+
+
+NUM = (int, float)
+GATE = {"max_new_tokens": int, "organism_T_min": NUM, "organism_C_max": NUM, "base_T_max": NUM, "null_max": NUM,
+        "kl_texts": int}
+PLANT = {"rank": int, "alpha": NUM, "dropout": NUM, "targets": [str], "steps": int, "batch_size": int, "lr": NUM,
+         "lr_decay": str, "first_token_weight": NUM, "max_length": int, "bf16_autocast": bool,
+         "mix": {"trigger": NUM, "control": NUM, "neutral": NUM}, "distill_tokens": int, "gate": GATE}
+STRONG = {"enabled": bool, "k": int, "n_prompts": int, "max_new_tokens": int, "null_draws": int, "alpha": NUM,
+          "min_change": NUM, "max_seeds": int, "batch_size": int}
+SCORING = {"auroc_min": NUM, "control_auroc_max": NUM, "top_tokens": int, "ks": [int], "null_quantile": NUM,
+           "bootstrap": int, "bootstrap_seed": int, "alpha": NUM, "null_draws": int, "token_alpha": NUM,
+           "token_null_draws": int, "strong": (bool, STRONG)}
+SUITE = {"name": str, "behaviors": [str], "multi": ([[str]], None), "nulls": ([str], None), "analogs": ([str], None),
+         "n_probes": int, "corpus": ({"tokens?": int, "prevalence?": NUM, "answer_tokens?": int, "seed?": int}, None),
+         "method_seeds?": ([int], None), "floor_seeds?": (int, None), "methods?": ([str], None),
+         "n_neutral?": NUM,  # gone; Suite.from_config says what replaced it
+         "cross?": ({"a": str, "b": str, "planted_a?": ([str], None), "planted_b?": ([str], None), "analogs?": ([str], None),
+                     "background?": bool, "plant_recipes?": (AnyMapping(str), None)}, None)}
+SCHEMA = {
+    "stages": [str], "run_dir": str, "cache_dir": (str, None), "device": str, "dtype": str, "progress": bool,
+    "collect": {"layers": [NUM], "batch_size": int, "max_length": int, "shard_tokens": int, "align_max_window?": (int, None)},
+    "wandb": {"enabled": bool, "mode": str, "project": str},
+    "model": {"name": str},
+    "suite": SUITE,
+    "plant": PLANT,
+    "scoring": SCORING,
+    "method?": (AnyMapping({"name": str, "params?": (AnyMapping(object), None)}), None),
+}
+# where a group's keys come from, for the error message
+SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "conf/scoring/*.yaml",
+           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml"}
+CHOICES = {"device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "dtype": lambda v: v in ("auto", "fp32", "bf16")}
+
+
+def _type_name(spec: Any) -> str:
+    if isinstance(spec, tuple):
+        return " or ".join(_type_name(s) for s in spec)
+    if isinstance(spec, list):
+        return f"a list of {_type_name(spec[0])}"
+    if isinstance(spec, (dict, AnyMapping)):
+        return "a mapping"
+    if spec is None:
+        return "null"
+    if spec == (int, float) or spec is NUM:
+        return "a number"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", object: "any value"}.get(spec, str(spec))
+
+
+def _fits(value: Any, spec: Any, path: str, errors: list[str]) -> bool:
+    """Whether value fits spec; nested mappings append their own errors (and count as fitting their kind)."""
+    if isinstance(spec, tuple):
+        marks = len(errors)
+        for alt in spec:
+            if alt is None and value is None:
+                return True
+            if alt is not None and (isinstance(alt, (dict, AnyMapping)) == isinstance(value, dict)) and _fits(value, alt, path, errors):
+                return True
+            del errors[marks:]
+        return False
+    if spec is object:
+        return True
+    if isinstance(spec, list):
+        return isinstance(value, list) and all(_check(v, spec[0], f"{path}[{i}]", errors) or True for i, v in enumerate(value))
+    if isinstance(spec, AnyMapping):
+        if not isinstance(value, dict):
+            return False
+        for k, v in value.items():
+            _check(v, spec.spec, f"{path}.{k}", errors)
+        return True
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return False
+        _check_mapping(value, spec, path, errors)
+        return True
+    if spec is bool:
+        return isinstance(value, bool)
+    if spec is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if spec is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, spec)
+
+
+def _check(value: Any, spec: Any, path: str, errors: list[str]) -> bool:
+    if spec == NUM:
+        spec = float
+    if not _fits(value, spec, path, errors):
+        errors.append(f"{path} must be {_type_name(spec)}, got {type(value).__name__} {value!r}")
+        return False
+    return True
+
+
+def _check_mapping(value: dict, schema: dict, path: str, errors: list[str]) -> None:
+    keys = {k.rstrip("?"): k.endswith("?") for k in schema}
+    for k in value:
+        if k == "_target_":
+            errors.append(f"{path + '.' if path else ''}_target_: config is data, not code (no Hydra instantiation)")
+        elif k not in keys:
+            errors.append(f"{path + '.' if path else ''}{k} is not a known option; known: {', '.join(sorted(keys))}")
+    for k, optional in keys.items():
+        spec = schema.get(k, schema.get(k + "?"))
+        if k not in value:
+            if not optional:
+                errors.append(f"{path + '.' if path else ''}{k} is missing")
+            continue
+        _check(value[k], spec, f"{path + '.' if path else ''}{k}", errors)
+
+
+def check_config(cfg: dict) -> None:
+    """Raise ConfigError listing every unknown key and wrong type of the resolved run config."""
+    errors: list[str] = []
+    _check_mapping({k: v for k, v in cfg.items() if k != "hydra"}, SCHEMA, "", errors)
+    for key, ok in CHOICES.items():
+        if isinstance(cfg.get(key), str) and not ok(cfg[key]):
+            errors.append(f"{key}={cfg[key]!r} is not one of its choices")
+    if errors:
+        where = sorted({SOURCES[e.split('.')[0].split('[')[0]] for e in errors if e.split('.')[0].split('[')[0] in SOURCES})
+        raise ConfigError("invalid config (" + (", ".join(where) + " or " if where else "") + "a command-line override):\n  "
+                          + "\n  ".join(errors))
+
+
+def check_recipe_schema(recipe: dict, where: str) -> None:
+    """The plant recipe alone (a per-model recipe laid over the run's)."""
+    errors: list[str] = []
+    _check_mapping(recipe, PLANT, "plant", errors)
+    if errors:
+        raise ConfigError(f"invalid plant recipe ({where}):\n  " + "\n  ".join(errors))

@@ -1,0 +1,51 @@
+"""The run config is checked against its schema before any work starts: one error names each bad key."""
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from diffbench.harness.runner import Runner
+from diffbench.harness.schema import ConfigError
+
+
+def cfg_with(*overrides, tmp="/tmp/diffbench-schema-test"):
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        return compose("config", overrides=[f"run_dir={tmp}", *overrides])
+
+
+@pytest.mark.parametrize("suite", ["quick", "full", "crossarch", "tiny", "tinycross"])
+def test_every_shipped_suite_fits_the_schema(suite):
+    from diffbench.harness.schema import check_config
+    from omegaconf import OmegaConf
+
+    check_config(OmegaConf.to_container(cfg_with(f"suite={suite}"), resolve=True))
+
+
+@pytest.mark.parametrize("override, words", [
+    ("plant.steps=abc", "plant.steps must be an integer"),
+    ("+plant.foo=1", "plant.foo is not a known option"),
+    ("+plant.gate.organism_t_min=0.5", "plant.gate.organism_t_min is not a known option"),
+    ("+stages_=[plant]", "stages_ is not a known option"),
+    ("device=gpu", "device='gpu' is not one of its choices"),
+    ("dtype=half", "dtype='half' is not one of its choices"),
+    ("collect.layers=[0.5,abc]", "collect.layers[1] must be a number"),
+    ("+suite.extra=1", "suite.extra is not a known option"),
+    ("suite.n_probes=many", "suite.n_probes must be an integer"),
+    ("scoring.alpha=high", "scoring.alpha must be a number"),
+    ("+scoring.strong.kk=3", "scoring.strong"),
+    ("+suite.corpus.tokenz=4", "suite.corpus.tokenz is not a known option"),
+    ("+suite.cross._target_=os.system", "config is data, not code"),
+])
+def test_bad_keys_and_types_are_one_clear_error_before_any_work(override, words, tmp_path):
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        Runner(cfg_with(override, tmp=str(tmp_path)), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_unknown_method_params_fail_before_planting(tmp_path):
+    from omegaconf import open_dict
+
+    cfg = cfg_with("suite=tiny", "model=tiny-llama", tmp=str(tmp_path))
+    with open_dict(cfg):
+        cfg.method["l1_crosscoder"]["params"]["stpes"] = 10
+    with pytest.raises(ValueError, match="l1_crosscoder.*stpes"):
+        Runner(cfg, tmp_path)
