@@ -605,6 +605,20 @@ class Runner:
 
         write_report(self.run_dir)
 
+    def record_timing(self, stages: list[str], seconds: float, stage_seconds: dict[str, float]) -> None:
+        """timing.json keeps every invocation of this run folder (a resumed or rescored run adds one), and
+        `stage_seconds` holds each stage's latest time: the times that made the folder's current products."""
+        path = self.run_dir / "timing.json"
+        try:
+            old = read_json(path) if path.exists() else {}
+        except ValueError:
+            old = {}
+        invocations = old.get("invocations") or ([{k: old[k] for k in ("stages", "seconds", "stage_seconds") if k in old}] if old else [])
+        invocations.append({"stages": stages, "seconds": seconds, "stage_seconds": stage_seconds,
+                            "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        latest = {k: v for inv in invocations for k, v in inv.get("stage_seconds", {}).items()}
+        write_json(path, {"stage_seconds": latest, "seconds": sum(latest.values()), "invocations": invocations})
+
     def run(self, stages: list[str]) -> None:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
@@ -632,5 +646,5 @@ class Runner:
                     say(f"stage {stage} done in {stage_seconds[stage]:.0f}s")
         finally:
             tracker.finish()
-        write_json(self.run_dir / "timing.json", {"stages": stages, "seconds": time.time() - t0, "stage_seconds": stage_seconds})
+        self.record_timing(stages, time.time() - t0, stage_seconds)
         say(f"done in {time.time() - t0:.0f}s; run folder: {self.run_dir}")

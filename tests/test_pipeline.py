@@ -210,3 +210,11 @@ def test_corrupt_saved_findings_are_refused_then_recomputed(tiny_run, tmp_path, 
     assert json.loads(stem.with_suffix(".status.json").read_text())["findings_sha"] == good["findings_sha"]  # same bytes again
     stem.with_suffix(".json").write_text(stem.with_suffix(".json").read_text()[:50])  # truncated
     Runner(cfg, copy).run(["diff", "score"])  # recomputed, then scored
+
+
+def test_timing_adds_up_across_invocations(tiny_run):
+    run_dir, _ = tiny_run
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert len(timing["invocations"]) >= 2  # the first run and the rescoring of test_report_rebuilds_from_saved_findings
+    assert set(timing["stage_seconds"]) == {"plant", "collect", "diff", "score", "report"}
+    assert abs(timing["seconds"] - sum(timing["stage_seconds"].values())) < 1e-6
