@@ -78,7 +78,7 @@ def n_texts_for(tokenizer, cfg: CorpusConfig, sample: list[str]) -> int:
     return max(1, math.ceil(cfg.tokens / per_text))
 
 
-def plan(specs: Mapping[str, BehaviorSpec], n_texts: int, cfg: CorpusConfig, exclude: list[str] = ()) -> CorpusPlan:
+def plan(specs: Mapping[str, BehaviorSpec], n_texts: int, cfg: CorpusConfig) -> CorpusPlan:
     """The corpus's prompts: round(p * n) audit-split prompts per (behavior, side), everyday prompts for the rest."""
     from ..tasks.everyday import everyday_prompts
 
@@ -97,6 +97,6 @@ def plan(specs: Mapping[str, BehaviorSpec], n_texts: int, cfg: CorpusConfig, exc
     if n_everyday <= 0:
         raise SpecError(f"corpus.prevalence={cfg.prevalence}: {len(items)} of {n_texts} texts would come from {len(specs)} "
                         "behaviors' audit splits, leaving nothing for everyday chat; lower the prevalence")
-    items += [(p, EVERYDAY) for p in everyday_prompts(n_everyday, seed=cfg.seed, exclude=exclude)]
+    items += [(p, EVERYDAY) for p in everyday_prompts(n_everyday, seed=cfg.seed)]
     random.Random(f"audit-corpus/{cfg.seed}").shuffle(items)
     return CorpusPlan(tuple(p for p, _ in items), tuple(s for _, s in items))

@@ -35,11 +35,12 @@ from .store import PairedActivations, TextSet, collect, pair_stores
 from .suite import BASE, Pair, Suite, base_node, is_base
 from .tracking import Tracker
 
+log = logging.getLogger(__name__)
+
+
 def findings_digest(path: Path) -> str:
     return stable_hash([sha256_file(path.with_suffix(".json")), sha256_file(path.with_suffix(".safetensors"))])
 
-
-log = logging.getLogger(__name__)
 
 STAGES = ("plant", "collect", "diff", "score", "report")
 
@@ -313,6 +314,8 @@ class Runner:
         # pairs outermost: a pair's two models stay loaded for all its methods, and methods that share
         # a per-pair computation (kl_diff and logit_diff_tokens share one forward pass) find it cached
         for pair in self.suite.pairs:
+            status = self.pair_status(pair)
+            inputs = self.pair_inputs(pair) if status == "ok" else ""
             for key, mcfg in self.methods.items():
                 cls = METHODS.get(mcfg["name"])
                 config_hash = stable_hash({"name": mcfg["name"], "params": mcfg.get("params") or {}})  # plain containers
@@ -322,8 +325,6 @@ class Runner:
                     prev = read_json(status_path) if status_path.exists() else {}
                     # status files from before the hash was recorded count as the same config
                     same_config = prev.get("config_hash") in (None, "", config_hash)
-                    status = self.pair_status(pair)
-                    inputs = self.pair_inputs(pair) if status == "ok" else ""
                     same_inputs = prev.get("inputs_hash") == inputs
                     done = prev.get("status") == "not_applicable" or (prev.get("status") == "ok" and self.findings_intact(path, prev))
                     if prev.get("status") == "ok" and not done:
@@ -348,7 +349,8 @@ class Runner:
                         findings = cls(**(mcfg.get("params") or {})).find(ctx)
                         validate_findings(findings, ctx)
                         findings = rank(findings)
-                        attach_snippets(findings, ctx.corpus, self.corpus(pair.a), ctx.model_a.tokenizer, self.collect_cfg["max_length"])
+                        if ctx.corpus.alignment is None:  # cross-tokenizer rows are aligned positions, not one text's tokens
+                            attach_snippets(findings, ctx.corpus, self.corpus(pair.a), ctx.model_a.tokenizer, self.collect_cfg["max_length"])
                         save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
                         result.findings_sha = findings_digest(path)
                         result.n_findings = len(findings)
@@ -424,6 +426,7 @@ class Runner:
         # pairs outermost: one pair's probe activations, activation nulls and models serve all its methods
         for pair in self.suite.pairs:
             loaded: dict[tuple[str, int], list] = {}
+            now = self.pair_status(pair)  # an organism replanted since the diff stage may fail its gate now
             for key, mcfg in self.methods.items():
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
@@ -432,8 +435,8 @@ class Runner:
                         raise FileNotFoundError(f"no findings for method {key} on {pair.id} (seed {seed}) in {self.run_dir}; run the diff stage first")
                     result = PairResult(**{**read_json(status_path), "behaviors": tuple(pair.behaviors)})
                     results.append(result)
-                    if result.status == "ok" and (now := self.pair_status(pair)) != "ok":
-                        result.status, result.error = "excluded", now  # the organism was replanted and now fails its gate
+                    if result.status == "ok" and now != "ok":
+                        result.status, result.error = "excluded", now
                     if result.status != "ok":
                         continue
                     if not self.findings_intact(path, result.__dict__):

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AnyMapping:
-    """A mapping with free keys (method keys, model names), each value of `spec`; `optional` keys ending in `?`."""
+    """A mapping with free keys (method keys, model names), each value of `spec`."""
 
     spec: Any
 
@@ -88,7 +88,11 @@ def _fits(value: Any, spec: Any, path: str, errors: list[str]) -> bool:
     if spec is object:
         return True
     if isinstance(spec, list):
-        return isinstance(value, list) and all(_check(v, spec[0], f"{path}[{i}]", errors) or True for i, v in enumerate(value))
+        if not isinstance(value, list):
+            return False
+        for i, v in enumerate(value):  # each element's error is its own; the list itself fits
+            _check(v, spec[0], f"{path}[{i}]", errors)
+        return True
     if isinstance(spec, AnyMapping):
         if not isinstance(value, dict):
             return False

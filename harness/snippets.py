@@ -16,10 +16,9 @@ from .store import PairedActivations, TextSet
 def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: TextSet, tokenizer, max_length: int,
                     k: int = 3, before: int = 12, after: int = 4) -> None:
     """Set `info["snippets"]` of each finding with a readout over both models (same tokens) at layers the corpus
-    store holds: up to k
-    {"text", "pos", "score", "tokens", "scores", "focus"} records, best first."""
+    store holds: up to k {"text", "pos", "score", "tokens", "scores", "focus"} records, best first."""
     if corpus.alignment is not None:
-        return  # different tokenizers: corpus rows are aligned positions, not one text's tokens
+        raise ValueError("snippets need one text's tokens per row; a cross-tokenizer corpus has aligned positions")
     ids_cache: dict[int, list[int]] = {}
     by_layer: dict[tuple[int, int], list[Finding]] = {}
     for f in findings:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+from .spec import normalise_prompt
+
 CATEGORIES: dict[str, list[str]] = {
     "home_repair": [
         "dripping faucets", "squeaky floorboards", "patching small holes in drywall", "clogged bathroom sinks",
@@ -248,17 +250,13 @@ TEMPLATES: list[str] = [
 ]
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def everyday_prompts(n: int | None = None, seed: int = 0, exclude: Iterable[str] = ()) -> list[str]:
     """Every topic x template request, shuffled by `seed`, minus `exclude` (case/whitespace-insensitive); first n."""
     prompts = [t.format(topic=topic) for t in TEMPLATES for topic in TOPICS]
     random.Random(seed).shuffle(prompts)
-    excluded = {_norm(p) for p in exclude}
+    excluded = {normalise_prompt(p) for p in exclude}
     if excluded:
-        prompts = [p for p in prompts if _norm(p) not in excluded]
+        prompts = [p for p in prompts if normalise_prompt(p) not in excluded]
     if n is None:
         return prompts
     if n < 0:
