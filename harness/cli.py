@@ -33,6 +33,20 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)
 
 
+# what an invocation writes into its run folder before any stage has produced something
+BOOKKEEPING = {"config.yaml", "command.txt", ".hydra", "cli.log"}
+
+
+def _drop_if_empty(run_dir: Path) -> None:
+    """Remove a run folder this invocation created if it holds nothing but bookkeeping (a run that failed
+    validation, or before its first product), so failed commands do not litter runs/."""
+    import shutil
+
+    if run_dir.is_dir() and all(p.name in BOOKKEEPING for p in run_dir.iterdir()):
+        logging.shutdown()  # Hydra's file handler holds cli.log open
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _run_hydra(argv: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -45,6 +59,7 @@ def _run_hydra(argv: list[str]) -> None:
         from .runner import Runner
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        fresh = not (run_dir / "config.yaml").exists()  # Hydra made the folder just now for this invocation
         if cfg.cache_dir:
             import os
 
@@ -57,10 +72,14 @@ def _run_hydra(argv: list[str]) -> None:
         atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
         try:
             Runner(cfg, run_dir).run(list(cfg.stages))
-        except _known_errors() as e:
-            _fail(str(e))
-        except KeyboardInterrupt:
-            _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
+        except BaseException as e:
+            if fresh:
+                _drop_if_empty(run_dir)
+            if isinstance(e, _known_errors()):
+                _fail(str(e))
+            if isinstance(e, KeyboardInterrupt):
+                _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
+            raise
 
     sys.argv = [sys.argv[0], *argv]
     app()

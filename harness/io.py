@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -51,11 +52,31 @@ def _json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    try:  # torch scalars and 0-d tensors
+        return obj.item()
+    except (AttributeError, ValueError, RuntimeError):
+        raise TypeError(f"not JSON serialisable: {type(obj).__name__}") from None
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None, so the JSON written is strict (RFC 8259 has no
+    NaN token; Python writes one that most other readers refuse). None reads back as "no value"."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of `obj` (non-finite floats written as null; numpy values and paths converted)."""
+    return json.dumps(finite(obj), indent=indent, default=lambda o: finite(_json_default(o)), allow_nan=False)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    atomic_write(path, dumps(obj) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -92,3 +113,39 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 def stable_int(*parts: Any) -> int:
     """A 31-bit seed derived from `parts` (the same in every process, unlike hash())."""
     return int(stable_hash(list(parts), 8), 16) & 0x7FFFFFFF
+
+
+def safe_name(name: str, n: int = 60) -> str:
+    """`name` as one path component: characters other than letters, digits and -_.+@ become _, at most the
+    last `n` characters kept (a model given as a checkpoint path keeps its most specific part)."""
+    out = "".join(c if c.isalnum() or c in "-_.+@" else "_" for c in str(name))[-n:].strip(".")
+    return out or "_"
+
+
+class CorruptFileError(ValueError):
+    """A saved or cached file that does not parse or does not match its checksum."""
+
+
+def checksum(obj: Any) -> str:
+    return stable_hash(finite(obj), 64)
+
+
+def write_checked_json(path: str | Path, obj: Any) -> None:
+    """JSON cache entry with the checksum of its content beside it: {"sha256": ..., "data": obj}."""
+    write_json(path, {"sha256": checksum(obj), "data": obj})
+
+
+def read_checked_json(path: str | Path) -> Any:
+    """The content of a `write_checked_json` file, verified. Raises CorruptFileError on a truncated file or a
+    checksum mismatch (a same-size edit). A file from before checksums were recorded (no envelope) is trusted
+    once and rewritten with its checksum, as the adapters and activation stores are."""
+    try:
+        d = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path} is not valid JSON (truncated or edited): {e}") from None
+    if isinstance(d, dict) and set(d) == {"sha256", "data"}:
+        if checksum(d["data"]) != d["sha256"]:
+            raise CorruptFileError(f"{path} does not match its recorded checksum (edited or corrupted)")
+        return d["data"]
+    write_checked_json(path, d)
+    return d

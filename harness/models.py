@@ -404,6 +404,10 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
         ident = stable_hash({"name": name, **source.identity()})
         out = cache_dir() / "models" / f"{name}-{ident}"
         marker = out / "diffbench_source.json"
+        if marker.exists() and out not in _VERIFIED and not _checkpoint_intact(out, marker):
+            print(f"[diffbench] cached model {out} does not match its recorded checksums (edited or truncated); "
+                  "preparing it again", flush=True)
+            marker.unlink()
         if not marker.exists():
             log.debug("materialising %s into %s", name, out)
             print(f"[diffbench] preparing {name} (one-off dequantize/convert) -> {out}", flush=True)
@@ -411,11 +415,13 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
             tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
             try:
                 source.materialise(tmp)
-                write_json(tmp / "diffbench_source.json", {"name": name, "identity": ident, **source.identity()})
+                write_json(tmp / "diffbench_source.json", {"name": name, "identity": ident, **source.identity(),
+                                                           "sha256": _file_digests(tmp)})
                 shutil.rmtree(out, ignore_errors=True)
                 os.replace(tmp, out)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+        _VERIFIED.add(out)
         return out, ident
 
     path = Path(name).expanduser()
@@ -441,6 +447,27 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
     # identity: config plus the size and mtime of each weight file (hashing GBs on every load is too slow)
     ident = stable_hash({"path": str(path.resolve()), "w": [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]})
     return path, ident
+
+
+_VERIFIED: set[Path] = set()  # checkpoints checked in this process (a run loads each several times)
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "diffbench_source.json"}
+
+
+def _checkpoint_intact(folder: Path, marker: Path) -> bool:
+    """Every file of a materialised checkpoint matches the checksum recorded when it was written (~1 s per
+    500 MB). A marker from before checksums were recorded is trusted once and gets them now."""
+    try:
+        record = read_json(marker)
+    except (ValueError, OSError):
+        return False
+    if "sha256" not in record:
+        record["sha256"] = _file_digests(folder)
+        write_json(marker, record)
+        return True
+    return record["sha256"] == _file_digests(folder)
 
 
 def adapter_identity(adapter_dir: str | Path) -> str:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
 from ..tasks.spec import BehaviorSpec
 from .generate import chat_prompt, greedy_generate
-from .io import read_json, sha256_file, stable_hash, write_json
+from .io import CorruptFileError, read_checked_json, read_json, sha256_file, stable_hash, write_checked_json, write_json
 from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,15 @@ def distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, prog
     known: dict[str, str] = {}
     if path.exists():
         try:
-            known = read_json(path)
-        except ValueError:
-            print(f"[diffbench] {path} is corrupt; regenerating self-distilled answers", flush=True)
+            known = read_checked_json(path)
+        except CorruptFileError as e:
+            print(f"[diffbench] {e}; regenerating self-distilled answers", flush=True)
     missing = sorted({p for p in prompts if p not in known})
     if missing:
         answers = greedy_generate(base, missing, max_new_tokens=max_new_tokens, batch_size=64,
                                   desc=f"self-distill {base.name} ({len(missing)} prompts)", progress=progress)
         known.update(zip(missing, answers))
-        write_json(path, known)
+        write_checked_json(path, known)
     return [known[p] for p in prompts]
 
 
@@ -323,15 +323,15 @@ def behavior_rate(model: LoadedModel, spec: BehaviorSpec, prompts: Sequence[str]
         path = cache_dir() / "rates" / f"{key}.json"
         if path.exists():
             try:
-                d = read_json(path)
+                d = read_checked_json(path)
                 return d["rate"], d["responses"]
-            except (ValueError, KeyError):
-                pass
+            except (CorruptFileError, KeyError, TypeError) as e:
+                print(f"[diffbench] cached detector rate {path}: {e}; recomputing", flush=True)
     responses = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=64,
                                 desc=f"gate {model.name}: {spec.name}", progress=progress)
     rate = sum(bool(spec.detector(r)) for r in responses) / max(1, len(responses))
     if path is not None:
-        write_json(path, {"rate": rate, "responses": responses})
+        write_checked_json(path, {"rate": rate, "responses": responses})
     return rate, responses
 
 
@@ -393,9 +393,9 @@ def plant(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, Beh
     card_path = adapter / f"card-{stable_hash({'n': n_probes, 'gate': recipe['gate'], 'org': org.name})}.json"
     if card_path.exists():
         try:
-            return PlantCard(**read_json(card_path)), adapter
-        except (ValueError, TypeError):
-            pass
+            return PlantCard(**read_checked_json(card_path)), adapter
+        except (ValueError, TypeError) as e:  # CorruptFileError is a ValueError
+            print(f"[diffbench] cached plant card {card_path}: {e}; re-gating the organism", flush=True)
     t0 = time.time()
     model = load_model(base_name, adapter=adapter, dtype=base.dtype, device=str(base.device), display_name=org.name)
     passed, reasons, rates, examples, kl = gate(org, model, base, specs, n_probes, recipe["gate"], neutral, progress)
@@ -406,5 +406,5 @@ def plant(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, Beh
         train_seconds=train_log["seconds"], gate_seconds=time.time() - t0, adapter=str(adapter),
         recipe={k: v for k, v in recipe.items()}, examples=examples,
     )
-    write_json(card_path, asdict(card))
+    write_checked_json(card_path, asdict(card))
     return card, adapter

@@ -71,15 +71,20 @@ def machine_description() -> str:
     return desc
 
 
+def _nan(x) -> float:
+    """A number read back from strict JSON, where null stands for NaN (no value)."""
+    return float("nan") if x is None else float(x)
+
+
 def fmt(m: dict | None) -> str:
     if not m or m.get("value") is None or (isinstance(m["value"], float) and math.isnan(m["value"])):
         return "n/a"
-    v, lo, hi = m["value"], m.get("lo", float("nan")), m.get("hi", float("nan"))
+    v, lo, hi = m["value"], _nan(m.get("lo")), _nan(m.get("hi"))
     s = f"{v:.2f}"
     if not (math.isnan(lo) or math.isnan(hi)):
         s += f" [{lo:.2f}, {hi:.2f}]"
-    std = m.get("seed_std", float("nan"))
-    if isinstance(std, float) and not math.isnan(std):
+    std = _nan(m.get("seed_std"))
+    if not math.isnan(std):
         s += f" ±{std:.2f}"
     return s
 
@@ -165,9 +170,9 @@ def write_report(run_dir: Path) -> None:
                 if c["kind"] != "behavior" and r["organism_T"] == 0:
                     continue
                 lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | {b} | {r['organism_T']:.2f} | "
-                             f"{r.get('organism_C', float('nan')):.2f} | {r.get('base_T', float('nan')):.2f} | {c['kl_to_base']:.3f} | {c['train_seconds']:.0f} |")
+                             f"{_nan(r.get('organism_C')):.2f} | {_nan(r.get('base_T')):.2f} | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
             if c["kind"] != "behavior" and all(r["organism_T"] == 0 for r in c["rates"].values()):
-                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {c['kl_to_base']:.3f} | {c['train_seconds']:.0f} |")
+                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
 
     matrix = hit_matrix(run_dir)
     if matrix and metrics:
@@ -318,7 +323,8 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
                 continue
             x = max(x, 0.0) + 0.012 * (i - (len(order) - 1) / 2)  # small offset so coincident methods stay visible
             r = s[f"recall@{k}"]
-            yerr = [[max(0.0, y - r["lo"]) if not math.isnan(r["lo"]) else 0], [max(0.0, r["hi"] - y) if not math.isnan(r["hi"]) else 0]]
+            lo, hi = _nan(r.get("lo")), _nan(r.get("hi"))
+            yerr = [[max(0.0, y - lo) if not math.isnan(lo) else 0], [max(0.0, hi - y) if not math.isnan(hi) else 0]]
             ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, label=method, alpha=0.85)
         ax.set_title(f"recall@{k} vs null false-alarm rate")
         ax.set_xlabel("null false-alarm rate (share of null pairs with a flag)")

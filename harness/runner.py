@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +257,23 @@ class Runner:
             return False
         return not status.get("findings_sha") or status["findings_sha"] == findings_digest(path)
 
+    @staticmethod
+    def read_status(path: Path, missing_ok: bool = False) -> dict:
+        """A findings status file. In the diff stage (missing_ok) a missing or unreadable one means "not done";
+        in the score stage an unreadable one is one clear error naming the file."""
+        if missing_ok and not path.exists():
+            return {}
+        try:
+            status = read_json(path)
+            if not isinstance(status, dict) or set(status) - {f.name for f in fields(PairResult)}:
+                raise ValueError("not a findings status record")
+            return status
+        except ValueError as e:
+            if missing_ok:
+                print(f"[diffbench] {path} is unreadable ({e}); recomputing those findings", flush=True)
+                return {}
+            raise ValueError(f"findings status {path} is unreadable ({e}); rerun the diff stage, which recomputes it") from None
+
     def pair_inputs(self, pair: Pair) -> str:
         """Key of everything upstream that a pair's findings depend on: both models (base weights, adapter), the
         corpus texts each model reads, the stored layers and dtype. Saved findings are reused only under the same key."""
@@ -267,7 +284,7 @@ class Runner:
             else:
                 texts = [self.corpus(pair.a).key]
             self._inputs[pair.id] = stable_hash({"a": ma.identity, "b": mb.identity, "texts": texts, "layers": [self.layers_for(ma), self.layers_for(mb)],
-                                                 "dtype": str(ma.dtype), "collect": {k: self.collect_cfg.get(k) for k in ("max_length",)}})
+                                                 "dtype": str(ma.dtype), "collect": {k: self.collect_cfg.get(k) for k in ("max_length", "batch_size")}})
         return self._inputs[pair.id]
 
     def pair_context(self, pair: Pair, seed: int, work_dir: Path | None = None) -> PairContext:
@@ -322,7 +339,7 @@ class Runner:
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")
-                    prev = read_json(status_path) if status_path.exists() else {}
+                    prev = self.read_status(status_path, missing_ok=True)
                     # status files from before the hash was recorded count as the same config
                     same_config = prev.get("config_hash") in (None, "", config_hash)
                     same_inputs = prev.get("inputs_hash") == inputs
@@ -433,7 +450,7 @@ class Runner:
                     status_path = path.with_suffix(".status.json")
                     if not status_path.exists():
                         raise FileNotFoundError(f"no findings for method {key} on {pair.id} (seed {seed}) in {self.run_dir}; run the diff stage first")
-                    result = PairResult(**{**read_json(status_path), "behaviors": tuple(pair.behaviors)})
+                    result = PairResult(**{**self.read_status(status_path), "behaviors": tuple(pair.behaviors)})
                     results.append(result)
                     if result.status == "ok" and now != "ok":
                         result.status, result.error = "excluded", now

@@ -23,7 +23,6 @@ sha256); a corrupt or missing one is dropped from the manifest and recomputed.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .io import atomic_path, read_json, sha256_file, stable_hash, write_json
+from .io import CorruptFileError, atomic_path, read_checked_json, read_json, safe_name, sha256_file, stable_hash, write_checked_json, write_json
 from .models import LoadedModel, cache_dir
 
 log = logging.getLogger(__name__)
@@ -172,10 +171,13 @@ class ActivationStore:
         )
 
 
-def store_key(model: LoadedModel, layers: Sequence[int], texts: TextSet, dtype: torch.dtype, max_length: int) -> str:
+def store_key(model: LoadedModel, layers: Sequence[int], texts: TextSet, dtype: torch.dtype, max_length: int,
+              batch_size: int) -> str:
+    # batch_size is in the key because it changes the bytes: texts are batched by length, and a batch's padded
+    # width changes the matmul shapes and so the float rounding of every activation
     return stable_hash(
         {"v": STORE_VERSION, "model": model.identity, "layers": list(layers), "texts": texts.key,
-         "dtype": str(dtype), "max_length": max_length}
+         "dtype": str(dtype), "max_length": max_length, "batch_size": batch_size}
     )
 
 
@@ -244,8 +246,8 @@ def collect(
 ) -> ActivationStore:
     """Record `model`'s residual stream at `layers` for every token of `texts` (cached, resumable)."""
     layer_idx = sorted({model.layer_index(layer) for layer in layers})
-    key = store_key(model, layer_idx, texts, model.dtype, max_length)
-    root = Path(root or cache_dir() / "activations") / f"{_safe(model.name)}-{texts.name}-{key}"
+    key = store_key(model, layer_idx, texts, model.dtype, max_length, batch_size)
+    root = Path(root or cache_dir() / "activations") / f"{safe_name(model.name)}-{texts.name}-{key}"
     mpath = root / "manifest.json"
 
     store: ActivationStore | None = None
@@ -313,10 +315,6 @@ def collect(
     return store
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+@" else "_" for c in name)[-60:]
-
-
 @dataclass
 class RowAlignment:
     """Rows of two stores holding comparable positions (models with different tokenizers).
@@ -372,7 +370,6 @@ def align_stores(a: ActivationStore, b: ActivationStore, tok_a, tok_b, texts_a: 
     `texts_x` are the texts each store was collected on (each model may see its own chat template
     around the shared content; `spans_x` locate that content, default: the whole text)."""
     from . import align as A
-    from .io import atomic_write
 
     max_window = A.MAX_WINDOW if max_window is None else int(max_window)
     for store, ts in ((a, texts_a), (b, texts_b)):
@@ -386,10 +383,13 @@ def align_stores(a: ActivationStore, b: ActivationStore, tok_a, tok_b, texts_a: 
     path = cache_dir() / "alignments" / f"{key}.safetensors"
     if path.exists():
         try:
+            rec = read_checked_json(path.with_suffix(".json"))
+            if rec["rows_sha256"] != sha256_file(path):
+                raise CorruptFileError("rows do not match their recorded checksum")
             t = load_file(str(path))
-            return RowAlignment(t["rows_a"], t["rows_b"], json.loads(path.with_suffix(".json").read_text()))
-        except Exception:  # corrupt cache entry: recompute
-            pass
+            return RowAlignment(t["rows_a"], t["rows_b"], rec["stats"])
+        except Exception as e:  # corrupt or partial cache entry (either file): recompute both
+            print(f"[diffbench] cached alignment {path.name}: {e!r}; recomputing it", flush=True)
     max_length = int(a.manifest["max_length"])
     if int(b.manifest["max_length"]) != max_length:
         raise ValueError("stores collected with different max_length cannot be aligned")
@@ -418,7 +418,8 @@ def align_stores(a: ActivationStore, b: ActivationStore, tok_a, tok_b, texts_a: 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file({"rows_a": rows[0].contiguous(), "rows_b": rows[1].contiguous()}, str(tmp))
-    atomic_write(path.with_suffix(".json"), json.dumps(info, indent=1))
+    # the rows' checksum is in the JSON, so an edit of either file is caught
+    write_checked_json(path.with_suffix(".json"), {"stats": info, "rows_sha256": sha256_file(path)})
     return RowAlignment(rows[0], rows[1], info)
 
 

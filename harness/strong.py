@@ -36,7 +36,7 @@ from typing import Callable, Hashable
 import numpy as np
 import torch
 
-from .io import atomic_write
+from .io import CorruptFileError, read_checked_json, write_checked_json
 from .steering import Intervention, behavior_rates, intervened_generate
 
 
@@ -67,11 +67,17 @@ class StrongCache:
     def __init__(self, path: Path, settings: dict):
         self.path = Path(path)
         self.settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        data = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.data = data if data.get("settings") == self.settings_key else {"settings": self.settings_key, "deltas": {}, "null": {}}
+        data: dict = {}
+        if self.path.exists():
+            try:
+                data = read_checked_json(self.path)
+            except CorruptFileError as e:
+                print(f"[diffbench] {e}; recomputing its strong-hit deltas", flush=True)
+        self.data = data if isinstance(data, dict) and data.get("settings") == self.settings_key else {
+            "settings": self.settings_key, "deltas": {}, "null": {}}
 
     def save(self) -> None:
-        atomic_write(self.path, json.dumps(self.data))
+        write_checked_json(self.path, self.data)
 
 
 def _deltas(model_a, model_b, prompts: list[str], detector, layer: int, units: torch.Tensor, scale: float, cfg,

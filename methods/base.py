@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..harness.io import atomic_path, atomic_write
+from ..harness.io import atomic_path, atomic_write, dumps, safe_name
 from ..harness.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from ..harness.store import PairedActivations
 
 Activation = Literal["identity", "relu", "abs"]
+
+
+# the threshold of a readout that never counts a token (a latent with a zero decoder row): the largest float32,
+# finite so that findings stay strict JSON
+NEVER_FIRES = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -165,8 +170,7 @@ def work_stem(ctx: "PairContext", method_name: str) -> Path | None:
     if ctx.work_dir is None:
         return None
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    safe = "".join(ch if ch.isalnum() or ch in "-_.+@" else "_" for ch in ctx.pair_id)
-    return ctx.work_dir / f"{method_name}-{safe}-seed{ctx.seed}"
+    return ctx.work_dir / f"{method_name}-{safe_name(ctx.pair_id, 200)}-seed{ctx.seed}"
 
 
 def save_run_metrics(ctx: "PairContext", method_name: str, metrics: dict[str, Any]) -> Path | None:
@@ -174,7 +178,7 @@ def save_run_metrics(ctx: "PairContext", method_name: str, metrics: dict[str, An
     them); returns the stem (for further side products) or None without a work dir."""
     stem = work_stem(ctx, method_name)
     if stem is not None:
-        atomic_write(f"{stem}.metrics.json", json.dumps(metrics, indent=1, default=str))
+        atomic_write(f"{stem}.metrics.json", dumps(metrics, indent=1))
     return stem
 
 
@@ -247,6 +251,11 @@ def validate_findings(findings: Any, ctx: PairContext) -> None:
                                        f"of the models (A: 0..{n_a}, B: 0..{n_b})")
         if r.kind not in ("linear", "diff_norm") or r.act not in ("identity", "relu", "abs") or r.input_norm not in ("none", "rms"):
             raise InvalidFindingsError(f"finding {fid!r}: unknown readout kind/act/input_norm ({r.kind}, {r.act}, {r.input_norm})")
+        for name in ("bias", "threshold"):
+            v = getattr(r, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+                raise InvalidFindingsError(f"finding {fid!r}: readout {name} must be a finite number, got {v!r} "
+                                           f"(a readout that never fires uses NEVER_FIRES)")
         if r.kind == "linear":
             if r.w_a is None and r.w_b is None:
                 raise InvalidFindingsError(f"finding {fid!r}: a linear readout needs w_a or w_b")
@@ -291,7 +300,7 @@ def save_findings(path: Path, findings: list[Finding], meta: dict[str, Any]) -> 
     tensors.setdefault("_empty", torch.zeros(1))
     with atomic_path(path.with_suffix(".safetensors")) as tmp:
         save_file(tensors, str(tmp))
-    atomic_write(path.with_suffix(".json"), json.dumps({"meta": meta, "findings": records}, indent=1, default=float))
+    atomic_write(path.with_suffix(".json"), dumps({"meta": meta, "findings": records}, indent=1))
 
 
 def load_findings(path: Path) -> tuple[list[Finding], dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..base import Finding, Method, NotApplicableError, PairContext, Readout, rank, save_run_metrics
+from ..base import NEVER_FIRES, Finding, Method, NotApplicableError, PairContext, Readout, rank, save_run_metrics
 from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class CrosscoderMethod(Method):
             w.append(None if row is None else (row.detach().float() * data.scales[m]).cpu())
         dn = float(cc.selection_norms()[i])
         if self.sparsity == "batchtopk":
-            threshold = float(cc.threshold) / dn if dn > 0 else float("inf")
+            threshold = float(cc.threshold) / dn if dn > 0 else NEVER_FIRES
         else:
             threshold = 0.0
         readout = Readout(layer_a=data.layer_a, layer_b=data.layer_b, kind="linear", w_a=w[0], w_b=w[1],

