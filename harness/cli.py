@@ -30,7 +30,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .models import ModelNotAvailableError
     from .store import CorruptStoreError
 
-    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)
+    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)  # PluginError is a ValueError
 
 
 # what an invocation writes into its run folder before any stage has produced something

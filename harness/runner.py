@@ -27,6 +27,7 @@ from .plant import PlantCard, check_recipe, distill, neutral_texts, plant
 from ..tasks.everyday import everyday_prompts
 from .calibration import TokenNull
 from .corpus import CorpusPlan, catalogue, n_texts_for, plan
+from .plugins import load_plugins
 from .schema import check_config, check_recipe_schema
 from .snippets import attach_snippets
 from .scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keywords_for, match_finding,
@@ -52,6 +53,7 @@ def say(msg: str) -> None:
 class Runner:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys and wrong types: one error, before any work
+        load_plugins(cfg.get("plugins") or [])  # before the suite's specs (detectors) and the methods are looked up
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.suite = Suite.from_config(cfg.suite)

@@ -9,6 +9,7 @@ the nodes "base@<model>", and each pair records on which side the ground truth w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..tasks.spec import BehaviorSpec, SpecError, available_behaviors
@@ -66,15 +67,27 @@ class Suite:
                 raise err(f"missing field {key!r}")
         organisms: dict[str, Organism] = {}
         pairs: list[Pair] = []
-        used: set[str] = set()
+        used: dict[str, BehaviorSpec | None] = {}  # behavior name -> its spec when given by path
 
         def known(b: str) -> str:
-            if b not in available_behaviors():
-                raise err(f"unknown behavior {b!r}; known: {', '.join(available_behaviors())}")
-            used.add(b)
+            b = str(b)
+            if b.endswith((".yaml", ".yml")) or "/" in b:  # a spec file outside the package: named by its `name`
+                spec = BehaviorSpec.load(Path(b).expanduser())
+                if spec.name in available_behaviors() or (used.get(spec.name) is not None and used[spec.name].source != spec.source):
+                    raise err(f"behavior file {b} is named {spec.name!r}, which another behavior already uses")
+                used[spec.name] = spec
+                return spec.name
+            if b not in available_behaviors() and b not in used:
+                raise err(f"unknown behavior {b!r}; known: {', '.join(available_behaviors())} (or give a spec file's path)")
+            used.setdefault(b, None)
             return b
 
-        for b in cfg.behaviors:
+        entries: list[str] = []
+        for b in cfg.behaviors:  # a folder stands for every spec file in it
+            folder = Path(str(b)).expanduser()
+            entries += sorted(str(p) for p in folder.glob("*.y*ml")) if ("/" in str(b) and folder.is_dir()) else [str(b)]
+        behaviors = [known(b) for b in entries]
+        for b in behaviors:
             organisms[b] = Organism(b, "behavior", (known(b),), seed=0)
             pairs.append(Pair(f"base__{b}", "planted", BASE, b, (b,)))
         for group in cfg.get("multi") or []:
@@ -136,7 +149,7 @@ class Suite:
         if not 1 <= n_probes <= 200:
             raise err(f"n_probes must be in 1..200, got {n_probes}")
         # null organisms are gated against every behavior of the suite
-        specs = {b: BehaviorSpec.load(b) for b in sorted(used)}
+        specs = {b: used[b] or BehaviorSpec.load(b) for b in sorted(used)}
         methods = [str(m) for m in cfg.get("methods")] if cfg.get("methods") else None
         from omegaconf import OmegaConf
 
