@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -47,6 +48,13 @@ def _drop_if_empty(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def method_overrides(argv: list[str]) -> list[str]:
+    """`method.X.params.Y=V` -> `++method.X.params.Y=V`. A method's options live in its config dataclass, so
+    conf/method/X.yaml holds no copy of them (`params: {}`) and Hydra would want `+` to add one; the method's
+    constructor rejects an unknown option by name, so nothing misspelt slips through."""
+    return [f"++{a}" if re.match(r"^method\.[^.=]+\.params\.[^=]+=", a) else a for a in argv]
+
+
 def _run_hydra(argv: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -81,7 +89,7 @@ def _run_hydra(argv: list[str]) -> None:
                 _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
             raise
 
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *method_overrides(argv)]
     app()
 
 

@@ -20,12 +20,15 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .io import read_json, sha256_file, stable_hash, write_json
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .families import Family
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +109,15 @@ class LoadedModel:
         """Residual-stream index: int L = after L blocks; float in (0, 1) = relative depth."""
         return resolve_layer(layer, self.n_layers)
 
+    @property
+    def family(self) -> "Family":
+        """Where this architecture keeps its blocks, final norm and LoRA targets (harness/families/)."""
+        from .families import family_of
+
+        return family_of(self.model)
+
     def decoder_layers(self) -> torch.nn.ModuleList:
-        return self.model.model.layers
+        return self.family.blocks(self.model)
 
 
 def resolve_layer(layer: int | float, n_layers: int) -> int:

@@ -272,7 +272,7 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
                                                  local_files_only=True, attn_implementation=attn)
     model.to(base.device)
     lora = LoraConfig(r=recipe["rank"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
-                      target_modules=list(recipe["targets"]), task_type="CAUSAL_LM")
+                      target_modules=list(recipe["targets"] or base.family.lora_targets), task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)

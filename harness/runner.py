@@ -73,12 +73,13 @@ class Runner:
                                  f"defined: {', '.join(self.methods)}")
             self.methods = {k: self.methods[k] for k in self.suite.methods}
         load_all_methods()
+        self.method_configs: dict[str, dict] = {}  # resolved: each method's dataclass defaults with the overrides applied
         for key, mcfg in self.methods.items():
             if not isinstance(mcfg, dict) or "name" not in mcfg:
                 raise ValueError(f"method config {key!r} needs a `name` (the registered method) and optional `params`")
             cls = METHODS.get(mcfg["name"])  # unknown names fail now, not after planting
             try:  # ... and so do unknown or ill-typed params (constructors check and store them, nothing more)
-                cls(**(mcfg.get("params") or {}))
+                self.method_configs[key] = cls(**(mcfg.get("params") or {})).config
             except (TypeError, ValueError) as e:
                 raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
         self._models: dict[str, LoadedModel] = {}
@@ -337,7 +338,8 @@ class Runner:
             inputs = self.pair_inputs(pair) if status == "ok" else ""
             for key, mcfg in self.methods.items():
                 cls = METHODS.get(mcfg["name"])
-                config_hash = stable_hash({"name": mcfg["name"], "params": mcfg.get("params") or {}})  # plain containers
+                # of the resolved config (defaults + overrides): moving a value between the dataclass and YAML changes nothing
+                config_hash = stable_hash({"name": mcfg["name"], "config": self.method_configs[key]})
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")
@@ -493,7 +495,8 @@ class Runner:
         write_csv(self.run_dir / "matches.csv", [asdict(r) | {"hit": r.hit} for r in records])
         write_csv(self.run_dir / "pair_results.csv", [{k: v for k, v in asdict(r).items() if k not in ("uniqueness", "flagged")} for r in results])
         payload = {
-            "suite": self.suite.name, "model": self.base_name, "methods": self.methods,
+            "suite": self.suite.name, "model": self.base_name,
+            "methods": {k: {**m, "config": self.method_configs[k]} for k, m in self.methods.items()},
             "method_seeds": self.suite.method_seeds, "metrics": metrics,
             "plant_cards": {n: asdict(c) for n, c in self.cards.items()} if self.cards else {},
             "pairs": [asdict(p) for p in self.suite.pairs], "scoring": asdict(self.scoring),

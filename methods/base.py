@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -151,15 +153,64 @@ class NotApplicableError(RuntimeError):
     """Raised by a method that cannot be defined for this pair (e.g. weight diffs across architectures)."""
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Does `value` (from YAML or the command line) fit the type annotation `hint`? Ints pass for floats, lists for
+    tuples; Literal values must match."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if origin in (tuple, list) or hint in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
+            return False
+        return all(any(_fits(v, a) for a in inner) for v in value) if inner else True
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def make_config(cls: type, name: str, params: dict[str, Any]) -> Any:
+    """The method's typed config from `params` (YAML and command-line overrides): the dataclass holds every default;
+    an unknown key or a value of the wrong type is one clear error naming the key."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise TypeError(f"{name}: unknown config key(s) {unknown}; known: {sorted(known)} (defaults: {cls.__qualname__})")
+    hints = typing.get_type_hints(cls)
+    for key, value in params.items():
+        if not _fits(value, hints[key]):
+            raise TypeError(f"{name}: {key}={value!r} does not fit its type {hints[key]}")
+    return cls(**params)
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config dataclass (the only home of its defaults; conf/method/*.yaml holds overrides)."""
+
+
 class Method:
-    """Base class. Subclasses set `name`, take their config as keyword arguments, implement `find`."""
+    """Base class. Subclasses set `name` and `Config` (a MethodConfig dataclass) and implement `find`."""
 
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False  # run with several seeds in suites that ask for it
     floor: ClassVar[bool] = False  # a chance baseline (scored like every method; suites run it with `floor_seeds` seeds)
+    Config: ClassVar[type] = MethodConfig  # the method's typed config: every default lives there
 
-    def __init__(self, **config: Any):
-        self.config = config
+    def __init__(self, **params: Any):
+        self.cfg = make_config(self.Config, self.name or type(self).__name__, params)
+        self.config: dict[str, Any] = asdict(self.cfg)  # the same, by key (resolved: what the run used)
 
     def find(self, ctx: PairContext) -> list[Finding]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -182,12 +233,6 @@ def save_run_metrics(ctx: "PairContext", method_name: str, metrics: dict[str, An
     return stem
 
 
-def merge_config(name: str, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """`defaults` updated by `config`; a key that is not a default is a clear error (a typo in conf/)."""
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise TypeError(f"{name}: unknown config key(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **config}
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from ..harness.io import stable_hash
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, save_run_metrics
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
 from .crosscoder.common import cpu_threads, prepare_data, subsample
 from .crosscoder.model import Crosscoder
-from .crosscoder.sae import SAE_DEFAULTS, fit_sae, sae_stats
+from .crosscoder.sae import SAEConfig, fit_sae, sae_stats
 from .diff_sae import data_config
 from .lens import lens
 from .mean_diff import difference_readout
@@ -47,18 +48,27 @@ from .mean_diff import difference_readout
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class DictDriftConfig(SAEConfig):
+    steps: int = 200  # A stage (cached per model A in the findings folder)
+    finetune_steps: int = 60  # B stage (and the same again on A's rows for the control)
+    finetune_lr: float = 1e-3
+    finetune: Literal["all", "decoder"] = "all"  # decoder: train only the decoder in the B stage
+    control: bool = True  # measure drift against the same fine-tuning on model A's rows
+    rank_by: Literal["mass", "cos"] = "mass"  # mass (mean activation x decoder drift) | cos (1 - decoder cosine)
+    min_fires: int = 4  # a latent must fire on this many of B's rows
+    flag_mass: float = 0.005  # flag when drift mass >= this (fraction of mean |h_A| per token)
+    cache: bool = True  # keep the A-stage dictionary per model A in the work folder
+
+
 @register_method
 class DictDrift(Method):
     name = "dict_drift"
     stochastic: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = dict(
-        SAE_DEFAULTS, dict_size=1024, k=32, steps=200, finetune_steps=60, finetune_lr=1e-3, finetune="all",
-        layer=None, max_tokens=40_000, max_eval_tokens=8192, eval_frac=0.1, drop_bos=True, outlier_factor=10.0,
-        max_stat_tokens=8192, min_fires=4, max_findings=50, flag_mass=0.005, rank_by="mass", control=True, threads="auto", bf16="auto", cache=True,
-    )
+    Config = DictDriftConfig
 
-    def __init__(self, **config: Any):
-        super().__init__(**merge_config(self.name, self.defaults, config))
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         self.last_metrics: dict[str, Any] = {}
         self.sae_a: Crosscoder | None = None
         self.sae_b: Crosscoder | None = None

@@ -11,17 +11,26 @@ direction and no tokens (the norm has neither).
 
 from __future__ import annotations
 
-from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
+from dataclasses import dataclass
+
+from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
 from .mean_diff import corpus_difference
+
+
+@dataclass
+class DiffNormConfig(MethodConfig):
+    flag_threshold: float = 0.1  # flag when mean ||h_B - h_A|| >= this x mean |h_A| on the corpus
+    layer: int | None = None  # residual index; None = the pair's middle layer
 
 
 @register_method
 class DiffNorm(Method):
     name = "diff_norm"
+    Config = DiffNormConfig
 
-    def __init__(self, flag_threshold: float = 0.1, layer: int | None = None):
-        super().__init__(flag_threshold=flag_threshold, layer=layer)
-        self.flag_threshold, self.layer = float(flag_threshold), layer
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.flag_threshold, self.layer = float(self.cfg.flag_threshold), self.cfg.layer
 
     def find(self, ctx: PairContext) -> list[Finding]:
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, merge_config, save_run_metrics
+from .base import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
 from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
-from .crosscoder.sae import SAE_DEFAULTS, fit_sae, latent_readout, sae_stats
+from .crosscoder.sae import SAEConfig, fit_sae, latent_readout, sae_stats
 from .lens import lens
 
 log = logging.getLogger(__name__)
@@ -43,19 +44,22 @@ def raw_rows(data, m: int, split: str = "train") -> torch.Tensor:
     return xs[m] / data.scales[m]
 
 
+@dataclass
+class DiffSAEConfig(SAEConfig):
+    k: int = 16
+    steps: int = 150
+    flag_threshold: float = 0.01  # flag when the latent's mean contribution per token >= this x mean |h_A|
+    min_relative_diff: float = 1e-4
+
+
 @register_method
 class DiffSAE(Method):
     name = "diff_sae"
     stochastic: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = dict(
-        SAE_DEFAULTS, dict_size=1024, k=16, steps=150,
-        layer=None, max_tokens=40_000, max_eval_tokens=8192, eval_frac=0.1, drop_bos=True, outlier_factor=10.0,
-        max_stat_tokens=8192, max_findings=50, flag_threshold=0.01, min_relative_diff=1e-4,
-        threads="auto", bf16="auto",
-    )
+    Config = DiffSAEConfig
 
-    def __init__(self, **config: Any):
-        super().__init__(**merge_config(self.name, self.defaults, config))
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         self.last_metrics: dict[str, Any] = {}
         self.sae = None
 

@@ -35,7 +35,9 @@ from typing import Any
 
 import torch
 
-from .base import Finding, Method, PairContext, Readout, register_method
+from dataclasses import dataclass
+
+from .base import Finding, Method, MethodConfig, PairContext, Readout, register_method
 from .lens import lens_ids
 from .mean_diff import difference_readout
 from .outputs import decode_tokens, group_direction, output_diff
@@ -50,15 +52,28 @@ def tokens_by_gain(od, rows: torch.Tensor, k: int) -> list[int]:
     return [int(uniq[i]) for i in order if tot[i] > 0]
 
 
+@dataclass
+class KLDiffConfig(MethodConfig):
+    n_texts: int = 16  # corpus texts both models run on, with their LM heads (shared with logit_diff_tokens)
+    top_frac: float = 0.05  # share of positions with the largest KL that form the top contexts
+    min_contexts: int = 16
+    n_groups: int = 9  # top contexts grouped by the token whose probability grew most there
+    min_group: int = 2
+    flag_kl: float = 0.5  # flag when the mean KL over the finding's contexts >= this (nats)
+    readout_tokens: int = 5
+    layer: int | None = None  # residual index of the directions/readouts; None = n_layers - 1
+    batch_size: int = 8
+    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+
+
 @register_method
 class KLDiff(Method):
     name = "kl_diff"
 
-    def __init__(self, n_texts: int = 16, top_frac: float = 0.05, min_contexts: int = 16, n_groups: int = 9,
-                 min_group: int = 2, flag_kl: float = 0.5, readout_tokens: int = 5, layer: int | None = None,
-                 batch_size: int = 8, threads: int | str | None = "auto"):
-        super().__init__(n_texts=n_texts, top_frac=top_frac, min_contexts=min_contexts, n_groups=n_groups, min_group=min_group,
-                         flag_kl=flag_kl, readout_tokens=readout_tokens, layer=layer, batch_size=batch_size, threads=threads)
+    Config = KLDiffConfig
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         self.c: dict[str, Any] = self.config
 
     def find(self, ctx: PairContext) -> list[Finding]:

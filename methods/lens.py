@@ -3,7 +3,7 @@
 Converting the (V x d) unembedding to fp32 per direction (~0.1 s for SmolLM2 in bf16) dominated
 methods that report 20-50 findings, so it is cached here and every logit lens (`PairContext.logit_lens`
 and `logit_lens_many` included) goes through `lens_ids`. The gain of the final norm is folded in
-(`norm_gain`: Gemma's RMSNorm scales by 1 + w).
+(`Family.norm_gain`: Gemma's RMSNorm scales by 1 + w).
 """
 
 from __future__ import annotations
@@ -28,15 +28,10 @@ def unembedding(model) -> torch.Tensor:
     return _CACHE[key]
 
 
-def norm_gain(norm, model_type: str) -> torch.Tensor:
-    """The per-dimension gain an RMSNorm module applies (Gemma's scales by 1 + w), fp32."""
-    gain = norm.weight.detach().float()
-    return 1.0 + gain if model_type.startswith("gemma") else gain
-
-
 def final_norm_gain(model) -> torch.Tensor:
-    """The final RMSNorm's per-dimension gain."""
-    return norm_gain(model.model.model.norm, getattr(model.model.config, "model_type", ""))
+    """The final RMSNorm's per-dimension gain (the model family says where the norm is and how it scales)."""
+    family = model.family
+    return family.norm_gain(family.final_norm(model.model))
 
 
 @torch.no_grad()

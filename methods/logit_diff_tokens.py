@@ -32,21 +32,37 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Finding, Method, PairContext, Readout, register_method
+from dataclasses import dataclass
+
+from .base import Finding, Method, MethodConfig, PairContext, Readout, register_method
 from .outputs import TOP_K, decode_tokens, group_direction, output_diff
+
+
+@dataclass
+class LogitDiffTokensConfig(MethodConfig):
+    n_texts: int = 16  # corpus texts (the forward pass is shared with kl_diff)
+    top_k: int = 20  # tokens per position among the top of logits_B - logits_A
+    n_groups: int = 10  # NMF components over the texts x tokens count matrix
+    max_vocab: int = 512
+    min_count: int = 2
+    group_size: int = 20
+    readout_tokens: int = 5
+    flag_freq: float = 0.25  # flag when a group token is in the top-k at >= this share of positions
+    layer: int | None = None  # None = n_layers - 1
+    batch_size: int = 8
+    threads: int | str | None = "auto"
 
 
 @register_method
 class LogitDiffTokens(Method):
     name = "logit_diff_tokens"
 
-    def __init__(self, n_texts: int = 16, top_k: int = 20, n_groups: int = 10, max_vocab: int = 512, min_count: int = 2,
-                 group_size: int = 20, readout_tokens: int = 5, flag_freq: float = 0.25, layer: int | None = None,
-                 batch_size: int = 8, threads: int | str | None = "auto"):
-        if not 1 <= int(top_k) <= TOP_K:
+    Config = LogitDiffTokensConfig
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        if not 1 <= int(self.cfg.top_k) <= TOP_K:
             raise ValueError(f"top_k must be in 1..{TOP_K}")
-        super().__init__(n_texts=n_texts, top_k=top_k, n_groups=n_groups, max_vocab=max_vocab, min_count=min_count,
-                         group_size=group_size, readout_tokens=readout_tokens, flag_freq=flag_freq, layer=layer, batch_size=batch_size, threads=threads)
         self.c: dict[str, Any] = self.config
 
     def find(self, ctx: PairContext) -> list[Finding]:

@@ -11,9 +11,11 @@ the native flag rule is uniqueness >= `flag_threshold`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
+from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
 
 
 def difference_readout(layer: int, unit: torch.Tensor) -> Readout:
@@ -55,18 +57,27 @@ def principal_directions(diff: torch.Tensor, n: int, max_tokens: int = 200_000) 
     return out
 
 
+@dataclass
+class MeanDiffConfig(MethodConfig):
+    positions: tuple[int, int] = (1, 8)  # token positions [lo, hi) of each corpus text averaged for the mean difference
+    n_pca: int = 9  # principal directions of per-token differences as further findings
+    flag_threshold: float = 0.05  # flag when |difference along the direction| / mean |h_A| >= this
+    layer: int | None = None  # residual index; None = the pair's middle layer
+    max_tokens: int = 200_000  # rows used for the principal directions
+
+
 @register_method
 class MeanDiff(Method):
     name = "mean_diff"
+    Config = MeanDiffConfig
 
-    def __init__(self, positions: tuple[int, int] = (1, 8), n_pca: int = 9, flag_threshold: float = 0.05,
-                 layer: int | None = None, max_tokens: int = 200_000):
-        super().__init__(positions=positions, n_pca=n_pca, flag_threshold=flag_threshold, layer=layer)
-        self.positions = tuple(positions)
-        self.n_pca = n_pca
-        self.flag_threshold = flag_threshold
-        self.layer = layer
-        self.max_tokens = max_tokens
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.positions = tuple(self.cfg.positions)
+        self.n_pca = self.cfg.n_pca
+        self.flag_threshold = self.cfg.flag_threshold
+        self.layer = self.cfg.layer
+        self.max_tokens = self.cfg.max_tokens
 
     def find(self, ctx: PairContext) -> list[Finding]:
         ctx.require_shared_space("mean difference (h_B - h_A)")

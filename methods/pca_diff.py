@@ -14,20 +14,32 @@ from __future__ import annotations
 
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, register_method
+from dataclasses import dataclass
+
+from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
 from .crosscoder.common import cpu_threads
 from .lens import lens
 from .mean_diff import difference_readout, corpus_difference, principal_directions
 
 
+@dataclass
+class PCADiffConfig(MethodConfig):
+    n_components: int = 20
+    flag_threshold: float = 0.05  # flag when the rms difference along the component >= this x mean |h_A|
+    layer: int | None = None  # residual index; None = the pair's middle layer
+    max_tokens: int = 200_000  # rows used for the SVD
+    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+
+
 @register_method
 class PCADiff(Method):
     name = "pca_diff"
+    Config = PCADiffConfig
 
-    def __init__(self, n_components: int = 20, flag_threshold: float = 0.05, layer: int | None = None,
-                 max_tokens: int = 200_000, threads: int | str | None = "auto"):
-        super().__init__(n_components=n_components, flag_threshold=flag_threshold, layer=layer, max_tokens=max_tokens, threads=threads)
-        self.n_components, self.flag_threshold, self.layer, self.max_tokens = int(n_components), float(flag_threshold), layer, int(max_tokens)
+    def __init__(self, **params):
+        super().__init__(**params)
+        c = self.cfg
+        self.n_components, self.flag_threshold, self.layer, self.max_tokens = int(c.n_components), float(c.flag_threshold), c.layer, int(c.max_tokens)
 
     def find(self, ctx: PairContext) -> list[Finding]:
         with cpu_threads(self.config["threads"], ctx.device):

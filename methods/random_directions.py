@@ -14,8 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, register_method
+from dataclasses import dataclass
+
+from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
 from .mean_diff import difference_readout
+
+
+@dataclass
+class RandomDirectionsConfig(MethodConfig):
+    n: int = 20  # findings per run
+    flag_quantile: float = 0.75  # flag the findings whose random uniqueness exceeds this
+    layer: int | None = None  # residual index; None = the pair's middle layer
 
 
 @register_method
@@ -23,10 +32,11 @@ class RandomDirections(Method):
     name = "random_directions"
     stochastic = True
     floor = True
+    Config = RandomDirectionsConfig
 
-    def __init__(self, n: int = 20, flag_quantile: float = 0.75, layer: int | None = None):
-        super().__init__(n=n, flag_quantile=flag_quantile, layer=layer)
-        self.n, self.flag_quantile, self.layer = n, flag_quantile, layer
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.n, self.flag_quantile, self.layer = self.cfg.n, self.cfg.flag_quantile, self.cfg.layer
 
     def find(self, ctx: PairContext) -> list[Finding]:
         if not ctx.shared_space:

@@ -37,18 +37,20 @@ import torch
 import torch.nn as nn
 
 from .crosscoder.common import cpu_threads
-from .base import Finding, Method, NotApplicableError, PairContext, Readout, register_method
-from .lens import lens_ids, norm_gain
+from dataclasses import dataclass
+
+from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
+from .lens import lens_ids
 
 WRITE = {"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj"}
 READ = {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "qkv_proj", "gate_up_proj", "fc1"}
 MLP = ("mlp.", "feed_forward.")
 
 
-def _gain(norm: nn.Module | None, model_type: str, d: int) -> torch.Tensor:
+def _gain(norm: nn.Module | None, family, d: int) -> torch.Tensor:
     if norm is None or getattr(norm, "weight", None) is None:
         return torch.ones(d)
-    return norm_gain(norm, model_type).cpu()
+    return family.norm_gain(norm).cpu()
 
 
 def _architecture_mismatch(ctx: PairContext) -> str | None:
@@ -72,14 +74,24 @@ def top_singular(dw: torch.Tensor, k: int, exact_max_dim: int, oversample: int, 
     return s[:k], u[:, :k], v[:, :k]
 
 
+@dataclass
+class WeightSVDConfig(MethodConfig):
+    per_module: int = 4  # top singular triplets per changed module
+    max_findings: int = 20  # across modules, by singular value
+    flag_threshold: float = 0.1  # flag when s >= this x the module's rms singular value ||W_A||_F / sqrt(min(out, in))
+    exact_max_dim: int = 256  # exact SVD up to this min(out, in); randomized low-rank SVD above
+    oversample: int = 12
+    n_tokens: int = 20
+    threads: int | str | None = "auto"
+
+
 @register_method
 class WeightSVD(Method):
     name = "weight_svd"
+    Config = WeightSVDConfig
 
-    def __init__(self, per_module: int = 4, max_findings: int = 20, flag_threshold: float = 0.1, exact_max_dim: int = 256,
-                 oversample: int = 12, n_tokens: int = 20, threads: int | str | None = "auto"):
-        super().__init__(per_module=per_module, max_findings=max_findings, flag_threshold=flag_threshold,
-                         exact_max_dim=exact_max_dim, oversample=oversample, n_tokens=n_tokens, threads=threads)
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         self.c: dict[str, Any] = self.config
         self.summary: dict[str, Any] = {}
 
@@ -93,7 +105,6 @@ class WeightSVD(Method):
         if why:
             raise NotApplicableError(f"weight diffs need the same architecture: {why}")
         ma, mb = ctx.model_a, ctx.model_b
-        mtype = getattr(mb.model.config, "model_type", "")
         d, n_layers = mb.hidden_size, mb.n_layers
         blocks_a, blocks_b = ma.decoder_layers(), mb.decoder_layers()
         # every parameter, to say what changed outside the decoder-block linears
@@ -145,13 +156,8 @@ class WeightSVD(Method):
                 units.append(u / u.norm().clamp_min(1e-12))
             else:
                 blk = mb.decoder_layers()[l]
-                if name.startswith(MLP):
-                    norm = getattr(blk, "pre_feedforward_layernorm", None)
-                    if norm is None:
-                        norm = getattr(blk, "post_attention_layernorm", None)
-                else:
-                    norm = getattr(blk, "input_layernorm", None)
-                r = _gain(norm, mtype, v.numel()) * v
+                norm = getattr(blk, mb.family.mlp_input_norm if name.startswith(MLP) else mb.family.attn_input_norm, None)
+                r = _gain(norm, mb.family, v.numel()) * v
                 units.append(r)
         writes = [i for i, t in enumerate(top) if t[3] == "write"]
         reads = [i for i, t in enumerate(top) if t[3] != "write"]

@@ -23,15 +23,22 @@ from diffbench.harness.io import CorruptFileError, read_checked_json, write_chec
 from diffbench.harness.runner import Runner
 
 
+def _rewrite(path: Path, data: bytes) -> None:
+    # a new file (new inode), not an in-place write: safetensors maps weights from disk, so an in-place edit
+    # would also change a model this test session already loaded from that file
+    path.unlink()
+    path.write_bytes(data)
+
+
 def flip_byte(path: Path, at: int = -20) -> None:
     """A same-size edit: one bit of one byte."""
     data = bytearray(path.read_bytes())
     data[at] ^= 1
-    path.write_bytes(bytes(data))
+    _rewrite(path, bytes(data))
 
 
 def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+    _rewrite(path, path.read_bytes()[: max(1, path.stat().st_size // 2)])
 
 
 def strict_json(text: str):
@@ -68,7 +75,7 @@ def test_changed_method_config_recomputes_saved_findings(tiny_run, tmp_path):
     assert first["status"] == "ok" and first["config_hash"]
     Runner(cfg, tmp_path).run(["diff"])  # same config: resumed, the status file is not rewritten
     assert json.loads(status.read_text()) == first
-    Runner(make_cfg(tmp_path, ["method=[pca_diff]", "method.pca_diff.params.n_components=3"]), tmp_path).run(["diff"])
+    Runner(make_cfg(tmp_path, ["method=[pca_diff]", "++method.pca_diff.params.n_components=3"]), tmp_path).run(["diff"])
     second = json.loads(status.read_text())
     assert second["config_hash"] != first["config_hash"] and second["n_findings"] == 3 != first["n_findings"]
 

@@ -39,7 +39,7 @@ def test_registered_floor_and_stochastic():
     assert cls.floor and cls.stochastic
     assert not BatchTopKCrosscoder.floor
     # BatchTopK's configuration (so its initialisation, threshold and selection rule) except the steps
-    assert {k: v for k, v in cls.defaults.items() if k != "steps"} == BatchTopKCrosscoder.defaults
+    assert {k: v for k, v in cls().config.items() if k != "steps"} == {k: v for k, v in BatchTopKCrosscoder().config.items() if k != "steps"}
     assert cls(**RD_SMALL).config["steps"] == 0
     with pytest.raises(ValueError, match="no gradient steps"):
         cls(steps=10)
@@ -115,7 +115,7 @@ def test_no_training_seeded_and_deterministic(runs):
     method, _ = runs["rd0"]
     cc, data = method.crosscoder, method.data
     fresh = Crosscoder(data.widths, RD_SMALL["dict_size"], seed=0)  # BatchTopK's initialisation for seed 0
-    init_from_data(fresh, data.train, seed=0, data_frac=BatchTopKCrosscoder.defaults["data_init_frac"])
+    init_from_data(fresh, data.train, seed=0, data_frac=BatchTopKCrosscoder().cfg.data_init_frac)
     for name, p in fresh.state_dict().items():
         if name != "threshold":
             assert torch.equal(cc.state_dict()[name], p), name

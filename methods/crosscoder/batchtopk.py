@@ -19,41 +19,47 @@ Latent Scaling does not apply, i.e. different widths).
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from ..base import Finding, PairContext, register_method
-from .common import CrosscoderMethod, PairData, relative_norms, subsample
+from .common import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms, subsample
 from .model import Crosscoder, latent_scaling
+
+
+@dataclass
+class BatchTopKConfig(CrosscoderConfig):
+    steps: int = 400
+    batch_size: int = 128
+    k: int = 32  # active latents per token on average (k * batch per batch)
+    # no data-initialised latents: a centred Gemma-3 row is mostly its one massive dimension (163: 56% of the
+    # centred variance at layer 9), so 25% data init gave hundreds of shared latents whose B decoder writes
+    # +-e_163; held-out rows that fire many of them overshoot it (crossarch background pair: EV_B 0.32/-0.05/0.33
+    # on seeds 0-2 with 0.25, 0.86-0.87 with 0.0; EV_A 0.78 -> 0.82)
+    data_init_frac: float = 0.0
+    aux_k: int | None = 64  # dead latents per token in the auxiliary loss (None: d/2)
+    aux_rows: int = 256
+    aux_coeff: float = 1 / 32
+    dead_tokens: int = 20_000
+    threshold_beta: float = 0.99
+    threshold_start_frac: float = 0.1
+    threshold_refit_batches: int = 16
+    score_norm: Literal["sum", "mean"] = "sum"  # BatchTopK score f_i * sum_m ||d_i^m|| ("mean": divided by the number of owning models)
+    flag_b: float = 0.9  # relative decoder norm r >= flag_b ...
+    flag_a: float = 0.1  # ... or r <= flag_a ...
+    nu_r_max: float = 0.3  # ... AND Latent Scaling nu_r, nu_eps below these
+    nu_eps_max: float = 0.3
+    scaling_candidates: int = 200  # most one-sided live latents that get Latent Scaling
+    scaling_tokens: int = 16384  # tokens (training + evaluation) Latent Scaling is fitted on
 
 
 @register_method
 class BatchTopKCrosscoder(CrosscoderMethod):
     name = "batchtopk_crosscoder"
     sparsity = "batchtopk"
-    defaults = dict(
-        k=32,
-        # no data-initialised latents: a centred Gemma-3 row is mostly its one massive dimension (163: 56% of the
-        # centred variance at layer 9), so 25% data init gave hundreds of shared latents whose B decoder writes
-        # +-e_163; held-out rows that fire many of them overshoot it (crossarch background pair: EV_B 0.32/-0.05/0.33
-        # on seeds 0-2 with 0.25, 0.86-0.87 with 0.0; EV_A 0.78 -> 0.82)
-        data_init_frac=0.0,
-        aux_k=64,  # dead latents per token in the auxiliary loss (None: d/2)
-        aux_rows=256,
-        aux_coeff=1 / 32,
-        dead_tokens=20_000,
-        threshold_beta=0.99,
-        threshold_start_frac=0.1,
-        threshold_refit_batches=16,
-        score_norm="sum",  # BatchTopK score f_i * sum_m ||d_i^m|| ("mean": divided by the number of owning models)
-        flag_b=0.9,
-        flag_a=0.1,
-        nu_r_max=0.3,
-        nu_eps_max=0.3,
-        scaling_candidates=200,  # most one-sided live latents that get Latent Scaling
-        scaling_tokens=16384,  # tokens (training + evaluation) Latent Scaling is fitted on
-    )
+    Config = BatchTopKConfig
 
     def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
         c = self.config

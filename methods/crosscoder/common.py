@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..base import NEVER_FIRES, Finding, Method, NotApplicableError, PairContext, Readout, rank, save_run_metrics
+from ..base import NEVER_FIRES, Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, rank, save_run_metrics
 from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
 
 log = logging.getLogger(__name__)
@@ -128,46 +128,46 @@ def prepare_data(ctx: PairContext, cfg: dict[str, Any]) -> PairData:
     return PairData(train_x, eval_x, scales, layer_a, layer_b, n_pos0, n_out)
 
 
-COMMON_DEFAULTS: dict[str, Any] = dict(
-    layer=None,  # residual index; default ctx.middle_layer
-    layer_b=None,  # model B's layer when it differs (cross-architecture); default = layer
-    dict_size=2048,
-    steps=300,
-    batch_size=256,
-    lr=3e-3,
-    warmup_frac=0.05,
-    decay_frac=0.2,
-    grad_clip=1.0,
-    max_tokens=40_000,  # training rows (after dropping position 0 and outliers)
-    max_eval_tokens=8192,
-    max_stat_tokens=8192,  # training rows used for the training-set statistics (EV, firing frequency)
-    eval_frac=0.1,  # share of texts held out for evaluation
-    drop_bos=True,
-    outlier_factor=10.0,
-    max_findings=50,
-    backend="auto",  # torch | triton | auto (triton on CUDA)
-    bf16="auto",  # torch path: bf16 autocast for the dense matmuls; auto = on CPUs with AMX/AVX512-BF16
-    log_every=0,
-    data_init_frac=0.25,  # share of latents initialised from (centred) training rows
-    save_weights=False,  # with ctx.work_dir: also save the crosscoder (<name>-<pair>-seed<s>.pt, ~19 MB at defaults)
-    threads="auto",  # torch CPU threads for the whole run: auto = 1 on machines with <= 4 cores; int; null = leave
-)
+@dataclass
+class CrosscoderConfig(MethodConfig):
+    """What every crosscoder shares; each registered crosscoder's config sets its own steps, batch and rule."""
+
+    layer: int | None = None  # residual index; None = ctx.middle_layer
+    layer_b: int | None = None  # model B's layer when it differs (cross-architecture); None = layer
+    dict_size: int = 2048
+    steps: int = 300
+    batch_size: int = 256
+    lr: float = 3e-3
+    warmup_frac: float = 0.05
+    decay_frac: float = 0.2
+    grad_clip: float = 1.0
+    max_tokens: int = 40_000  # training rows (after dropping position 0 and outliers)
+    max_eval_tokens: int = 8192
+    max_stat_tokens: int = 8192  # training rows used for the training-set statistics (EV, firing frequency)
+    eval_frac: float = 0.1  # share of texts held out for evaluation
+    drop_bos: bool = True
+    outlier_factor: float = 10.0
+    max_findings: int = 50
+    backend: Literal["auto", "torch", "triton"] = "auto"  # auto = triton on CUDA
+    bf16: bool | str | None = "auto"  # torch path: bf16 autocast for the dense matmuls; auto = on CPUs with AMX/AVX512-BF16
+    log_every: int = 0
+    data_init_frac: float = 0.25  # share of latents initialised from (centred) training rows
+    save_weights: bool = False  # with ctx.work_dir: also save the crosscoder (<name>-<pair>-seed<s>.pt, ~19 MB at defaults)
+    threads: int | str | None = "auto"  # torch CPU threads for the whole run: auto = 1 on machines with <= 4 cores; None = leave
+
+
+COMMON_DEFAULTS: dict[str, Any] = asdict(CrosscoderConfig())  # the same, by key (for the data preparation shared with diff_sae)
 
 
 class CrosscoderMethod(Method):
-    """Shared driver; subclasses set `name`, `defaults`, `sparsity` and implement `select`."""
+    """Shared driver; subclasses set `name`, `Config`, `sparsity` and implement `select`."""
 
     stochastic: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {}
+    Config: ClassVar[type] = CrosscoderConfig
     sparsity: ClassVar[str] = "batchtopk"
 
-    def __init__(self, **config: Any):
-        merged = {**COMMON_DEFAULTS, **self.defaults}
-        unknown = sorted(set(config) - set(merged))
-        if unknown:
-            raise TypeError(f"{self.name}: unknown config key(s) {unknown}; known: {sorted(merged)}")
-        merged.update(config)
-        super().__init__(**merged)
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         self.last_metrics: dict[str, Any] = {}
         self.crosscoder: Crosscoder | None = None
         self.data: PairData | None = None

@@ -14,25 +14,28 @@ on the held-out evaluation tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..base import Finding, PairContext, register_method
-from .batchtopk import BatchTopKCrosscoder
+from .batchtopk import BatchTopKConfig, BatchTopKCrosscoder
 from .common import PairData
 from .model import Crosscoder, latent_mass
+
+
+@dataclass
+class DFCConfig(BatchTopKConfig):
+    excl_frac_a: float = 0.05  # share of dict_size that is A-exclusive
+    excl_frac_b: float = 0.05  # ... B-exclusive
+    data_init_frac: float = 0.0  # measured: data-initialised shared latents grab one-model features first
 
 
 @register_method
 class DedicatedFeatureCrosscoder(BatchTopKCrosscoder):
     name = "dfc"
-    defaults = dict(
-        BatchTopKCrosscoder.defaults,
-        excl_frac_a=0.05,  # share of dict_size that is A-exclusive
-        excl_frac_b=0.05,
-        data_init_frac=0.0,  # measured: data-initialised shared latents grab one-model features first
-    )
+    Config = DFCConfig
 
     def sections(self, dict_size: int) -> tuple[int, int, int]:
         n_a = int(round(float(self.config["excl_frac_a"]) * dict_size))

@@ -13,28 +13,32 @@ or r <= flag_a (A-specific).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..base import Finding, PairContext, register_method
-from .common import CrosscoderMethod, PairData, relative_norms
+from .common import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms
 from .model import Crosscoder
+
+
+@dataclass
+class L1Config(CrosscoderConfig):
+    steps: int = 125
+    l1_coeff: float = 1.0  # lambda, ramped linearly from 0 over l1_ramp_frac of the steps
+    l1_ramp_frac: float = 0.05
+    data_init_frac: float = 0.5
+    dec_init_norm: float = 0.1
+    flag_b: float = 0.9  # relative decoder norm r >= flag_b -> B-specific
+    flag_a: float = 0.1  # r <= flag_a -> A-specific
 
 
 @register_method
 class L1Crosscoder(CrosscoderMethod):
     name = "l1_crosscoder"
     sparsity = "l1"
-    defaults = dict(
-        l1_coeff=1.0,
-        l1_ramp_frac=0.05,
-        steps=250,
-        data_init_frac=0.5,
-        dec_init_norm=0.1,
-        flag_b=0.9,  # r >= flag_b -> B-specific
-        flag_a=0.1,  # r <= flag_a -> A-specific
-    )
+    Config = L1Config
 
     def init_kwargs(self) -> dict[str, Any]:
         return {"dec_init_norm": float(self.config["dec_init_norm"])}

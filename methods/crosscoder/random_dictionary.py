@@ -30,14 +30,20 @@ of random latents, whose nu are noise around 0 (negative ones rank first).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..base import PairContext, register_method
-from .batchtopk import BatchTopKCrosscoder
+from .batchtopk import BatchTopKConfig, BatchTopKCrosscoder
 from .common import PairData
 from .model import Crosscoder
+
+
+@dataclass
+class RandomDictionaryConfig(BatchTopKConfig):
+    steps: int = 0  # never trained: the BatchTopK crosscoder as initialised (batch_size: rows per threshold-refit batch)
 
 
 @register_method
@@ -45,10 +51,10 @@ class RandomDictionary(BatchTopKCrosscoder):
     name = "random_dictionary"
     stochastic = True
     floor = True
-    defaults = dict(BatchTopKCrosscoder.defaults, steps=0)
+    Config = RandomDictionaryConfig
 
-    def __init__(self, **config: Any):
-        super().__init__(**config)
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         if int(self.config["steps"]) != 0:
             raise ValueError(f"{self.name} takes no gradient steps (steps must be 0, got {self.config['steps']}); "
                              "use batchtopk_crosscoder for a trained dictionary")

@@ -14,21 +14,33 @@ from typing import Any
 
 import torch
 
-from ..base import NEVER_FIRES, Readout
+from ..base import NEVER_FIRES, MethodConfig, Readout
 from .common import _bf16_flag
 from .model import Crosscoder, TrainConfig, TrainResult, init_from_data, iter_chunks, train
 
-SAE_DEFAULTS: dict[str, Any] = dict(
-    dict_size=1024,
-    k=32,
-    steps=300,
-    batch_size=256,
-    lr=3e-3,
-    aux_k=64,
-    aux_coeff=1 / 32,
-    dead_tokens=20_000,
-    data_init_frac=0.25,
-)
+@dataclass
+class SAEConfig(MethodConfig):
+    """What the single-model (or difference) BatchTopK SAE methods share: dictionary, training and data options."""
+
+    layer: int | None = None  # residual index; None = the pair's middle layer
+    dict_size: int = 1024
+    k: int = 32  # active latents per token on average (k * batch per batch)
+    steps: int = 300
+    batch_size: int = 256
+    lr: float = 3e-3
+    aux_k: int | None = 64
+    aux_coeff: float = 1 / 32
+    dead_tokens: int = 20_000
+    data_init_frac: float = 0.25
+    max_tokens: int = 40_000  # training rows (after dropping position 0 and outliers)
+    max_eval_tokens: int = 8192
+    eval_frac: float = 0.1
+    drop_bos: bool = True
+    outlier_factor: float = 10.0
+    max_stat_tokens: int = 8192  # training rows the activation mass (ranking) is measured on
+    max_findings: int = 50
+    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+    bf16: bool | str | None = "auto"
 
 
 def sae_train_config(cfg: dict[str, Any], seed: int, device: str, steps: int | None = None) -> TrainConfig:
