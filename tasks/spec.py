@@ -13,6 +13,7 @@ never trained on, never probed) and the training pool (the rest).
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import re
 import string
@@ -30,6 +31,7 @@ BEHAVIOR_DIR = Path(__file__).parent / "behaviors"
 N_PROBES_MAX = 200  # the full suite's probe count per side; held out of training in every suite
 N_AUDIT = 48  # audit-split prompts per side: the audit corpus draws its behavior texts from these
 MIN_TRAIN_POOL = 48  # prompts per side left for training after the probes and the audit split are held out
+MAX_EXPANDED = 100_000  # prompts per side a spec may expand to (every load expands and shuffles them)
 SPLIT_SEED = 20261122
 
 
@@ -58,6 +60,10 @@ class Prompt:
 class Side:
     templates: list[str]
     slots: dict[str, list[str]]
+
+    def size(self) -> int:
+        """How many prompts the templates expand to before duplicates are dropped (no expansion needed)."""
+        return sum(math.prod(len(self.slots[n]) for n in _fields(tpl)) for tpl in self.templates)
 
     def expand(self) -> list[Prompt]:
         out, seen = [], set()
@@ -164,6 +170,10 @@ class BehaviorSpec:
         return spec
 
     def validate(self, err) -> None:
+        for label, side in (("trigger", self.trigger), ("control", self.control)):  # before anything expands them
+            if side.size() > MAX_EXPANDED:
+                raise err(f"{label} templates would expand to {side.size():,} prompts (more than {MAX_EXPANDED:,}); "
+                          "use fewer slot values or templates: a few hundred distinct prompts per side is plenty")
         for label, pool in (("trigger", self.trigger_pool), ("control", self.control_pool)):
             if len(pool) < N_PROBES_MAX + N_AUDIT + MIN_TRAIN_POOL:
                 raise err(

