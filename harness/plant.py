@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
 from ..tasks.spec import BehaviorSpec
 from .generate import chat_prompt, greedy_generate
-from .io import CorruptFileError, read_checked_json, read_json, sha256_file, stable_hash, write_checked_json, write_json
+from .io import CorruptFileError, cache_lock, read_checked_json, read_json, sha256_file, stable_hash, write_checked_json, write_json
 from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,14 @@ class PlantCard:
 
 def distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, progress: bool = True) -> list[str]:
     """The base model's own greedy answers, cached per (base, answer length) as one prompt -> answer map,
-    so organisms whose training mixes overlap never regenerate the same answer."""
+    so organisms whose training mixes overlap never regenerate the same answer. The map is read, extended and
+    written under a lock, so concurrent jobs never drop each other's answers."""
     path = cache_dir() / "distill" / f"{base.identity}-{max_new_tokens}.json"
+    with cache_lock(path):
+        return _distill(base, prompts, max_new_tokens, progress, path)
+
+
+def _distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, progress: bool, path: Path) -> list[str]:
     known: dict[str, str] = {}
     if path.exists():
         try:
@@ -234,7 +240,14 @@ def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec]
 
 def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
                   progress: bool = True) -> tuple[Path, dict]:
-    """Train (or fetch from cache) the organism's LoRA adapter. Returns (adapter dir, train log)."""
+    """Train (or fetch from cache) the organism's LoRA adapter. Returns (adapter dir, train log).
+    Under a lock per adapter: concurrent jobs that need it train it once."""
+    with cache_lock(cache_dir() / "adapters" / f"{org.name}-{adapter_key(base, org, specs, recipe)}"):
+        return _train_adapter(base_name, base, org, specs, recipe, progress)
+
+
+def _train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
+                   progress: bool = True) -> tuple[Path, dict]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -317,10 +330,17 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
 def behavior_rate(model: LoadedModel, spec: BehaviorSpec, prompts: Sequence[str], max_new_tokens: int,
                   progress: bool = True, cache: bool = False) -> tuple[float, list[str]]:
     """Share of greedy answers on which the spec's detector fires (base-model results cached)."""
-    path = None
     if cache:
         key = stable_hash({"m": model.identity, "spec": spec.content_hash, "p": list(prompts), "n": max_new_tokens})
         path = cache_dir() / "rates" / f"{key}.json"
+        with cache_lock(path):
+            return _behavior_rate(model, spec, prompts, max_new_tokens, progress, path)
+    return _behavior_rate(model, spec, prompts, max_new_tokens, progress, None)
+
+
+def _behavior_rate(model: LoadedModel, spec: BehaviorSpec, prompts: Sequence[str], max_new_tokens: int, progress: bool,
+                   path: Path | None) -> tuple[float, list[str]]:
+    if path is not None:
         if path.exists():
             try:
                 d = read_checked_json(path)
@@ -391,20 +411,21 @@ def plant(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, Beh
     """Train (cached) and gate one organism. The card itself is cached next to the adapter."""
     adapter, train_log = train_adapter(base_name, base, org, specs, recipe, progress)
     card_path = adapter / f"card-{stable_hash({'n': n_probes, 'gate': recipe['gate'], 'org': org.name})}.json"
-    if card_path.exists():
-        try:
-            return PlantCard(**read_checked_json(card_path)), adapter
-        except (ValueError, TypeError) as e:  # CorruptFileError is a ValueError
-            print(f"[diffbench] cached plant card {card_path}: {e}; re-gating the organism", flush=True)
-    t0 = time.time()
-    model = load_model(base_name, adapter=adapter, dtype=base.dtype, device=str(base.device), display_name=org.name)
-    passed, reasons, rates, examples, kl = gate(org, model, base, specs, n_probes, recipe["gate"], neutral, progress)
-    losses = train_log["losses"]
-    card = PlantCard(
-        organism=org.name, kind=org.kind, behaviors=list(org.behaviors), seed=org.seed, passed=passed, reasons=reasons,
-        rates=rates, kl_to_base=kl, train_loss_first=losses[0], train_loss_last=float(sum(losses[-5:]) / len(losses[-5:])),
-        train_seconds=train_log["seconds"], gate_seconds=time.time() - t0, adapter=str(adapter),
-        recipe={k: v for k, v in recipe.items()}, examples=examples,
-    )
-    write_checked_json(card_path, asdict(card))
-    return card, adapter
+    with cache_lock(card_path):  # concurrent jobs gate an organism once
+        if card_path.exists():
+            try:
+                return PlantCard(**read_checked_json(card_path)), adapter
+            except (ValueError, TypeError) as e:  # CorruptFileError is a ValueError
+                print(f"[diffbench] cached plant card {card_path}: {e}; re-gating the organism", flush=True)
+        t0 = time.time()
+        model = load_model(base_name, adapter=adapter, dtype=base.dtype, device=str(base.device), display_name=org.name)
+        passed, reasons, rates, examples, kl = gate(org, model, base, specs, n_probes, recipe["gate"], neutral, progress)
+        losses = train_log["losses"]
+        card = PlantCard(
+            organism=org.name, kind=org.kind, behaviors=list(org.behaviors), seed=org.seed, passed=passed, reasons=reasons,
+            rates=rates, kl_to_base=kl, train_loss_first=losses[0], train_loss_last=float(sum(losses[-5:]) / len(losses[-5:])),
+            train_seconds=train_log["seconds"], gate_seconds=time.time() - t0, adapter=str(adapter),
+            recipe={k: v for k, v in recipe.items()}, examples=examples,
+        )
+        write_checked_json(card_path, asdict(card))
+        return card, adapter

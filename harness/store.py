@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .io import CorruptFileError, atomic_path, read_checked_json, read_json, safe_name, sha256_file, stable_hash, write_checked_json, write_json
+from .io import CorruptFileError, atomic_path, cache_lock, read_checked_json, read_json, safe_name, sha256_file, stable_hash, write_checked_json, write_json
 from .models import LoadedModel, cache_dir
 
 log = logging.getLogger(__name__)
@@ -244,90 +244,92 @@ def collect(
     progress: bool = True,
     _stop_after_shards: int | None = None,  # test hook: simulate an interruption
 ) -> ActivationStore:
-    """Record `model`'s residual stream at `layers` for every token of `texts` (cached, resumable)."""
+    """Record `model`'s residual stream at `layers` for every token of `texts` (cached, resumable). Under a lock per store:
+    concurrent jobs that need the same activations collect them once."""
     layer_idx = sorted({model.layer_index(layer) for layer in layers})
     key = store_key(model, layer_idx, texts, model.dtype, max_length, batch_size)
     root = Path(root or cache_dir() / "activations") / f"{safe_name(model.name)}-{texts.name}-{key}"
-    mpath = root / "manifest.json"
+    with cache_lock(root):
+        mpath = root / "manifest.json"
 
-    store: ActivationStore | None = None
-    if mpath.exists():
-        try:
-            store = ActivationStore.open(root)
-        except CorruptStoreError as e:
-            print(f"[diffbench] {e}; starting this store afresh", flush=True)
-            store = None
-        if store is not None and store.complete:
-            return store
+        store: ActivationStore | None = None
+        if mpath.exists():
+            try:
+                store = ActivationStore.open(root)
+            except CorruptStoreError as e:
+                print(f"[diffbench] {e}; starting this store afresh", flush=True)
+                store = None
+            if store is not None and store.complete:
+                return store
 
-    ids = tokenize_texts(model.tokenizer, texts.texts, max_length)
-    lengths = [len(x) for x in ids]
-    order, plan = _plan_shards(lengths, batch_size, shard_tokens)
-    if store is None or store.manifest.get("plan") != plan:
-        store = ActivationStore(
-            root,
-            {
-                "version": STORE_VERSION, "model": model.name, "model_identity": model.identity,
-                "layers": layer_idx, "dtype": str(model.dtype).removeprefix("torch."),
-                "text_set": texts.name, "text_key": texts.key, "n_texts": len(texts),
-                "n_tokens": sum(lengths), "max_length": max_length, "batch_size": batch_size,
-                "hidden_size": model.hidden_size, "plan": plan, "done": {}, "complete": False,
-            },
-        )
+        ids = tokenize_texts(model.tokenizer, texts.texts, max_length)
+        lengths = [len(x) for x in ids]
+        order, plan = _plan_shards(lengths, batch_size, shard_tokens)
+        if store is None or store.manifest.get("plan") != plan:
+            store = ActivationStore(
+                root,
+                {
+                    "version": STORE_VERSION, "model": model.name, "model_identity": model.identity,
+                    "layers": layer_idx, "dtype": str(model.dtype).removeprefix("torch."),
+                    "text_set": texts.name, "text_key": texts.key, "n_texts": len(texts),
+                    "n_tokens": sum(lengths), "max_length": max_length, "batch_size": batch_size,
+                    "hidden_size": model.hidden_size, "plan": plan, "done": {}, "complete": False,
+                },
+            )
+            write_json(mpath, store.manifest)
+
+        todo = [i for i in range(len(plan)) if str(i) not in store.manifest["done"]]
+        pad = model.tokenizer.pad_token_id or 0
+        bar = tqdm(total=sum(lengths[order[j]] for i in todo for s in plan[i] for j in range(s, min(s + batch_size, len(order)))),
+                   desc=f"collect {model.name} [{texts.name}]", unit="tok", disable=not progress, leave=False)
+        for n_written, shard_i in enumerate(todo):
+            if _stop_after_shards is not None and n_written >= _stop_after_shards:
+                bar.close()
+                raise KeyboardInterrupt(f"simulated interruption after {n_written} shards")
+            rows: dict[str, list[torch.Tensor]] = {f"acts_L{layer}": [] for layer in layer_idx}
+            rows.update(text_idx=[], pos=[], token_id=[])
+            for start in plan[shard_i]:
+                batch = order[start : start + batch_size]
+                width = max(lengths[i] for i in batch)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, i in enumerate(batch):
+                    input_ids[r, : lengths[i]] = torch.tensor(ids[i])
+                    mask[r, : lengths[i]] = 1
+                hidden = _forward_capture(model, input_ids.to(model.device), mask.to(model.device), layer_idx)
+                keep = mask.bool()
+                for layer in layer_idx:
+                    rows[f"acts_L{layer}"].append(hidden[layer].cpu()[keep])
+                rows["text_idx"].append(torch.tensor(batch).unsqueeze(1).expand_as(input_ids)[keep])
+                rows["pos"].append(torch.arange(width).unsqueeze(0).expand_as(input_ids)[keep])
+                rows["token_id"].append(input_ids[keep])
+                bar.update(int(keep.sum()))
+            tensors = {k: torch.cat(v).contiguous() for k, v in rows.items()}
+            fname = f"shard-{shard_i:05d}.safetensors"
+            with atomic_path(root / fname) as tmp:
+                save_file(tensors, str(tmp), metadata={"model": model.name, "identity": model.identity, "layers": ",".join(map(str, layer_idx))})
+            path = root / fname
+            store.manifest["done"][str(shard_i)] = {"file": fname, "size": path.stat().st_size, "sha256": sha256_file(path), "n": int(tensors["pos"].numel())}
+            write_json(mpath, store.manifest)
+        bar.close()
+        store.manifest["complete"] = True
         write_json(mpath, store.manifest)
-
-    todo = [i for i in range(len(plan)) if str(i) not in store.manifest["done"]]
-    pad = model.tokenizer.pad_token_id or 0
-    bar = tqdm(total=sum(lengths[order[j]] for i in todo for s in plan[i] for j in range(s, min(s + batch_size, len(order)))),
-               desc=f"collect {model.name} [{texts.name}]", unit="tok", disable=not progress, leave=False)
-    for n_written, shard_i in enumerate(todo):
-        if _stop_after_shards is not None and n_written >= _stop_after_shards:
-            bar.close()
-            raise KeyboardInterrupt(f"simulated interruption after {n_written} shards")
-        rows: dict[str, list[torch.Tensor]] = {f"acts_L{layer}": [] for layer in layer_idx}
-        rows.update(text_idx=[], pos=[], token_id=[])
-        for start in plan[shard_i]:
-            batch = order[start : start + batch_size]
-            width = max(lengths[i] for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                input_ids[r, : lengths[i]] = torch.tensor(ids[i])
-                mask[r, : lengths[i]] = 1
-            hidden = _forward_capture(model, input_ids.to(model.device), mask.to(model.device), layer_idx)
-            keep = mask.bool()
-            for layer in layer_idx:
-                rows[f"acts_L{layer}"].append(hidden[layer].cpu()[keep])
-            rows["text_idx"].append(torch.tensor(batch).unsqueeze(1).expand_as(input_ids)[keep])
-            rows["pos"].append(torch.arange(width).unsqueeze(0).expand_as(input_ids)[keep])
-            rows["token_id"].append(input_ids[keep])
-            bar.update(int(keep.sum()))
-        tensors = {k: torch.cat(v).contiguous() for k, v in rows.items()}
-        fname = f"shard-{shard_i:05d}.safetensors"
-        with atomic_path(root / fname) as tmp:
-            save_file(tensors, str(tmp), metadata={"model": model.name, "identity": model.identity, "layers": ",".join(map(str, layer_idx))})
-        path = root / fname
-        store.manifest["done"][str(shard_i)] = {"file": fname, "size": path.stat().st_size, "sha256": sha256_file(path), "n": int(tensors["pos"].numel())}
-        write_json(mpath, store.manifest)
-    bar.close()
-    store.manifest["complete"] = True
-    write_json(mpath, store.manifest)
-    return store
+        return store
 
 
-@dataclass
-class RowAlignment:
-    """Rows of two stores holding comparable positions (models with different tokenizers).
+    @dataclass
+    class RowAlignment:
+        """Rows of two stores holding comparable positions (models with different tokenizers).
 
-    Row k of the pair is row `rows_a[k]` of store A and row `rows_b[k]` of store B; `stats` holds
-    the share of each model's tokens that could be aligned (see harness/align.py)."""
+        Row k of the pair is row `rows_a[k]` of store A and row `rows_b[k]` of store B; `stats` holds
+        the share of each model's tokens that could be aligned (see harness/align.py)."""
 
-    rows_a: torch.Tensor  # [n_pairs] int64, row index into store A (row order of `ActivationStore.load`)
-    rows_b: torch.Tensor
-    stats: dict
+        rows_a: torch.Tensor  # [n_pairs] int64, row index into store A (row order of `ActivationStore.load`)
+        rows_b: torch.Tensor
+        stats: dict
 
-    def __len__(self) -> int:
-        return int(self.rows_a.numel())
+        def __len__(self) -> int:
+            return int(self.rows_a.numel())
 
 
 def _take(la: LayerActs, rows: torch.Tensor) -> LayerActs:

