@@ -317,19 +317,19 @@ def collect(
         return store
 
 
-    @dataclass
-    class RowAlignment:
-        """Rows of two stores holding comparable positions (models with different tokenizers).
+@dataclass
+class RowAlignment:
+    """Rows of two stores holding comparable positions (models with different tokenizers).
 
-        Row k of the pair is row `rows_a[k]` of store A and row `rows_b[k]` of store B; `stats` holds
-        the share of each model's tokens that could be aligned (see harness/align.py)."""
+    Row k of the pair is row `rows_a[k]` of store A and row `rows_b[k]` of store B; `stats` holds
+    the share of each model's tokens that could be aligned (see harness/align.py)."""
 
-        rows_a: torch.Tensor  # [n_pairs] int64, row index into store A (row order of `ActivationStore.load`)
-        rows_b: torch.Tensor
-        stats: dict
+    rows_a: torch.Tensor  # [n_pairs] int64, row index into store A (row order of `ActivationStore.load`)
+    rows_b: torch.Tensor
+    stats: dict
 
-        def __len__(self) -> int:
-            return int(self.rows_a.numel())
+    def __len__(self) -> int:
+        return int(self.rows_a.numel())
 
 
 def _take(la: LayerActs, rows: torch.Tensor) -> LayerActs:
