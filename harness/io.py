@@ -165,7 +165,7 @@ def cache_lock(path: str | Path) -> Iterator[None]:
     try:
         lock.acquire(timeout=0.5)
     except Timeout:
-        print(f"[diffbench] waiting for another job that is computing {Path(path).name}", flush=True)
+        print(f"[diffbench] waiting for another job that is computing {path.name}", flush=True)
         lock.acquire()
     try:
         yield

@@ -19,6 +19,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Iterable
 
+from .io import stable_hash
+
 
 class PluginError(ValueError):
     """A plug-in that cannot be found or fails on import."""
@@ -32,7 +34,7 @@ def load_plugins(entries: Iterable[str]) -> None:
             if entry.endswith(".py") or path.exists():
                 if not path.is_file():
                     raise PluginError(f"plugin file {entry} does not exist")
-                name = f"diffbench_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+                name = f"diffbench_plugin_{path.stem}_{stable_hash(str(path.resolve()), 8)}"
                 if name in sys.modules:
                     continue
                 spec = importlib.util.spec_from_file_location(name, path)

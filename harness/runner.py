@@ -74,6 +74,7 @@ class Runner:
             self.methods = {k: self.methods[k] for k in self.suite.methods}
         load_all_methods()
         self.method_configs: dict[str, dict] = {}  # resolved: each method's dataclass defaults with the overrides applied
+        self.config_hashes: dict[str, str] = {}  # of the resolved config: moving a value between dataclass and YAML changes nothing
         for key, mcfg in self.methods.items():
             if not isinstance(mcfg, dict) or "name" not in mcfg:
                 raise ValueError(f"method config {key!r} needs a `name` (the registered method) and optional `params`")
@@ -82,6 +83,7 @@ class Runner:
                 self.method_configs[key] = cls(**(mcfg.get("params") or {})).config
             except (TypeError, ValueError) as e:
                 raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
+            self.config_hashes[key] = stable_hash({"name": mcfg["name"], "config": self.method_configs[key]})
         self._models: dict[str, LoadedModel] = {}
         self._adapters: dict[str, Path] = {}
         self.cards: dict[str, PlantCard] = {}
@@ -338,8 +340,7 @@ class Runner:
             inputs = self.pair_inputs(pair) if status == "ok" else ""
             for key, mcfg in self.methods.items():
                 cls = METHODS.get(mcfg["name"])
-                # of the resolved config (defaults + overrides): moving a value between the dataclass and YAML changes nothing
-                config_hash = stable_hash({"name": mcfg["name"], "config": self.method_configs[key]})
+                config_hash = self.config_hashes[key]
                 for seed in self.seeds_for(mcfg["name"]):
                     path = self.finding_path(key, pair, seed)
                     status_path = path.with_suffix(".status.json")

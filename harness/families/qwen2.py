@@ -1,12 +1,9 @@
-"""Qwen2 / Qwen2.5 decoders: Llama's layout (pre-norm, RMSNorm gain w) with biased q/k/v projections."""
+"""Qwen2 / Qwen2.5 decoders: Llama's layout (pre-norm, RMSNorm gain w, the same module names), with biased
+q/k/v projections, which change nothing diffbench reads."""
 
-from . import Family, register
+from dataclasses import replace
 
-QWEN2 = register(Family(
-    name="qwen2",
-    model_types=("qwen2",),
-    lora_targets=("q_proj", "v_proj", "o_proj", "down_proj"),
-    blocks=lambda m: m.model.layers,
-    final_norm=lambda m: m.model.norm,
-    mlp_input_norm="post_attention_layernorm",
-))
+from . import register
+from .llama import LLAMA
+
+QWEN2 = register(replace(LLAMA, name="qwen2", model_types=("qwen2",)))
