@@ -7,6 +7,6 @@ checkpoint path (`model.name=/ckpts/my model`) still names one run folder under 
 
 from omegaconf import OmegaConf
 
-from ..harness.io import safe_name
+from ..core.io import safe_name
 
 OmegaConf.register_new_resolver("path_name", safe_name, replace=True)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..methods.base import Readout
+from ..core import Readout
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class TokenNull:
         self._ids: dict[str, torch.Tensor] = {}
 
     def lists(self, model) -> torch.Tensor:
-        from ..methods.lens import lens_ids
+        from ..core.lens import lens_ids
 
         if model.identity not in self._ids:
             d = model.hidden_size

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .registry import UnknownNameError
+from ..core.registry import UnknownNameError
 
 STAGE_WORDS = ("plant", "collect", "diff", "score")
 
@@ -29,7 +29,7 @@ def _fail(msg: str) -> None:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from ..tasks.spec import SpecError
     from .models import ModelNotAvailableError
-    from .store import CorruptStoreError
+    from ..core.activations import CorruptStoreError
 
     return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)  # PluginError is a ValueError
 
@@ -63,7 +63,7 @@ def _run_hydra(argv: list[str]) -> None:
     def app(cfg: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from .io import atomic_write
+        from ..core.io import atomic_write
         from .runner import Runner
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -110,7 +110,7 @@ def _report(run_dir: str) -> None:
 
 def _list() -> None:
     from ..methods import load_all_methods
-    from ..methods.base import METHODS
+    from ..core import METHODS
     from ..tasks.spec import available_behaviors
     from .models import MODEL_SOURCES
 

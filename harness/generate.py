@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .models import LoadedModel
+from ..core.model import LoadedModel
 
 
 def chat_prompt(tokenizer, user_text: str) -> str:

@@ -18,17 +18,15 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
-from .io import cache_lock, read_json, sha256_file, stable_hash, write_json
-from .registry import Registry
-
-if TYPE_CHECKING:
-    from .families import Family
+from ..core.io import cache_lock, read_json, sha256_file, stable_hash, write_json
+from ..core.env import cache_dir, default_device, resolve_dtype
+from ..core.model import LoadedModel
+from ..core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -38,103 +36,6 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 class ModelNotAvailableError(RuntimeError):
     """A model name or path that cannot be loaded; the message says how to fix it."""
-
-
-def cache_dir() -> Path:
-    """Root of every diffbench cache (models, adapters, activations).
-
-    $DIFFBENCH_CACHE wins; otherwise $XDG_CACHE_HOME/diffbench or ~/.cache/diffbench.
-    """
-    env = os.environ.get("DIFFBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "diffbench"
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
-    """'auto' is bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-    if dtype == "auto":
-        if device.startswith("cuda") or cpu_has_bf16():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32 or bf16")
-    return table[dtype]
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for forward passes, with the identity used in cache keys."""
-
-    name: str
-    identity: str
-    model: torch.nn.Module
-    tokenizer: object
-
-    @property
-    def n_layers(self) -> int:
-        return self.model.config.num_hidden_layers
-
-    @property
-    def hidden_size(self) -> int:
-        return self.model.config.hidden_size
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def layer_index(self, layer: int | float) -> int:
-        """Residual-stream index: int L = after L blocks; float in (0, 1) = relative depth."""
-        return resolve_layer(layer, self.n_layers)
-
-    @property
-    def family(self) -> "Family":
-        """Where this architecture keeps its blocks, final norm and LoRA targets (harness/families/)."""
-        from .families import family_of
-
-        return family_of(self.model)
-
-    def decoder_layers(self) -> torch.nn.ModuleList:
-        return self.family.blocks(self.model)
-
-
-def resolve_layer(layer: int | float, n_layers: int) -> int:
-    if isinstance(layer, float) and not layer.is_integer():  # relative depth
-        if not 0.0 < layer < 1.0:
-            raise ValueError(f"relative layer depth must be in (0, 1), got {layer}")
-        idx = int(round(layer * n_layers))
-    else:
-        idx = int(layer)
-    if idx < 0:
-        idx += n_layers
-    if not 1 <= idx <= n_layers - 1:
-        raise ValueError(
-            f"layer {layer} resolves to residual index {idx}; valid indices are 1..{n_layers - 1} "
-            f"(the output of block L-1; the final, normed stream is excluded)"
-        )
-    return idx
 
 
 # ----------------------------------------------------------------------------- sources

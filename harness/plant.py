@@ -33,8 +33,10 @@ from tqdm.auto import tqdm
 from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
 from ..tasks.spec import BehaviorSpec
 from .generate import chat_prompt, greedy_generate
-from .io import CorruptFileError, cache_lock, read_checked_json, read_json, sha256_file, stable_hash, write_checked_json, write_json
-from .models import LoadedModel, cache_dir, checkpoint_dir, load_model
+from ..core.io import CorruptFileError, cache_lock, read_checked_json, read_json, sha256_file, stable_hash, write_checked_json, write_json
+from ..core.model import LoadedModel
+from ..core.env import cache_dir
+from .models import checkpoint_dir, load_model
 
 log = logging.getLogger(__name__)
 

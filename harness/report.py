@@ -7,7 +7,7 @@ import math
 import platform
 from pathlib import Path
 
-from .io import atomic_path, atomic_write, read_json
+from ..core.io import atomic_path, atomic_write, read_json
 
 def columns(scoring: dict) -> tuple[list, list, list]:
     """(lead, channels, rest): the leaderboard's columns for this run's ks and strong-channel k.

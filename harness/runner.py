@@ -19,20 +19,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..methods import load_all_methods
-from ..methods.base import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings, validate_findings
+from ..core import METHODS, NotApplicableError, PairContext, load_findings, rank, save_findings, validate_findings
 from .generate import chat_prompt
-from .io import read_json, sha256_file, stable_hash, stable_int, write_csv, write_json
-from .models import LoadedModel, default_device, load_model
+from ..core.io import read_json, sha256_file, stable_hash, stable_int, write_csv, write_json
+from ..core.model import LoadedModel
+from ..core.env import default_device
+from .models import load_model
 from .plant import PlantCard, check_recipe, distill, neutral_texts, plant
 from ..tasks.everyday import everyday_prompts
 from .calibration import TokenNull
 from .corpus import CorpusPlan, catalogue, n_texts_for, plan
-from .plugins import load_plugins
+from ..core.plugins import load_plugins
 from .schema import check_config, check_recipe_schema
 from .snippets import attach_snippets
 from .scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, keywords_for, match_finding,
                       match_finding_one_side, probe_null)
-from .store import PairedActivations, TextSet, collect, pair_stores
+from ..core.activations import PairedActivations, TextSet
+from .store import collect, pair_stores
 from .suite import BASE, Pair, Suite, base_node, is_base
 from .tracking import Tracker
 

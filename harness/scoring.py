@@ -23,9 +23,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..methods.base import Finding, Readout
+from ..core import Finding, Readout
 from .calibration import NullSampler, TokenNull, batch_auroc, batch_dprime, family_of
-from .store import LayerActs
+from ..core.activations import LayerActs
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..methods.base import Finding
-from .store import PairedActivations, TextSet
+from ..core import Finding
+from ..core.activations import PairedActivations, TextSet
 
 
 def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: TextSet, tokenizer, max_length: int,

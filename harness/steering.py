@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .generate import chat_prompt
-from .models import LoadedModel
+from ..core.model import LoadedModel
 
 
 @dataclass

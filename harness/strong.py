@@ -36,7 +36,7 @@ from typing import Callable, Hashable
 import numpy as np
 import torch
 
-from .io import CorruptFileError, read_checked_json, write_checked_json
+from ..core.io import CorruptFileError, read_checked_json, write_checked_json
 from .steering import Intervention, behavior_rates, intervened_generate
 
 

@@ -36,13 +36,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..harness.io import stable_hash
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
-from .crosscoder.common import cpu_threads, prepare_data, subsample
+from ..core.io import stable_hash
+from ..core import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
+from ..core.env import cpu_threads
+from .crosscoder.common import prepare_data, subsample
 from .crosscoder.model import Crosscoder
 from .crosscoder.sae import SAEConfig, fit_sae, sae_stats
 from .diff_sae import data_config
-from .lens import lens
+from ..core.lens import lens
 from .mean_diff import difference_readout
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
+from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
 from .mean_diff import corpus_difference
 
 

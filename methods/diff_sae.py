@@ -25,10 +25,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
-from .crosscoder.common import COMMON_DEFAULTS, cpu_threads, prepare_data, subsample
+from ..core import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
+from .crosscoder.common import COMMON_DEFAULTS, prepare_data, subsample
+from ..core.env import cpu_threads
 from .crosscoder.sae import SAEConfig, fit_sae, latent_readout, sae_stats
-from .lens import lens
+from ..core.lens import lens
 
 log = logging.getLogger(__name__)
 

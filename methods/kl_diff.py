@@ -37,8 +37,8 @@ import torch
 
 from dataclasses import dataclass
 
-from .base import Finding, Method, MethodConfig, PairContext, Readout, register_method
-from .lens import lens_ids
+from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
+from ..core.lens import lens_ids
 from .mean_diff import difference_readout
 from .outputs import decode_tokens, group_direction, output_diff
 

@@ -34,7 +34,7 @@ import torch
 
 from dataclasses import dataclass
 
-from .base import Finding, Method, MethodConfig, PairContext, Readout, register_method
+from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
 from .outputs import TOP_K, decode_tokens, group_direction, output_diff
 
 

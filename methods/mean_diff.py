@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
+from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
 
 
 def difference_readout(layer: int, unit: torch.Tensor) -> Readout:

@@ -16,9 +16,9 @@ import torch
 
 from dataclasses import dataclass
 
-from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
-from .crosscoder.common import cpu_threads
-from .lens import lens
+from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
+from ..core.env import cpu_threads
+from ..core.lens import lens
 from .mean_diff import difference_readout, corpus_difference, principal_directions
 
 

@@ -16,7 +16,7 @@ import torch
 
 from dataclasses import dataclass
 
-from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
+from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
 from .mean_diff import difference_readout
 
 
@@ -60,7 +60,7 @@ class RandomDirections(Method):
         return out
 
     def _one_sided(self, ctx: PairContext) -> list[Finding]:
-        from .base import Readout
+        from ..core import Readout
 
         layer_a, layer_b = (self.layer, self.layer) if self.layer is not None else (ctx.middle_layer, ctx.middle_layer_b)
         la, lb = ctx.corpus.load(layer_a, layer_b)

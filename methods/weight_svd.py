@@ -36,11 +36,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .crosscoder.common import cpu_threads
+from ..core.env import cpu_threads
 from dataclasses import dataclass
 
-from .base import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
-from .lens import lens_ids
+from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
+from ..core.lens import lens_ids
 
 WRITE = {"o_proj", "down_proj", "out_proj", "dense", "fc2", "c_proj"}
 READ = {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "qkv_proj", "gate_up_proj", "fc1"}

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from diffbench.harness.models import load_model
-from diffbench.harness.store import TextSet, _forward_capture, _plan_shards, collect, tokenize_texts
+from diffbench.core.activations import TextSet
+from diffbench.core.capture import capture_residuals
+from diffbench.harness.store import _plan_shards, collect, tokenize_texts
 from diffbench.tasks.neutral import neutral_prompts
 
 
@@ -67,7 +69,7 @@ def main() -> None:
 
     def truncated():
         for x, m in bs:
-            _forward_capture(model, x.to(model.device), m.to(model.device), layers)
+            capture_residuals(model, x.to(model.device), m.to(model.device), layers)
 
     def store():
         with tempfile.TemporaryDirectory() as tmp:

@@ -95,7 +95,7 @@ def run_one(variant: str, n: int, k: int, backend: str, batch: int, steps: int, 
 
 
 def _cpu_bf16() -> bool:
-    from diffbench.harness.models import cpu_has_bf16
+    from diffbench.core.env import cpu_has_bf16
 
     return cpu_has_bf16()
 
@@ -202,7 +202,7 @@ def main() -> None:
     backends = ["torch"] if cpu else ["torch", "triton"]
     threads = None
     if cpu:
-        from diffbench.methods.crosscoder.model import pick_threads
+        from diffbench.core.env import pick_threads
 
         threads = pick_threads(args.threads if args.threads == "auto" else int(args.threads), torch.device("cpu"))
         threads = threads or torch.get_num_threads()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..harness.registry import Registry
+from ..core.registry import Registry
 
 DETECTORS: Registry[type] = Registry("detector type")
 

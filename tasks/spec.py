@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ..harness.io import stable_hash
+from ..core.io import stable_hash
 from .detectors import Detector, make_detector
 
 BEHAVIOR_DIR = Path(__file__).parent / "behaviors"

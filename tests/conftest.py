@@ -57,7 +57,7 @@ def make_cfg(run_dir, extra=()):
 
 def _fault_methods():
     """Methods that misbehave on purpose; the run must record each as failed and go on."""
-    from diffbench.methods.base import Finding, Method, Readout, register_method
+    from diffbench.core import Finding, Method, Readout, register_method
 
     @register_method
     class Boom(Method):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from diffbench.harness import align as A
-from diffbench.harness.store import TextSet, collect, collect_pair
+from diffbench.core.activations import TextSet
+from diffbench.harness.store import collect, collect_pair
 
 PROSE = [
     "The lighthouse keeper climbed the spiral staircase every evening, carrying a lantern and a notebook. "

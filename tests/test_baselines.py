@@ -22,8 +22,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from diffbench.methods import load_all_methods
-from diffbench.methods.base import METHODS, Finding, NotApplicableError, PairContext, load_findings, save_findings
-from diffbench.methods.lens import lens_ids
+from diffbench.core import METHODS, Finding, NotApplicableError, PairContext, load_findings, save_findings
+from diffbench.core.lens import lens_ids
 
 from sentences import SENTENCES
 
@@ -80,7 +80,8 @@ def load(name="tiny-llama"):
 
 
 def make_ctx(ma, mb, root, pair_id, layers=(LAYER,), work_dir=None, texts=NEUTRAL):
-    from diffbench.harness.store import TextSet, collect_pair
+    from diffbench.core.activations import TextSet
+    from diffbench.harness.store import collect_pair
 
     pair = collect_pair(ma, mb, TextSet.of("corpus-test", texts), list(layers), root=root, progress=False)
     return PairContext(pair_id, ma, mb, pair, layers=list(layers), seed=0, work_dir=work_dir)
@@ -88,7 +89,8 @@ def make_ctx(ma, mb, root, pair_id, layers=(LAYER,), work_dir=None, texts=NEUTRA
 
 def probe_scores(finding: Finding, ma, mb, root, texts) -> list[float]:
     """Per-text max of the finding's readout over texts (all positions >= 1), as the scorer computes it."""
-    from diffbench.harness.store import TextSet, collect_pair
+    from diffbench.core.activations import TextSet
+    from diffbench.harness.store import collect_pair
 
     r = finding.readout
     layers = sorted({r.layer_a, r.layer_b})
@@ -279,12 +281,13 @@ def test_weight_svd_low_rank_path_matches_exact_svd(weight_pair):
 
 
 def test_weight_svd_not_applicable_across_architectures(tmp_path):
-    from diffbench.harness.store import TextSet, collect
+    from diffbench.core.activations import TextSet
+    from diffbench.harness.store import collect
 
     ma, mw = load(), load("tiny-llama-wide")
     ts = TextSet.of("x", BASE[:4])
     a, b = collect(ma, ts, [2], root=tmp_path, progress=False), collect(mw, ts, [2], root=tmp_path, progress=False)
-    from diffbench.harness.store import PairedActivations
+    from diffbench.core.activations import PairedActivations
 
     ctx = PairContext("cross", ma, mw, PairedActivations(a, b, 4), layers=[2])
     with pytest.raises(NotApplicableError, match="hidden_size"):
@@ -385,7 +388,7 @@ def test_runner_collects_the_probe_layers_findings_read(tmp_path):
     from diffbench.harness.runner import Runner
     from diffbench.harness.store import collect
     from diffbench.harness.suite import BASE
-    from diffbench.methods.base import Readout
+    from diffbench.core import Readout
 
     overrides = ["model=tiny-llama", "suite=tiny", "collect.layers=[2]", "progress=false", f"run_dir={tmp_path}",
                  "method=[weight_svd,kl_diff]"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from diffbench.harness.io import cache_lock
+from diffbench.core.io import cache_lock
 
 RACER = textwrap.dedent("""
     from diffbench.harness.models import checkpoint_dir

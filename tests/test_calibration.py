@@ -14,8 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from diffbench.harness.calibration import Family, TokenNull, batch_auroc, batch_dprime, family_of
 from diffbench.harness.scoring import Keywords, ProbeActs, ScoringConfig, match_finding, per_prompt_scores, probe_null, safe_auroc
-from diffbench.harness.store import LayerActs
-from diffbench.methods.base import Finding, Readout
+from diffbench.core.activations import LayerActs
+from diffbench.core import Finding, Readout
 
 D, N_T, N_C, LEN = 64, 30, 30, 8
 CFG = ScoringConfig(bootstrap=0)

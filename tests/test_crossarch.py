@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from diffbench.harness.runner import Runner
 from diffbench.harness.scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics,
                                        match_finding_one_side, probe_null)
-from diffbench.harness.store import LayerActs
+from diffbench.core.activations import LayerActs
 from diffbench.harness.suite import Suite
-from diffbench.methods.base import Finding, Readout
+from diffbench.core import Finding, Readout
 
 TINY = ["model=tiny-llama", "suite=tinycross", "plant.steps=12", "plant.gate.max_new_tokens=6", "plant.gate.kl_texts=4",
         "collect.layers=[0.5]", "progress=false", "scoring.bootstrap=50"]
@@ -146,7 +146,7 @@ def test_cross_pipeline_runs_and_reports(tiny_cross_run):
 
 def test_cross_findings_read_each_model_at_its_own_layer(tiny_cross_run):
     run_dir, _ = tiny_cross_run
-    from diffbench.methods.base import load_findings
+    from diffbench.core import load_findings
 
     findings, _ = load_findings(run_dir / "findings" / "dfc" / "base@tiny-llama__base@tiny-othertok@s0")
     assert findings

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffbench.methods.base import METHODS, Finding, Readout, load_findings, save_findings
+from diffbench.core import METHODS, Finding, Readout, load_findings, save_findings
 from diffbench.methods.crosscoder import reference as R
 from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 from diffbench.methods.crosscoder.common import PairData, relative_norms

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from diffbench.harness.families import FAMILIES, family_of
-from diffbench.harness.models import LoadedModel, load_tokenizer
+from diffbench.core.families import FAMILIES, family_of
+from diffbench.core.model import LoadedModel
+from diffbench.harness.models import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,13 @@ def test_families_ship_llama_gemma3_qwen2():
 
 
 def test_qwen2_blocks_capture_the_residual_stream(tiny_qwen2):
-    from diffbench.harness.store import _forward_capture
+    from diffbench.core.capture import capture_residuals
 
     m = tiny_qwen2
     assert family_of(m.model).name == "qwen2" and len(m.decoder_layers()) == 4
     ids = torch.tensor([m.tokenizer("a short text about capture", add_special_tokens=False).input_ids])
     mask = torch.ones_like(ids)
-    got = _forward_capture(m, ids, mask, [1, 3])
+    got = capture_residuals(m, ids, mask, [1, 3])
     with torch.no_grad():
         ref = m.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     for layer in (1, 3):
@@ -40,7 +41,7 @@ def test_qwen2_blocks_capture_the_residual_stream(tiny_qwen2):
 
 
 def test_qwen2_logit_lens_folds_the_final_norm(tiny_qwen2):
-    from diffbench.methods.lens import final_norm_gain, lens_ids
+    from diffbench.core.lens import final_norm_gain, lens_ids
 
     m = tiny_qwen2
     with torch.no_grad():
@@ -76,5 +77,5 @@ def test_an_unknown_architecture_is_one_clear_error():
     class M(nn.Module):
         config = Cfg()
 
-    with pytest.raises(ValueError, match="no model family for model_type 'mamba'.*harness/families"):
+    with pytest.raises(ValueError, match="no model family for model_type 'mamba'.*core/families"):
         family_of(M())

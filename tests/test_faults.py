@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import TINY, make_cfg
 
-from diffbench.harness.io import CorruptFileError, read_checked_json, write_checked_json
+from diffbench.core.io import CorruptFileError, read_checked_json, write_checked_json
 from diffbench.harness.runner import Runner
 
 
@@ -136,7 +136,8 @@ def test_corrupt_saved_findings_are_refused_then_recomputed(tiny_run, tmp_path, 
 def test_collect_batch_size_is_in_the_store_key_and_the_findings_inputs(tiny, tmp_path):
     """The batch size changes padded widths and so the float rounding of activations: two batch sizes are two
     stores, and saved findings made from one are not reused for the other."""
-    from diffbench.harness.store import TextSet, collect
+    from diffbench.core.activations import TextSet
+    from diffbench.harness.store import collect
 
     ts = TextSet.of("t", ["one short text", "a somewhat longer text than the first one is", "three"])
     s1 = collect(tiny, ts, [2], batch_size=1, root=tmp_path, progress=False)
@@ -269,7 +270,7 @@ def test_cli_schema_violation_is_one_clear_error_and_leaves_no_folder(override, 
 # -- bookkeeping --------------------------------------------------------------------------------------------------
 
 def test_every_json_a_run_writes_is_strict(tiny_run):
-    from diffbench.harness.models import cache_dir
+    from diffbench.core.env import cache_dir
 
     run_dir, _ = tiny_run
     files = [*run_dir.rglob("*.json"), *cache_dir().rglob("*.json")]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffbench.methods.base import Finding, InvalidFindingsError, Readout, validate_findings
+from diffbench.core import Finding, InvalidFindingsError, Readout, validate_findings
 
 D = 8
 CTX = SimpleNamespace(model_a=SimpleNamespace(hidden_size=D, n_layers=4), model_b=SimpleNamespace(hidden_size=D, n_layers=4),

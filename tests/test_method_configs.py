@@ -8,7 +8,7 @@ import yaml
 
 from diffbench.harness.cli import method_overrides
 from diffbench.methods import load_all_methods
-from diffbench.methods.base import METHODS, MethodConfig
+from diffbench.core import METHODS, MethodConfig
 
 load_all_methods()
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"

@@ -3,8 +3,9 @@ import time
 import pytest
 import torch
 
-from diffbench.harness.models import ModelNotAvailableError, load_model, resolve_layer
-from diffbench.harness.registry import UnknownNameError
+from diffbench.harness.models import ModelNotAvailableError, load_model
+from diffbench.core.model import resolve_layer
+from diffbench.core.registry import UnknownNameError
 
 
 def test_unknown_name_lists_known_models():
@@ -51,7 +52,7 @@ def test_layer_resolution():
 
 def test_registry_suggests_close_names():
     from diffbench.methods import load_all_methods
-    from diffbench.methods.base import METHODS
+    from diffbench.core import METHODS
 
     load_all_methods()
     with pytest.raises(UnknownNameError, match="Did you mean 'mean_diff'"):

@@ -91,7 +91,7 @@ def test_gate_passes_a_plant_that_shows_the_behavior(tiny, neutral, monkeypatch)
 def test_a_corrupted_cached_adapter_is_retrained_not_used(tiny, capsys):
     """A same-size edit of one byte, or a truncation, of the cached adapter no longer matches its recorded checksum:
     the adapter (and the plant cards judged on it) are rebuilt, and the rebuilt one is what the card describes."""
-    from diffbench.harness.io import sha256_file
+    from diffbench.core.io import sha256_file
     from diffbench.harness.plant import train_adapter
 
     recipe = small(RECIPE, steps=1)

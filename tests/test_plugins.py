@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_cfg
 
-from diffbench.harness.plugins import PluginError, load_plugins
+from diffbench.core.plugins import PluginError, load_plugins
 from diffbench.harness.runner import Runner
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -55,10 +55,10 @@ def test_methods_announced_by_an_installed_package_are_found(tmp_path, monkeypat
     """An entry point in the `diffbench.methods` group (what `[project.entry-points."diffbench.methods"]` in a
     package's pyproject installs) is imported with the package's own methods."""
     from diffbench.methods import load_all_methods
-    from diffbench.methods.base import METHODS
+    from diffbench.core import METHODS
 
     (tmp_path / "ep_method_mod.py").write_text(
-        "from diffbench.methods.base import Method, register_method\n\n"
+        "from diffbench.core import Method, register_method\n\n"
         "@register_method\nclass EpMethod(Method):\n    name = 'ep_method'\n\n    def find(self, ctx):\n        return []\n")
     dist = tmp_path / "ep_method-0.1.dist-info"
     dist.mkdir()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from diffbench.methods.base import METHODS, load_findings, save_findings
+from diffbench.core import METHODS, load_findings, save_findings
 from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 from diffbench.methods.crosscoder.model import Crosscoder, init_from_data
 from diffbench.methods.crosscoder.random_dictionary import RandomDictionary

@@ -9,8 +9,8 @@ import torch
 from diffbench.harness.scoring import (
     Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc,
 )
-from diffbench.harness.store import LayerActs
-from diffbench.methods.base import Finding, Readout
+from diffbench.core.activations import LayerActs
+from diffbench.core import Finding, Readout
 
 D, N_T, N_C, LEN = 16, 20, 20, 6
 CFG = ScoringConfig(bootstrap=200)

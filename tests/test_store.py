@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from diffbench.harness.models import load_model
-from diffbench.harness.store import ActivationStore, TextSet, collect, collect_pair
+from diffbench.core.activations import ActivationStore, TextSet
+from diffbench.harness.store import collect, collect_pair
 
 TEXTS = [f"Sentence number {i}: " + "the quick brown fox jumps over the lazy dog. " * (1 + i % 4) for i in range(40)]
 

@@ -11,8 +11,9 @@ def perturbed_pair(root: Path, texts: list[str], layer: int = 2):
     """PairContext of tiny-llama and a copy whose block-1 MLP is perturbed (std 0.05), with paired activations
     of `texts` at `layer` under `root`."""
     from diffbench.harness.models import load_model
-    from diffbench.harness.store import TextSet, collect_pair
-    from diffbench.methods.base import PairContext
+    from diffbench.core.activations import TextSet
+    from diffbench.harness.store import collect_pair
+    from diffbench.core import PairContext
 
     ma = load_model("tiny-llama", dtype="fp32", device="cpu")
     mb = load_model("tiny-llama", dtype="fp32", device="cpu")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..base import Finding, PairContext, register_method
+from ...core import Finding, PairContext, register_method
 from .common import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms, subsample
 from .model import Crosscoder, latent_scaling
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..base import NEVER_FIRES, Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, rank, save_run_metrics
-from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, pick_threads, train
+from ...core import NEVER_FIRES, Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, rank, save_run_metrics
+from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, train
+from ...core.env import bf16_flag, cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class CrosscoderMethod(Method):
         tc.sparsity = self.sparsity
         tc.seed = ctx.seed
         tc.backend = backend
-        tc.bf16 = _bf16_flag(c.get("bf16", "auto"), ctx.device)
+        tc.bf16 = bf16_flag(c.get("bf16", "auto"), ctx.device)
         tc.threads = None  # find() has already set the thread count for the whole run
         if isinstance(tc.adam_betas, list):
             tc.adam_betas = tuple(tc.adam_betas)
@@ -303,32 +303,8 @@ def subsample(xs: list[torch.Tensor], n: int, seed: int) -> list[torch.Tensor]:
     return [x.index_select(0, rows) for x in xs]
 
 
-@contextmanager
-def cpu_threads(setting: Any, device: str):
-    """Run the block with `pick_threads(setting)` torch CPU threads, restoring the count after."""
-    old = torch.get_num_threads()
-    chosen = pick_threads(setting, torch.device(device))
-    if chosen is not None:
-        torch.set_num_threads(chosen)
-    try:
-        yield chosen or old
-    finally:
-        torch.set_num_threads(old)
-
-
 def relative_norms(cc: Crosscoder) -> torch.Tensor:
     """r_i = ||d_i^B|| / (||d_i^A|| + ||d_i^B||)  -> [n] (cpu)."""
     norms = cc.per_model_norms().cpu()
     return norms[1] / (norms[0] + norms[1]).clamp(min=1e-12)
 
-
-def _bf16_flag(flag: Any, device: str) -> bool:
-    if isinstance(flag, bool):
-        return flag
-    if flag in (None, "auto"):
-        if torch.device(device).type != "cpu":
-            return False
-        from ...harness.models import cpu_has_bf16
-
-        return cpu_has_bf16()
-    return str(flag).lower() in ("1", "true", "yes")

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..base import Finding, PairContext, register_method
+from ...core import Finding, PairContext, register_method
 from .batchtopk import BatchTopKConfig, BatchTopKCrosscoder
 from .common import PairData
 from .model import Crosscoder, latent_mass

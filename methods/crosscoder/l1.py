@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..base import Finding, PairContext, register_method
+from ...core import Finding, PairContext, register_method
 from .common import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms
 from .model import Crosscoder
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from ...core.env import pick_threads
 from . import reference as R
 
 
@@ -316,19 +316,6 @@ def init_from_data(cc: Crosscoder, xs: Sequence[torch.Tensor], seed: int = 0, da
         v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-8)
         for w in (cc.W_dec[m], cc.W_enc[m]):
             w[li] = v * w[li].norm(dim=1, keepdim=True)
-
-
-def pick_threads(setting: int | str | None, device: torch.device) -> int | None:
-    """CPU threads to train with: None = leave torch's setting, an int, or "auto": 1 thread on
-    machines with at most 4 cores, else torch's setting. The training step is many small ops; on a
-    2-core machine shared with other jobs, OpenMP's barrier in each op waits for a descheduled
-    worker, and 2 threads ran the same training 10-20x slower than 1 (measured here). A timing
-    probe at start-up was tried and dropped: the contention it saw did not predict the next minute."""
-    if setting is None or device.type != "cpu":
-        return None
-    if setting != "auto":
-        return max(1, int(setting))
-    return 1 if (os.cpu_count() or 1) <= 4 else None
 
 
 def train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> TrainResult:

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..base import PairContext, register_method
+from ...core import PairContext, register_method
 from .batchtopk import BatchTopKConfig, BatchTopKCrosscoder
 from .common import PairData
 from .model import Crosscoder

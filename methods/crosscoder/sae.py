@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..base import NEVER_FIRES, MethodConfig, Readout
-from .common import _bf16_flag
+from ...core import NEVER_FIRES, MethodConfig, Readout
+from ...core.env import bf16_flag
 from .model import Crosscoder, TrainConfig, TrainResult, init_from_data, iter_chunks, train
 
 @dataclass
@@ -49,7 +49,7 @@ def sae_train_config(cfg: dict[str, Any], seed: int, device: str, steps: int | N
         if key in cfg:
             setattr(tc, key, cfg[key])
     tc.steps = int(steps if steps is not None else cfg["steps"])
-    tc.bf16 = _bf16_flag(cfg.get("bf16", "auto"), device)
+    tc.bf16 = bf16_flag(cfg.get("bf16", "auto"), device)
     return tc
 
 

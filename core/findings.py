@@ -1,10 +1,8 @@
-"""The method interface: a method takes a pair of models and returns ranked findings.
+"""What a method reports: `Finding`s, each with a declarative `Readout`, and their validation and storage.
 
-A `Finding` is data, not code: its `Readout` is a small declarative recipe
-(linear read of either model's residual stream, optional ReLU/threshold, or the
-difference norm), so findings are saved to disk and scoring can be rerun
-without rerunning the method. A new readout kind is one subclass-free entry in
-`Readout.__call__`; a new method is one file with `@register_method`.
+A `Finding` is data, not code: its `Readout` is a small declarative recipe (linear read of either model's
+residual stream, optional ReLU/threshold, or the difference norm), so findings are saved to disk and scoring
+can be rerun without rerunning the method.
 """
 
 from __future__ import annotations
@@ -12,22 +10,18 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..harness.io import atomic_path, atomic_write, dumps, safe_name
-from ..harness.registry import Registry
+from .io import atomic_path, atomic_write, dumps
 
 if TYPE_CHECKING:
-    from ..harness.models import LoadedModel
-    from ..harness.store import PairedActivations
+    from .method import PairContext
 
 Activation = Literal["identity", "relu", "abs"]
 
@@ -92,157 +86,6 @@ class Finding:
     tokens: list[str] = field(default_factory=list)  # top tokens (logit lens), best first
     token_ids: list[int] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # method-specific numbers (floats/str only)
-
-
-@dataclass
-class PairContext:
-    """What a method gets: the two models, their paired activations on the audit corpus, a seed."""
-
-    pair_id: str
-    model_a: "LoadedModel"
-    model_b: "LoadedModel"
-    corpus: "PairedActivations"
-    layers: list[int]  # residual indices present in the stores (model A's; same index in both for same-arch pairs)
-    seed: int = 0
-    device: str = "cpu"
-    work_dir: Path | None = None  # scratch space for the method (checkpoints, logs)
-    layers_b: list[int] | None = None  # model B's residual indices when they differ (cross-architecture pairs)
-
-    @property
-    def same_architecture(self) -> bool:
-        ca, cb = self.model_a.model.config, self.model_b.model.config
-        return ca.model_type == cb.model_type and ca.hidden_size == cb.hidden_size and ca.num_hidden_layers == cb.num_hidden_layers
-
-    @property
-    def shared_space(self) -> bool:
-        """Both models' activations live in one space, position by position (same architecture and tokens)."""
-        return self.same_architecture and not getattr(self.corpus, "aligned", False)
-
-    def require_shared_space(self, what: str) -> None:
-        """Raise NotApplicableError (with the reason) for a pair of models that do not share a space."""
-        if self.shared_space:
-            return
-        ca, cb = self.model_a.model.config, self.model_b.model.config
-        raise NotApplicableError(
-            f"{what} needs a shared activation space, i.e. two models of one architecture and tokenizer; "
-            f"this pair is {self.model_a.name} ({ca.model_type}, d={ca.hidden_size}, {ca.num_hidden_layers} layers) vs "
-            f"{self.model_b.name} ({cb.model_type}, d={cb.hidden_size}, {cb.num_hidden_layers} layers)"
-            + (", with different tokenizers" if getattr(self.corpus, "aligned", False) else ""))
-
-    @property
-    def middle_layer(self) -> int:
-        return self.layers[len(self.layers) // 2]
-
-    @property
-    def middle_layer_b(self) -> int:
-        """Model B's middle layer (== middle_layer unless the models differ in depth)."""
-        layers = self.layers_b or self.layers
-        return layers[len(layers) // 2]
-
-    def logit_lens(self, vec: torch.Tensor, side: str = "b", k: int = 20) -> tuple[list[int], list[str]]:
-        return self.logit_lens_many(vec.reshape(1, -1), side, k)[0]
-
-    def logit_lens_many(self, vecs: torch.Tensor, side: str = "b", k: int = 20) -> list[tuple[list[int], list[str]]]:
-        """`logit_lens` of each row of vecs [m, d], in one matmul (the fp32 unembedding is converted once per model)."""
-        from .lens import lens
-
-        return lens(self.model_b if side != "a" else self.model_a, vecs, k)
-
-
-class NotApplicableError(RuntimeError):
-    """Raised by a method that cannot be defined for this pair (e.g. weight diffs across architectures)."""
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Does `value` (from YAML or the command line) fit the type annotation `hint`? Ints pass for floats, lists for
-    tuples; Literal values must match."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is Literal:
-        return value in args
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, (bool, np.bool_))
-    if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if origin in (tuple, list) or hint in (tuple, list):
-        if not isinstance(value, (tuple, list)):
-            return False
-        inner = [a for a in args if a is not Ellipsis]
-        if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
-            return False
-        return all(any(_fits(v, a) for a in inner) for v in value) if inner else True
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def make_config(cls: type, name: str, params: dict[str, Any]) -> Any:
-    """The method's typed config from `params` (YAML and command-line overrides): the dataclass holds every default;
-    an unknown key or a value of the wrong type is one clear error naming the key."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise TypeError(f"{name}: unknown config key(s) {unknown}; known: {sorted(known)} (defaults: {cls.__qualname__})")
-    hints = typing.get_type_hints(cls)
-    for key, value in params.items():
-        if not _fits(value, hints[key]):
-            raise TypeError(f"{name}: {key}={value!r} does not fit its type {hints[key]}")
-    return cls(**params)
-
-
-@dataclass
-class MethodConfig:
-    """Base of every method's config dataclass (the only home of its defaults; conf/method/*.yaml holds overrides)."""
-
-
-class Method:
-    """Base class. Subclasses set `name` and `Config` (a MethodConfig dataclass) and implement `find`."""
-
-    name: ClassVar[str] = ""
-    stochastic: ClassVar[bool] = False  # run with several seeds in suites that ask for it
-    floor: ClassVar[bool] = False  # a chance baseline (scored like every method; suites run it with `floor_seeds` seeds)
-    Config: ClassVar[type] = MethodConfig  # the method's typed config: every default lives there
-
-    def __init__(self, **params: Any):
-        self.cfg = make_config(self.Config, self.name or type(self).__name__, params)
-        self.config: dict[str, Any] = asdict(self.cfg)  # the same, by key (resolved: what the run used)
-
-    def find(self, ctx: PairContext) -> list[Finding]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-def work_stem(ctx: "PairContext", method_name: str) -> Path | None:
-    """`<work_dir>/<method>-<pair>-seed<s>` (work_dir created), where a method keeps its side products; None without one."""
-    if ctx.work_dir is None:
-        return None
-    ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    return ctx.work_dir / f"{method_name}-{safe_name(ctx.pair_id, 200)}-seed{ctx.seed}"
-
-
-def save_run_metrics(ctx: "PairContext", method_name: str, metrics: dict[str, Any]) -> Path | None:
-    """Write a run's training metrics to `<work_stem>.metrics.json` (atomically; the report's training table reads
-    them); returns the stem (for further side products) or None without a work dir."""
-    stem = work_stem(ctx, method_name)
-    if stem is not None:
-        atomic_write(f"{stem}.metrics.json", dumps(metrics, indent=1))
-    return stem
-
-
-
-
-METHODS: Registry[type[Method]] = Registry("method")
-
-
-def register_method(cls: type[Method]) -> type[Method]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} needs a `name`")
-    METHODS.register(cls.name)(cls)
-    return cls
 
 
 def rank(findings: list[Finding]) -> list[Finding]:

@@ -51,7 +51,7 @@ def family_of(model: nn.Module) -> Family:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in _BY_TYPE:
         raise ValueError(f"no model family for model_type {model_type!r}; known: {', '.join(sorted(_BY_TYPE))}. "
-                         "Add one file to harness/families/ (see llama.py)")
+                         "Add one file to core/families/ (see llama.py)")
     return _BY_TYPE[model_type]
 
 
