@@ -1,6 +1,6 @@
 """Diffing methods, each registered by name; a new method is one file in this folder.
 
-`load_all_methods()` imports every module here (and in sub-packages) so their
+`load_all_methods()` imports every module here (except the private helpers in `_shared/`) (and in sub-packages) so their
 `@register_method` decorators run; methods from outside the package come in through
 the `diffbench.methods` entry-point group or the `plugins=[...]` option (core/plugins.py).
 """
@@ -14,8 +14,8 @@ def load_all_methods() -> None:
     from ..core.plugins import load_entry_points
 
     for info in pkgutil.walk_packages(__path__, prefix=__name__ + "."):
-        leaf = info.name.rsplit(".", 1)[-1]
-        if leaf in ("base",) or leaf.startswith("_") or leaf.startswith("test"):
+        parts = info.name.split(".")[2:]  # below diffbench.methods
+        if any(p.startswith("_") for p in parts) or parts[-1].startswith("test"):  # _shared/: helpers, not methods
             continue
         importlib.import_module(info.name)
     load_entry_points("diffbench.methods")

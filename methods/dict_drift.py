@@ -4,7 +4,7 @@ A BatchTopK sparse autoencoder (a one-model crosscoder, `crosscoder.sae`) is tra
 activations at the middle layer (or `layer`), then fine-tuned briefly (`finetune_steps` at
 `finetune_lr`; `finetune: all` trains every weight as in the paper, `decoder` only the decoder) on
 model B's activations at the same layer. Data as for the crosscoders
-(`crosscoder.common.prepare_data`); both models' rows are scaled by model A's scalar, so a change
+(`_shared/crosscoder/method.prepare_data`); both models' rows are scaled by model A's scalar, so a change
 of scale in B shows up as drift. The A-stage dictionary depends only on model A's activations, the
 configuration and the seed; with a `work_dir` it is cached there (`dict_drift-A-<key>.pt`) and
 reused by every pair with the same model A.
@@ -39,12 +39,12 @@ import torch
 from ..core.io import stable_hash
 from ..core import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
 from ..core.env import cpu_threads
-from .crosscoder.common import prepare_data, subsample
-from .crosscoder.model import Crosscoder
-from .crosscoder.sae import SAEConfig, fit_sae, sae_stats
-from .diff_sae import data_config
+from ._shared.crosscoder.method import prepare_data, subsample
+from ._shared.crosscoder.module import Crosscoder
+from ._shared.sae import SAEConfig, fit_sae, sae_stats
+from ._shared.sae import data_config
 from ..core.lens import lens
-from .mean_diff import difference_readout
+from ._shared.difference import difference_readout
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, register_method
-from .mean_diff import corpus_difference
+from ._shared.difference import corpus_difference
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Difference dictionary: a BatchTopK sparse autoencoder trained on per-token h_B - h_A (Aranguri et al. 2025).
 
 Data: the pair's audit-corpus activations at the middle layer (or `layer`), prepared as for the
-crosscoders (`crosscoder.common.prepare_data`: position 0 and outlier rows dropped, 10% of texts
+crosscoders (`_shared/crosscoder/method.prepare_data`: position 0 and outlier rows dropped, 10% of texts
 held out, at most `max_tokens` training rows); the per-token differences h_B - h_A in raw units are
 scaled by one scalar to mean norm sqrt(d). The dictionary is a one-model BatchTopK crosscoder
-(`crosscoder.sae`: the same training, auxiliary loss and inference threshold).
+(`_shared/sae.py`: the same training, auxiliary loss and inference threshold).
 
 Findings: the `max_findings` live latents with the largest activation mass, mass_i = sum over the
 training rows of f_i * ||d_i|| in raw units. Uniqueness = mass_i / (rows * mean ||h_A||): the
@@ -26,24 +26,12 @@ from typing import Any, ClassVar
 import torch
 
 from ..core import Finding, Method, NotApplicableError, PairContext, register_method, save_run_metrics
-from .crosscoder.common import COMMON_DEFAULTS, prepare_data, subsample
+from ._shared.crosscoder.method import prepare_data, subsample
 from ..core.env import cpu_threads
-from .crosscoder.sae import SAEConfig, fit_sae, latent_readout, sae_stats
+from ._shared.sae import SAEConfig, data_config, fit_sae, latent_readout, raw_rows, sae_stats
 from ..core.lens import lens
 
 log = logging.getLogger(__name__)
-
-DATA_KEYS = ("layer", "layer_b", "max_tokens", "max_eval_tokens", "eval_frac", "drop_bos", "outlier_factor")
-
-
-def data_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: config.get(k, COMMON_DEFAULTS[k]) for k in DATA_KEYS}
-
-
-def raw_rows(data, m: int, split: str = "train") -> torch.Tensor:
-    xs = data.train if split == "train" else data.eval
-    return xs[m] / data.scales[m]
-
 
 @dataclass
 class DiffSAEConfig(SAEConfig):

@@ -26,7 +26,7 @@ model B replaced by model A. For `kl:tokens` the direction is the logit-lens dir
 `readout_tokens` tokens (as in `logit_diff_tokens`), read from RMS-normalised activations, i.e. the
 logit-lens logit difference of those tokens; so do the other findings where the mean difference
 vanishes (the residual streams agree there, e.g. only the unembedding changed); `info["readout"]`
-says which. The runner collects probe activations at that layer for scoring.
+says which. The score stage collects probe activations at that layer for scoring.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
 from ..core.lens import lens_ids
-from .mean_diff import difference_readout
-from .outputs import decode_tokens, group_direction, output_diff
+from ._shared.difference import difference_readout
+from ._shared.outputs import decode_tokens, group_direction, output_diff
 
 
 def tokens_by_gain(od, rows: torch.Tensor, k: int) -> list[int]:

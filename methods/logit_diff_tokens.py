@@ -20,7 +20,7 @@ w = g * (mean of W_U over the group's first `readout_tokens` tokens - mean of W_
 vocabulary), g the final norm's gain (model B's weights for both models),
 `Readout(w_a=-w, w_b=w, input_norm="rms")` = w . rms_norm(h_B) - w . rms_norm(h_A): how much more
 B's residual stream favours the group than A's (0 with model B replaced by model A). Direction =
-w's unit vector times the mean difference norm at that layer. The runner collects probe
+w's unit vector times the mean difference norm at that layer. The score stage collects probe
 activations at that layer for scoring.
 """
 
@@ -35,7 +35,7 @@ import torch
 from dataclasses import dataclass
 
 from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
-from .outputs import TOP_K, decode_tokens, group_direction, output_diff
+from ._shared.outputs import TOP_K, decode_tokens, group_direction, output_diff
 
 
 @dataclass

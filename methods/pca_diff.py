@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
 from ..core.env import cpu_threads
 from ..core.lens import lens
-from .mean_diff import difference_readout, corpus_difference, principal_directions
+from ._shared.difference import difference_readout, corpus_difference, principal_directions
 
 
 @dataclass

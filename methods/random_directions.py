@@ -17,7 +17,7 @@ import torch
 from dataclasses import dataclass
 
 from ..core import Finding, Method, MethodConfig, NotApplicableError, PairContext, register_method
-from .mean_diff import difference_readout
+from ._shared.difference import difference_readout
 
 
 @dataclass

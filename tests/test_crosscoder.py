@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from diffbench.core import METHODS, Finding, Readout, load_findings, save_findings
-from diffbench.methods.crosscoder import reference as R
+from diffbench.methods._shared.crosscoder import reference as R
 from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
-from diffbench.methods.crosscoder.common import PairData, relative_norms
+from diffbench.methods._shared.crosscoder.method import PairData, relative_norms
 from diffbench.methods.crosscoder.l1 import L1Crosscoder
-from diffbench.methods.crosscoder.model import (
-    Crosscoder, Ops, TrainConfig, _batchtopk_loss, evaluate, init_from_data, latent_scaling, train,
-)
+from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
+from diffbench.methods._shared.crosscoder.train import TrainConfig, init_from_data, train
+from diffbench.methods._shared.crosscoder.losses import _batchtopk_loss
+from diffbench.methods._shared.crosscoder.evaluate import evaluate
+from diffbench.methods._shared.crosscoder.scaling import latent_scaling
 from sentences import SENTENCES  # tests/sentences.py
 from tiny_pairs import perturbed_pair
 
@@ -324,7 +326,7 @@ def test_batch_topk_selection_is_exact_with_prefilter():
 
 
 def test_large_stores_are_streamed_and_subsampled(tiny_pair, monkeypatch):
-    from diffbench.methods.crosscoder import common
+    from diffbench.methods._shared.crosscoder import method as common
 
     monkeypatch.setattr(common, "IN_MEMORY_TOKENS", 10)  # force the shard-streaming path
     cfg = {**common.COMMON_DEFAULTS, "max_tokens": 100, "eval_frac": 0.25}

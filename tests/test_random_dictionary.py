@@ -17,8 +17,10 @@ import torch
 from omegaconf import OmegaConf
 
 from diffbench.core import METHODS, load_findings, save_findings
+from diffbench.methods._shared.crosscoder.batchtopk import BatchTopKBase
 from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
-from diffbench.methods.crosscoder.model import Crosscoder, init_from_data
+from diffbench.methods._shared.crosscoder.module import Crosscoder
+from diffbench.methods._shared.crosscoder.train import init_from_data
 from diffbench.methods.crosscoder.random_dictionary import RandomDictionary
 from sentences import SENTENCES  # tests/sentences.py
 from tiny_pairs import perturbed_pair
@@ -35,7 +37,7 @@ def test_registered_floor_and_stochastic():
 
     load_all_methods()
     cls = METHODS.get("random_dictionary")
-    assert cls is RandomDictionary and issubclass(cls, BatchTopKCrosscoder)
+    assert cls is RandomDictionary and issubclass(cls, BatchTopKBase) and issubclass(BatchTopKCrosscoder, BatchTopKBase)
     assert cls.floor and cls.stochastic
     assert not BatchTopKCrosscoder.floor
     # BatchTopK's configuration (so its initialisation, threshold and selection rule) except the steps

@@ -1,9 +1,8 @@
 """Crosscoder family: L1 crosscoder, BatchTopK crosscoder with Latent Scaling, Dedicated Feature Crosscoder,
 and the untrained BatchTopK crosscoder as a chance floor (random_dictionary).
 
-`reference.py` holds the plain-torch sparse ops (the CPU default), `kernels.py` their Triton
-versions (selected with backend=triton, or backend=auto on CUDA); `model.py` the shared
-crosscoder, training and metrics; `common.py` data preparation and findings.
+Each file here is one method. What they share (the crosscoder module, training, losses, evaluation,
+Latent Scaling, the Triton kernels and their torch twins, data preparation) is in `methods/_shared/crosscoder/`.
 """
 
 from . import batchtopk, dfc, l1, random_dictionary  # noqa: F401  (registers the methods)

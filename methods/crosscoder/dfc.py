@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from ...core import Finding, PairContext, register_method
-from .batchtopk import BatchTopKConfig, BatchTopKCrosscoder
-from .common import PairData
-from .model import Crosscoder, latent_mass
+from .._shared.crosscoder.batchtopk import BatchTopKBase, BatchTopKConfig
+from .._shared.crosscoder.method import PairData
+from .._shared.crosscoder.module import Crosscoder
+from .._shared.crosscoder.evaluate import latent_mass
 
 
 @dataclass
@@ -33,7 +34,7 @@ class DFCConfig(BatchTopKConfig):
 
 
 @register_method
-class DedicatedFeatureCrosscoder(BatchTopKCrosscoder):
+class DedicatedFeatureCrosscoder(BatchTopKBase):
     name = "dfc"
     Config = DFCConfig
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from ...core import Finding, PairContext, register_method
-from .common import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms
-from .model import Crosscoder
+from .._shared.crosscoder.method import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms
+from .._shared.crosscoder.module import Crosscoder
 
 
 @dataclass

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from ...core import PairContext, register_method
-from .batchtopk import BatchTopKConfig, BatchTopKCrosscoder
-from .common import PairData
-from .model import Crosscoder
+from .._shared.crosscoder.batchtopk import BatchTopKBase, BatchTopKConfig
+from .._shared.crosscoder.method import PairData
+from .._shared.crosscoder.module import Crosscoder
 
 
 @dataclass
@@ -47,7 +47,7 @@ class RandomDictionaryConfig(BatchTopKConfig):
 
 
 @register_method
-class RandomDictionary(BatchTopKCrosscoder):
+class RandomDictionary(BatchTopKBase):
     name = "random_dictionary"
     stochastic = True
     floor = True

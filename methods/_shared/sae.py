@@ -16,7 +16,10 @@ import torch
 
 from ...core import NEVER_FIRES, MethodConfig, Readout
 from ...core.env import bf16_flag
-from .model import Crosscoder, TrainConfig, TrainResult, init_from_data, iter_chunks, train
+from .crosscoder.module import Crosscoder
+from .crosscoder.train import TrainConfig, TrainResult, init_from_data, train
+from .crosscoder.evaluate import iter_chunks
+from .crosscoder.method import COMMON_DEFAULTS
 
 @dataclass
 class SAEConfig(MethodConfig):
@@ -119,3 +122,16 @@ def latent_readout(sae: Crosscoder, i: int, scale: float, layer: int, on: str) -
     if on == "diff":
         return Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-w, w_b=w.clone(), bias=bias, act="relu", threshold=threshold)
     return Readout(layer_a=layer, layer_b=layer, kind="linear", w_b=w, bias=bias, act="relu", threshold=threshold)
+
+
+# the data settings the difference dictionaries (diff_sae, dict_drift) read, with the crosscoders' defaults
+DATA_KEYS = ("layer", "layer_b", "max_tokens", "max_eval_tokens", "eval_frac", "drop_bos", "outlier_factor")
+
+
+def data_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: config.get(k, COMMON_DEFAULTS[k]) for k in DATA_KEYS}
+
+
+def raw_rows(data, m: int, split: str = "train") -> torch.Tensor:
+    xs = data.train if split == "train" else data.eval
+    return xs[m] / data.scales[m]

@@ -23,9 +23,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ...core import NEVER_FIRES, Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, rank, save_run_metrics
-from .model import Crosscoder, TrainConfig, TrainResult, evaluate, init_from_data, train
-from ...core.env import bf16_flag, cpu_threads
+from ....core import NEVER_FIRES, Finding, Method, MethodConfig, NotApplicableError, PairContext, Readout, rank, save_run_metrics
+from .module import Crosscoder
+from .train import TrainConfig, TrainResult, init_from_data, train
+from .evaluate import evaluate
+from ....core.env import bf16_flag, cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +203,7 @@ class CrosscoderMethod(Method):
 
     # -- driver ---------------------------------------------------------------------
     def fit(self, ctx: PairContext) -> tuple[Crosscoder, PairData, dict[str, Any]]:
-        from .model import resolve_backend
+        from .module import resolve_backend
 
         c = self.config
         data = prepare_data(ctx, c)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import NotApplicableError, PairContext
-from ..core.lens import final_norm_gain, unembedding
+from ...core import NotApplicableError, PairContext
+from ...core.lens import final_norm_gain, unembedding
 
 TOP_K = 64
 TOP_GAIN = 16
@@ -120,7 +120,7 @@ def output_diff(ctx: PairContext, n_texts: int = 16, batch_size: int = 8, layer:
                 threads: int | str | None = "auto") -> OutputDiff:
     """The shared pass (cached); `threads` as for the crosscoders ("auto": 1 CPU thread on machines with
     <= 4 cores, where two threads ran this pass ~12x slower on a shared 2-core box)."""
-    from ..core.env import cpu_threads
+    from ...core.env import cpu_threads
 
     with cpu_threads(threads, ctx.device):
         return _output_diff(ctx, n_texts, batch_size, layer)

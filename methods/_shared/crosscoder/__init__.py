@@ -1,0 +1,12 @@
+"""The crosscoder, split by concern.
+
+    module.py     the partitioned two-model dictionary (nn.Module) and its training backends (Ops)
+    train.py      TrainConfig, the training loop, data initialisation, the inference threshold
+    losses.py     L1 and BatchTopK objectives
+    evaluate.py   held-out explained variance, L0, dead latents; latent codes and mass
+    scaling.py    Latent Scaling
+    reference.py  torch reference ops (the twins of the Triton kernels)
+    kernels.py    Triton kernels (CUDA; TRITON_INTERPRET=1 on CPU for tests)
+    method.py     data preparation and the method base shared by the crosscoders
+    batchtopk.py  the BatchTopK crosscoder method base (batchtopk_crosscoder, dfc, random_dictionary)
+"""

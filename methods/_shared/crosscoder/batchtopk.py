@@ -1,0 +1,86 @@
+"""The BatchTopK crosscoder method (methods/crosscoder/batchtopk.py describes it); shared by the methods built on it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from ....core import Finding, PairContext
+from .method import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms, subsample
+from .module import Crosscoder
+from .scaling import latent_scaling
+
+
+@dataclass
+class BatchTopKConfig(CrosscoderConfig):
+    steps: int = 400
+    batch_size: int = 128
+    k: int = 32  # active latents per token on average (k * batch per batch)
+    # no data-initialised latents: a centred Gemma-3 row is mostly its one massive dimension (163: 56% of the
+    # centred variance at layer 9), so 25% data init gave hundreds of shared latents whose B decoder writes
+    # +-e_163; held-out rows that fire many of them overshoot it (crossarch background pair: EV_B 0.32/-0.05/0.33
+    # on seeds 0-2 with 0.25, 0.86-0.87 with 0.0; EV_A 0.78 -> 0.82)
+    data_init_frac: float = 0.0
+    aux_k: int | None = 64  # dead latents per token in the auxiliary loss (None: d/2)
+    aux_rows: int = 256
+    aux_coeff: float = 1 / 32
+    dead_tokens: int = 20_000
+    threshold_beta: float = 0.99
+    threshold_start_frac: float = 0.1
+    threshold_refit_batches: int = 16
+    score_norm: Literal["sum", "mean"] = "sum"  # BatchTopK score f_i * sum_m ||d_i^m|| ("mean": divided by the number of owning models)
+    flag_b: float = 0.9  # relative decoder norm r >= flag_b ...
+    flag_a: float = 0.1  # ... or r <= flag_a ...
+    nu_r_max: float = 0.3  # ... AND Latent Scaling nu_r, nu_eps below these
+    nu_eps_max: float = 0.3
+    scaling_candidates: int = 200  # most one-sided live latents that get Latent Scaling
+    scaling_tokens: int = 16384  # tokens (training + evaluation) Latent Scaling is fitted on
+
+
+class BatchTopKBase(CrosscoderMethod):
+    """The BatchTopK crosscoder method without a registered name: batchtopk_crosscoder, dfc and random_dictionary
+    register subclasses of it."""
+
+    sparsity = "batchtopk"
+    Config = BatchTopKConfig
+
+    def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
+        c = self.config
+        r = relative_norms(cc)
+        alive = (metrics["_fires_train"] + metrics["_fires_eval"]) > 0
+        rel = torch.maximum(r, 1 - r)
+        rel = torch.where(alive, rel, torch.full_like(rel, -1.0))
+        n_cand = min(int(c["scaling_candidates"]), int(alive.sum()))
+        cand = torch.argsort(rel, descending=True)[: max(n_cand, 0)]
+        if cand.numel() == 0:
+            return []
+        own = (r[cand] >= 0.5).long()  # 1 = B side
+        scaling = None
+        if cc.widths[0] == cc.widths[1]:
+            xs = subsample([torch.cat([t, e]) for t, e in zip(data.train, data.eval)], int(c["scaling_tokens"]), ctx.seed)
+            scaling = latent_scaling(cc, xs, cand, own, mode="threshold")
+        out = []
+        for j, i in enumerate(cand.tolist()):
+            side = "b" if own[j] == 1 else "a"
+            ri = float(r[i])
+            one_sided = ri >= c["flag_b"] if side == "b" else ri <= c["flag_a"]
+            info: dict[str, Any] = {"rel_norm": ri}
+            if scaling is not None:
+                nu_r, nu_e = float(scaling["nu_r"][j]), float(scaling["nu_eps"][j])
+                if math.isfinite(nu_r) and math.isfinite(nu_e):
+                    info.update(nu_r=nu_r, nu_eps=nu_e,
+                                beta_r_a=float(scaling["beta_r"][0, j]), beta_r_b=float(scaling["beta_r"][1, j]),
+                                beta_eps_a=float(scaling["beta_eps"][0, j]), beta_eps_b=float(scaling["beta_eps"][1, j]))
+                    flagged = bool(one_sided and nu_r < c["nu_r_max"] and nu_e < c["nu_eps_max"])
+                    uniq = float(rel[i]) * (1.0 - min(1.0, max(0.0, nu_r, nu_e)))
+                else:  # never passes the inference threshold on these tokens: no evidence either way
+                    info["latent_scaling"] = "latent inactive at inference"
+                    flagged, uniq = False, 0.0
+            else:
+                info["latent_scaling"] = "n/a (model widths differ)"
+                flagged, uniq = bool(one_sided), float(rel[i])
+            out.append((i, side, uniq, flagged, info))
+        return self.emit(ctx, cc, data, metrics, out)
