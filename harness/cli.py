@@ -64,7 +64,7 @@ def _run_hydra(argv: list[str]) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         from ..core.io import atomic_write
-        from .runner import Runner
+        from . import pipeline
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         fresh = not (run_dir / "config.yaml").exists()  # Hydra made the folder just now for this invocation
@@ -79,7 +79,7 @@ def _run_hydra(argv: list[str]) -> None:
         command = "diffbench " + " ".join(shlex.quote(a) for a in argv)
         atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
         try:
-            Runner(cfg, run_dir).run(list(cfg.stages))
+            pipeline.run(cfg, run_dir, list(cfg.stages))
         except BaseException as e:
             if fresh:
                 _drop_if_empty(run_dir)
@@ -96,14 +96,14 @@ def _run_hydra(argv: list[str]) -> None:
 def _report(run_dir: str) -> None:
     from omegaconf import OmegaConf
 
-    from .runner import Runner
+    from . import pipeline
 
     path = Path(run_dir)
     if not (path / "config.yaml").exists():
         _fail(f"{path} is not a diffbench run folder (no config.yaml)")
     cfg = OmegaConf.load(path / "config.yaml")
     try:
-        Runner(cfg, path).run(["score", "report"])
+        pipeline.run(cfg, path, ["score", "report"])
     except _known_errors() as e:
         _fail(str(e))
 

@@ -231,7 +231,7 @@ def match_finding(finding: Finding, probe_a: ProbeActs, probe_b: ProbeActs, keyw
                   null: NullSampler | None = None) -> tuple[ActMatch, bool]:
     """(activation match, token match) for one finding and one behavior on a same-architecture pair.
 
-    `null=None` is the old fixed-threshold rule (kept for comparison only); the runner always passes one."""
+    `null=None` is the old fixed-threshold rule (kept for comparison only); the score stage always passes one."""
     r = finding.readout
     scores = per_prompt_scores(r(probe_a.acts.acts, probe_b.acts.acts), probe_a)
     if r.kind == "linear" and r.w_a is not None and r.w_b is not None and r.w_a.shape != r.w_b.shape:
@@ -297,7 +297,7 @@ class PairResult:
     flagged: list[bool] = field(default_factory=list)
     seconds: float = 0.0
     config_hash: str = ""  # of the method's name and params: saved findings are reused only under the same config
-    inputs_hash: str = ""  # of the pair's models, corpus and layers (Runner.pair_inputs): ... and the same inputs
+    inputs_hash: str = ""  # of the pair's models, corpus and layers (Workspace.pair_inputs): ... and the same inputs
     findings_sha: str = ""  # checksum of the saved findings files, verified before they are reused or scored
 
 

@@ -86,7 +86,7 @@ def tiny_run(tmp_path_factory):
     """The tiny suite's whole pipeline with every shipped method and the three misbehaving ones."""
     from omegaconf import open_dict
 
-    from diffbench.harness.runner import Runner
+    from diffbench.harness import pipeline
 
     _fault_methods()
     run_dir = tmp_path_factory.mktemp("run")
@@ -95,5 +95,5 @@ def tiny_run(tmp_path_factory):
         cfg.method["boom"] = {"name": "test_boom", "params": {}}
         cfg.method["exits"] = {"name": "test_exits", "params": {}}
         cfg.method["wrong_width"] = {"name": "test_wrong_width", "params": {}}
-    Runner(cfg, run_dir).run(["plant", "collect", "diff", "score", "report"])
+    pipeline.run(cfg, run_dir, ["plant", "collect", "diff", "score", "report"])
     return run_dir, cfg

@@ -267,7 +267,7 @@ def test_weight_svd_ranks_rank1_edit_first_and_its_readout_detects_the_token(wei
     assert second.uniqueness == pytest.approx(1.5, rel=1e-4) and second.direction_layer == 3
     assert abs(cos(second.direction, u2)) > 0.999 and len(second.token_ids) == 20
     assert all(f.info["singular_value"] < 1e-3 for f in findings[2:])  # rank 1 each: the rest is numerical noise
-    # readouts are defined on the layers the runner will collect for scoring
+    # readouts are defined on the layers the score stage will collect for scoring
     assert {f.readout.layer_a for f in findings} <= {1, 2, 3}
 
 
@@ -324,7 +324,7 @@ def output_pair(tmp_path_factory):
 
 
 def test_kl_diff_surfaces_the_boosted_token(output_pair):
-    from diffbench.methods import outputs
+    from diffbench.methods._shared import outputs
 
     ctx, violin = output_pair
     outputs._CACHE.clear()
@@ -354,7 +354,7 @@ def test_logit_diff_tokens_groups_the_boosted_token_and_shares_the_forward_pass(
     """Only violin's logit differs between A and B, so by construction violin is the only token whose gain
     beats its position's median (every other token ties there exactly): one group, violin first, at the
     share of positions where its logit rose. No ranking among noise tokens decides anything."""
-    from diffbench.methods import outputs
+    from diffbench.methods._shared import outputs
 
     ctx, violin = output_pair
     outputs._CACHE.clear()
@@ -377,15 +377,16 @@ def test_logit_diff_tokens_groups_the_boosted_token_and_shares_the_forward_pass(
     assert kl and h.shape[0] == cached.n
 
 
-# ----------------------------------------------------------------------------- runner: probe layers beyond collect.layers
+# ----------------------------------------------------------------------------- scoring: probe layers beyond collect.layers
 
 
-def test_runner_collects_the_probe_layers_findings_read(tmp_path):
+def test_scoring_collects_the_probe_layers_findings_read(tmp_path):
     """Findings reading layers outside collect.layers get probe activations there: one extra store per
     (model, probe set) holding all such layers, row-aligned with the main store."""
     from hydra import compose, initialize_config_module
 
-    from diffbench.harness.runner import Runner
+    from diffbench.harness.probes import Probes
+    from diffbench.harness.workspace import Workspace
     from diffbench.harness.store import collect
     from diffbench.harness.suite import BASE
     from diffbench.core import Readout
@@ -394,29 +395,30 @@ def test_runner_collects_the_probe_layers_findings_read(tmp_path):
                  "method=[weight_svd,kl_diff]"]
     with initialize_config_module(config_module="diffbench.conf", version_base=None):
         cfg = compose("config", overrides=overrides)
-    runner = Runner(cfg, tmp_path)
-    pair = next(p for p in runner.suite.pairs if p.behaviors)
+    ws = Workspace(cfg, tmp_path)
+    pair = next(p for p in ws.suite.pairs if p.behaviors)
     behavior = pair.behaviors[0]
     org = load()
     org.identity += "-org"
-    runner._models = {BASE: load(), pair.b: org}  # no planting: the organism is a stand-in
+    ws._models = {BASE: load(), pair.b: org}  # no planting: the organism is a stand-in
     mk = lambda la, lb: Finding(id=f"f{la}{lb}", uniqueness=1.0, flagged=False, readout=Readout(la, lb, w_b=torch.ones(64)))
-    save_findings(runner.finding_path("weight_svd", pair, 0), [mk(1, 1), mk(2, 2)], {})
-    save_findings(runner.finding_path("kl_diff", pair, 0), [mk(3, 3)], {})
-    runner.plan_probe_layers()
-    assert runner._probe_extra_layers[(pair.a, behavior)] == {1, 3} == runner._probe_extra_layers[(pair.b, behavior)]
-    main = runner.probe_acts(pair.b, behavior, 2)
-    extra = runner.probe_acts(pair.b, behavior, 3)
+    save_findings(ws.finding_path("weight_svd", pair, 0), [mk(1, 1), mk(2, 2)], {})
+    save_findings(ws.finding_path("kl_diff", pair, 0), [mk(3, 3)], {})
+    probes = Probes(ws)
+    probes.plan()
+    assert probes._extra_layers[(pair.a, behavior)] == {1, 3} == probes._extra_layers[(pair.b, behavior)]
+    main = probes.acts(pair.b, behavior, 2)
+    extra = probes.acts(pair.b, behavior, 3)
     assert torch.equal(main.acts.text_idx, extra.acts.text_idx) and torch.equal(main.acts.pos, extra.acts.pos)
     assert torch.equal(main.start, extra.start) and (main.labels == extra.labels).all()
-    ts = runner.probe_set(behavior, org.tokenizer)[0]
-    c = runner.collect_cfg
+    ts = ws.probe_set(behavior, org.tokenizer)[0]
+    c = ws.collect_cfg
     direct = collect(org, ts, [1, 3], batch_size=c["batch_size"], max_length=c["max_length"], shard_tokens=c["shard_tokens"],
                      progress=False)
-    assert direct.layers == [1, 3]  # the same store the runner made (cached by key): one forward for both layers
+    assert direct.layers == [1, 3]  # the same store the score stage made (cached by key): one forward for both layers
     assert torch.allclose(direct.load(3).acts.float(), extra.acts.acts)
     assert not torch.equal(extra.acts.acts, main.acts.acts)
     # the extra-layer cache is bounded
-    runner.MAX_EXTRA_PROBE_ENTRIES = 1
-    runner.probe_acts(pair.b, behavior, 1)
-    assert (pair.b, behavior, 3) not in runner._probe_cache and (pair.b, behavior, 2) in runner._probe_cache
+    probes.MAX_EXTRA_ENTRIES = 1
+    probes.acts(pair.b, behavior, 1)
+    assert (pair.b, behavior, 3) not in probes._cache and (pair.b, behavior, 2) in probes._cache

@@ -11,7 +11,9 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from diffbench.harness.runner import Runner
+from diffbench.harness import pipeline
+
+from diffbench.harness.workspace import Workspace
 from diffbench.harness.scoring import (Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics,
                                        match_finding_one_side, probe_null)
 from diffbench.core.activations import LayerActs
@@ -49,10 +51,10 @@ def test_crossarch_suite_pairs():
 def test_per_model_recipe_keeps_the_gate(tmp_path):
     with initialize_config_module(config_module="diffbench.conf", version_base=None):
         cfg = compose("config", overrides=["suite=crossarch", f"run_dir={tmp_path}"])
-    runner = Runner(cfg, tmp_path)
-    gemma = runner.recipe_for("gemma3-270m")
-    assert gemma["gate"] == runner.recipe["gate"] and "defaults" not in gemma
-    assert runner.recipe_for("smollm2-135m") is runner.recipe
+    ws = Workspace(cfg, tmp_path)
+    gemma = ws.recipe_for("gemma3-270m")
+    assert gemma["gate"] == ws.recipe["gate"] and "defaults" not in gemma
+    assert ws.recipe_for("smollm2-135m") is ws.recipe
 
 
 def _probe(acts: torch.Tensor, n_texts: int, labels) -> ProbeActs:
@@ -112,7 +114,7 @@ def test_exclusive_recall_needs_the_right_side():
 def tiny_cross_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("crossrun")
     cfg = make_cfg(run_dir)
-    Runner(cfg, run_dir).run(["plant", "collect", "diff", "score", "report"])
+    pipeline.run(cfg, run_dir, ["plant", "collect", "diff", "score", "report"])
     return run_dir, cfg
 
 
@@ -162,5 +164,5 @@ def test_cross_findings_read_each_model_at_its_own_layer(tiny_cross_run):
 
 def test_cross_report_rebuilds(tiny_cross_run, tmp_path):
     run_dir, cfg = tiny_cross_run
-    Runner(OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else cfg, run_dir).run(["score", "report"])
+    pipeline.run(OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else cfg, run_dir, ["score", "report"])
     assert "## Cross-architecture pairs" in (run_dir / "leaderboard.md").read_text()

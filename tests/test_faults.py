@@ -20,7 +20,8 @@ import torch
 from conftest import TINY, make_cfg
 
 from diffbench.core.io import CorruptFileError, read_checked_json, write_checked_json
-from diffbench.harness.runner import Runner
+from diffbench.harness import pipeline
+from diffbench.harness.workspace import Workspace
 
 
 def _rewrite(path: Path, data: bytes) -> None:
@@ -69,20 +70,20 @@ def test_exiting_and_invalid_methods_are_recorded_as_failed(tiny_run):
 def test_changed_method_config_recomputes_saved_findings(tiny_run, tmp_path):
     """Resuming reuses saved findings only if the method's config is unchanged (the caches hold the tiny organisms)."""
     cfg = make_cfg(tmp_path, ["method=[pca_diff]"])
-    Runner(cfg, tmp_path).run(["diff"])
+    pipeline.run(cfg, tmp_path, ["diff"])
     status = sorted((tmp_path / "findings" / "pca_diff").glob("*.status.json"))[0]
     first = json.loads(status.read_text())
     assert first["status"] == "ok" and first["config_hash"]
-    Runner(cfg, tmp_path).run(["diff"])  # same config: resumed, the status file is not rewritten
+    pipeline.run(cfg, tmp_path, ["diff"])  # same config: resumed, the status file is not rewritten
     assert json.loads(status.read_text()) == first
-    Runner(make_cfg(tmp_path, ["method=[pca_diff]", "++method.pca_diff.params.n_components=3"]), tmp_path).run(["diff"])
+    pipeline.run(make_cfg(tmp_path, ["method=[pca_diff]", "++method.pca_diff.params.n_components=3"]), tmp_path, ["diff"])
     second = json.loads(status.read_text())
     assert second["config_hash"] != first["config_hash"] and second["n_findings"] == 3 != first["n_findings"]
 
 
 def test_misspelt_lr_schedule_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="lr_decay"):
-        Runner(make_cfg(tmp_path, ["plant.lr_decay=cosine"]), tmp_path)
+        Workspace(make_cfg(tmp_path, ["plant.lr_decay=cosine"]), tmp_path)
     assert not any(tmp_path.iterdir())
 
 
@@ -99,13 +100,13 @@ def test_resume_never_reuses_findings_of_other_inputs(tiny_run, tmp_path, capsys
     assert before["inputs_hash"]
     cfg = make_cfg(copy, ["plant.lr=0.0021"])
     with pytest.raises(ValueError, match="rerun the diff stage"):
-        Runner(cfg, copy).run(["score"])
+        pipeline.run(cfg, copy, ["score"])
     capsys.readouterr()
-    Runner(cfg, copy).run(["diff"])
+    pipeline.run(cfg, copy, ["diff"])
     after = json.loads(status.read_text())
     assert after["inputs_hash"] != before["inputs_hash"] and after["status"] == "ok"
     assert "inputs (models, corpus, layers) changed" in capsys.readouterr().out
-    Runner(cfg, copy).run(["diff"])  # nothing changed now: reused
+    pipeline.run(cfg, copy, ["diff"])  # nothing changed now: reused
     assert json.loads(status.read_text()) == after
 
 
@@ -122,13 +123,13 @@ def test_corrupt_saved_findings_are_refused_then_recomputed(tiny_run, tmp_path, 
     data = stem.with_suffix(".safetensors").read_bytes()
     stem.with_suffix(".safetensors").write_bytes(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])  # same size, one bit
     with pytest.raises(ValueError, match="do not match their checksum"):
-        Runner(cfg, copy).run(["score"])
+        pipeline.run(cfg, copy, ["score"])
     capsys.readouterr()
-    Runner(cfg, copy).run(["diff"])
+    pipeline.run(cfg, copy, ["diff"])
     assert "missing or corrupt" in capsys.readouterr().out
     assert json.loads(stem.with_suffix(".status.json").read_text())["findings_sha"] == good["findings_sha"]  # same bytes again
     stem.with_suffix(".json").write_text(stem.with_suffix(".json").read_text()[:50])  # truncated
-    Runner(cfg, copy).run(["diff", "score"])  # recomputed, then scored
+    pipeline.run(cfg, copy, ["diff", "score"])  # recomputed, then scored
 
 
 # -- incomplete keys ----------------------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_resume_with_another_collect_batch_size_recomputes_findings(tiny_run, tm
     status = copy / "findings" / "mean_diff" / "base__null_selfdistill@0@s0.status.json"
     before = json.loads(status.read_text())
     capsys.readouterr()
-    Runner(make_cfg(copy, ["method=[mean_diff]", "collect.batch_size=3"]), copy).run(["diff"])
+    pipeline.run(make_cfg(copy, ["method=[mean_diff]", "collect.batch_size=3"]), copy, ["diff"])
     assert "inputs (models, corpus, layers) changed" in capsys.readouterr().out
     assert json.loads(status.read_text())["inputs_hash"] != before["inputs_hash"]
 
@@ -188,7 +189,7 @@ def test_damaged_cached_plant_card_is_regated_not_trusted(tiny_run, capsys):
     assert flipped != text
     card.write_text(flipped)  # valid JSON, another verdict
     capsys.readouterr()
-    Runner(cfg, run_dir).run(["plant"])
+    pipeline.run(cfg, run_dir, ["plant"])
     assert "re-gating the organism" in capsys.readouterr().out
     again = read_checked_json(card)
     assert {k: v for k, v in again.items() if k != "gate_seconds"} == {k: v for k, v in good.items() if k != "gate_seconds"}
@@ -218,9 +219,9 @@ def test_damaged_findings_status_is_recomputed_by_diff_and_named_by_score(tiny_r
     good = json.loads(status.read_text())
     truncate(status)
     with pytest.raises(ValueError, match="findings status .* is unreadable.*rerun the diff stage"):
-        Runner(cfg, copy).run(["score"])
+        pipeline.run(cfg, copy, ["score"])
     capsys.readouterr()
-    Runner(cfg, copy).run(["diff"])
+    pipeline.run(cfg, copy, ["diff"])
     assert "unreadable" in capsys.readouterr().out
     assert json.loads(status.read_text())["findings_sha"] == good["findings_sha"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diffbench.harness.runner import Runner
+from diffbench.harness import pipeline
 
 from conftest import TINY, make_cfg
 
@@ -56,7 +56,7 @@ def test_report_rebuilds_from_saved_findings(tiny_run):
     before = json.loads((run_dir / "scores.json").read_text())["metrics"]["mean_diff"]
     (run_dir / "leaderboard.md").unlink()
     (run_dir / "config.yaml").write_text(__import__("omegaconf").OmegaConf.to_yaml(cfg))
-    Runner(cfg, run_dir).run(["score", "report"])
+    pipeline.run(cfg, run_dir, ["score", "report"])
     after = json.loads((run_dir / "scores.json").read_text())["metrics"]["mean_diff"]
     assert (run_dir / "leaderboard.md").exists()
     assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)

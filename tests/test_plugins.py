@@ -9,7 +9,8 @@ import pytest
 from conftest import make_cfg
 
 from diffbench.core.plugins import PluginError, load_plugins
-from diffbench.harness.runner import Runner
+from diffbench.harness import pipeline
+from diffbench.harness.workspace import Workspace
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -19,10 +20,10 @@ def test_tiny_suite_runs_an_outside_method_and_behavior(tmp_path):
                               f"suite.behaviors=[{FIXTURES / 'behaviors'}]",  # a folder: every spec in it
                               "method=[random_directions]", "+method.outside.name=outside_mean_diff",
                               "+method.outside.params.scale=2.0"])
-    runner = Runner(cfg, tmp_path)
-    assert set(runner.suite.specs) == {"outside_shout"}
-    assert type(runner.suite.specs["outside_shout"].detector).__name__ == "Shouting"
-    runner.run(["plant", "collect", "diff", "score", "report"])
+    ws = Workspace(cfg, tmp_path)
+    assert set(ws.suite.specs) == {"outside_shout"}
+    assert type(ws.suite.specs["outside_shout"].detector).__name__ == "Shouting"
+    pipeline.run(cfg, tmp_path, ["plant", "collect", "diff", "score", "report"])
     assert (tmp_path / "plant_cards" / "outside_shout.json").exists()
     card = json.loads((tmp_path / "plant_cards" / "outside_shout.json").read_text())
     planted = json.loads((tmp_path / "findings" / "outside" / "base__outside_shout@s0.status.json").read_text())
@@ -48,7 +49,7 @@ def test_unknown_behavior_path_is_one_clear_error(tmp_path):
     from diffbench.tasks.spec import SpecError
 
     with pytest.raises(SpecError, match="nope.yaml"):
-        Runner(make_cfg(tmp_path, [f"suite.behaviors=[{tmp_path / 'nope.yaml'}]"]), tmp_path)
+        Workspace(make_cfg(tmp_path, [f"suite.behaviors=[{tmp_path / 'nope.yaml'}]"]), tmp_path)
 
 
 def test_methods_announced_by_an_installed_package_are_found(tmp_path, monkeypatch):

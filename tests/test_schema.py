@@ -3,7 +3,9 @@
 import pytest
 from hydra import compose, initialize_config_module
 
-from diffbench.harness.runner import Runner
+from diffbench.harness import pipeline
+
+from diffbench.harness.workspace import Workspace
 from diffbench.harness.schema import ConfigError
 
 
@@ -37,7 +39,7 @@ def test_every_shipped_suite_fits_the_schema(suite):
 ])
 def test_bad_keys_and_types_are_one_clear_error_before_any_work(override, words, tmp_path):
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        Runner(cfg_with(override, tmp=str(tmp_path)), tmp_path)
+        Workspace(cfg_with(override, tmp=str(tmp_path)), tmp_path)
     assert not any(tmp_path.iterdir())  # nothing was written
 
 
@@ -48,4 +50,4 @@ def test_unknown_method_params_fail_before_planting(tmp_path):
     with open_dict(cfg):
         cfg.method["l1_crosscoder"]["params"]["stpes"] = 10
     with pytest.raises(ValueError, match="l1_crosscoder.*stpes"):
-        Runner(cfg, tmp_path)
+        Workspace(cfg, tmp_path)

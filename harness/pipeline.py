@@ -1,0 +1,84 @@
+"""The pipeline: plant -> corpus + collect -> diff -> score -> report, each stage cached and resumable.
+
+    ws = Workspace(cfg, run_dir)          # validated config, nodes, models, the audit corpus
+    plant.run(ws)                         # LoRA organisms + plant cards
+    collect.run(ws)                       # audit corpus, activations of every model on it and on the probes
+    diff.run(ws)                          # every method on every pair: findings/
+    score.run(ws)                         # findings vs planted ground truth: scores.json, matches.csv
+    report.run(run_dir)                   # leaderboard.md, plots
+
+Every stage can run alone (`stages=[collect]`). Stages after plant need the organisms, so the plant stage runs
+first whenever one of them is asked for: its products are content-addressed in the cache, so it trains nothing
+that exists. `score` and `report` read the run folder's saved findings and scores.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..core.io import read_json, write_json
+from .stages import collect, diff, plant, report, score
+from .tracking import Tracker
+from .workspace import Workspace, say
+
+STAGES = ("plant", "collect", "diff", "score", "report")
+
+
+def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    ws = Workspace(cfg, run_dir)
+    if {"plant", "collect", "diff"} & set(stages):  # a corpus the specs cannot supply fails now, not after planting
+        for node in dict.fromkeys(ws.base_of(p.a) for p in ws.suite.pairs):
+            ws.corpus_plan(node)
+    tracker = Tracker(cfg.get("wandb", {}), str(ws.run_dir), OmegaConf.to_container(cfg, resolve=True))
+    t0 = time.time()
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        ts = time.time()
+        say(f"--- stage {stage} ---")
+        out = fn(*args)
+        seconds[stage] = time.time() - ts
+        tracker.log({f"time/{stage}": seconds[stage]})
+        say(f"stage {stage} done in {seconds[stage]:.0f}s")
+        return out
+
+    try:
+        if "plant" in stages:
+            timed("plant", plant.run, ws)
+        elif {"collect", "diff", "score"} & set(stages):
+            plant.run(ws, quiet=True)  # the organisms the later stages need (from the cache)
+        if "collect" in stages:
+            timed("collect", collect.run, ws)
+        if "diff" in stages:
+            timed("diff", diff.run, ws)
+        if "score" in stages:
+            scores = timed("score", score.run, ws)
+            for method, summary in scores["metrics"].items():
+                tracker.log({f"{method}/{k}": v["value"] for k, v in summary.items() if not k.startswith("_")})
+        if "report" in stages:
+            timed("report", report.run, ws.run_dir)
+    finally:
+        tracker.finish()
+    record_timing(ws.run_dir, stages, time.time() - t0, seconds)
+    say(f"done in {time.time() - t0:.0f}s; run folder: {ws.run_dir}")
+
+
+def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_seconds: dict[str, float]) -> None:
+    """timing.json keeps every invocation of this run folder (a resumed or rescored run adds one), and
+    `stage_seconds` holds each stage's latest time: the times that made the folder's current products."""
+    path = run_dir / "timing.json"
+    try:
+        old = read_json(path) if path.exists() else {}
+    except ValueError:
+        old = {}
+    invocations = old.get("invocations") or ([{k: old[k] for k in ("stages", "seconds", "stage_seconds") if k in old}] if old else [])
+    invocations.append({"stages": stages, "seconds": seconds, "stage_seconds": stage_seconds,
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    latest = {k: v for inv in invocations for k, v in inv.get("stage_seconds", {}).items()}
+    write_json(path, {"stage_seconds": latest, "seconds": sum(latest.values()), "invocations": invocations})
