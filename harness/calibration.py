@@ -254,3 +254,15 @@ class TokenNull:
 
 def null_quantile(null: np.ndarray, level: float) -> float:
     return float(np.quantile(null, level, method="higher"))
+
+
+def safe_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC with defined answers: a constant readout (or non-finite scores) gives 0.5.
+
+    Rank-based (Mann-Whitney, ties count half): the same value as sklearn's roc_auc_score (a test checks it),
+    without its ~1 ms of input validation per call, which dominated scoring time over tens of thousands of
+    (finding, behavior) pairs."""
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+    if len(set(labels.tolist())) < 2 or np.ptp(scores) == 0:
+        return 0.5
+    return float(batch_auroc(labels, scores[:, None])[0])

@@ -258,7 +258,8 @@ def _ks_for(which: str | None, cfg: "ScoringConfig") -> list[int | None]:
 
 
 def columns(cfg: "ScoringConfig", table: str) -> list[tuple[str, str]]:
-    """(scores.json key, header) of the leaderboard table `table`, in registration order within each k choice."""
+    """(scores.json key, header) of the leaderboard table `table`, in registration order; the header ends in ↑
+    (higher is better) or ↓ (lower is better)."""
     cols = []
     for m in METRICS.values():
         for t, which in m.show:
@@ -266,5 +267,6 @@ def columns(cfg: "ScoringConfig", table: str) -> list[tuple[str, str]]:
                 continue
             for k in _ks_for(which, cfg):
                 label = (m.cross_label if table == "cross" and m.cross_label else m.label)
-                cols.append((m.key(cfg, k), label.format(k=k, K=cfg.K, null=null_percent(cfg))))
+                arrow = "↑" if m.higher_is_better else "↓"
+                cols.append((m.key(cfg, k), f"{label.format(k=k, K=cfg.K, null=null_percent(cfg))} {arrow}"))
     return cols

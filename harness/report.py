@@ -8,43 +8,19 @@ import platform
 from pathlib import Path
 
 from ..core.io import atomic_path, atomic_write, read_json
+from .metrics import columns as metric_columns, null_percent
+from .scoring import ScoringConfig
 
 def columns(scoring: dict) -> tuple[list, list, list]:
-    """(lead, channels, rest): the leaderboard's columns for this run's ks and strong-channel k.
-
-    Lead: what separates methods (recall at a middle k by any channel and by the causal channel alone,
-    false alarms on null pairs, analog false positives, planted-vs-null organism AUROC)."""
-    ks = list(scoring.get("ks") or [1, 5, 20])
-    K = max(ks)
-    mid = ks[len(ks) // 2]
-    strong = scoring.get("strong") or {}
-    sk = [k for k in ks if k <= int(strong.get("k", 0))] if strong.get("enabled") else []
-    s_mid = mid if mid in sk else (sk[-1] if sk else None)
-    lead = [(f"recall@{mid}", f"R@{mid}")]
-    if s_mid is not None:
-        lead.append((f"recall_strong@{s_mid}", f"strong R@{s_mid}"))
-    lead += [("null_false_alarm_rate", "null FA rate"), (f"analog_fp@{K}", f"analog FP@{K}"), ("organism_auroc", "org. AUROC")]
-    channels = [(f"recall_act@{k}", f"act R@{k}") for k in ks] + [(f"recall_token@{k}", f"token R@{k}") for k in ks]
-    channels += [(f"recall_strong@{k}", f"strong R@{k}") for k in sk]
-    rest = [(f"recall@{k}", f"R@{k}") for k in ks if k != mid] + [
-        (f"precision@{mid}", f"P@{mid}"), ("fdr", "FDR(flagged)"), ("null_flagged_per_pair", "null flags/pair"),
-        ("recall@null5", "R@null5%"), ("oversensitivity", "oversens."), ("analog_fp_flagged", "analog FP flagged"),
-        ("seed_agreement", "seed agree.")]
-    return lead, channels, rest
+    """(lead, channels, rest): the leaderboard's columns for this run's ks and strong-channel k, from the metric
+    registry (harness/metrics.py). Lead: what separates methods."""
+    cfg = ScoringConfig.from_dict(scoring or {})
+    return tuple(metric_columns(cfg, table) for table in ("lead", "channel", "rest"))
 
 
 # Training diagnostics a method may record with `save_run_metrics` (crosscoders, SAEs): held-out explained
 # variance per model, L0, dead fraction. Shown as min-max over the method's runs.
 TRAINING_INFO = [("ev_a", "EV model A"), ("ev_b", "EV model B"), ("l0", "L0"), ("dead_frac", "dead fraction")]
-
-# Cross-architecture pairs: the null pair is the two unmodified models (the architectures' own background).
-HEADLINE_CROSS = [
-    ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@20", "R@20"), ("exclusive_recall@20", "excl. R@20"),
-    ("precision@5", "P@5"), ("fdr", "FDR(flagged)"), ("flagged_per_planted", "flags/planted pair"),
-    ("null_flagged_per_pair", "background flags"), ("recall@null5", "R@bg5%"), ("oversensitivity", "oversens."),
-    ("analog_fp@20", "analog FP@20"), ("analog_fp_flagged", "analog FP flagged"),
-]
-
 
 def machine_description() -> str:
     """CPU model and core count (and GPU when present), for the reader of a leaderboard."""
@@ -122,6 +98,8 @@ def write_report(run_dir: Path) -> None:
     ]
     floors = set(scores.get("floors") or [])
     lead, channels, rest = columns(scores.get("scoring") or {})
+    scfg = ScoringConfig.from_dict(scores.get("scoring") or {})
+    K = scfg.K
     order = sorted(metrics, key=lambda m: (m in floors, -_val(metrics[m].get(lead[0][0]))))
     label = lambda m: f"{m} (floor)" if m in floors else m
     seeds = scores.get("seeds") or {}
@@ -174,10 +152,10 @@ def write_report(run_dir: Path) -> None:
             if c["kind"] != "behavior" and all(r["organism_T"] == 0 for r in c["rates"].values()):
                 lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
 
-    matrix = hit_matrix(run_dir)
+    matrix = hit_matrix(run_dir, K)
     if matrix and metrics:
         units = sorted({u for row in matrix.values() for u in row})
-        lines += ["", "## Hits per planted behavior (hit by a top-20 finding, any seed; A = activation match, T = token match, S = strong/causal)", "",
+        lines += ["", f"## Hits per planted behavior (hit by a top-{K} finding, any seed; A = activation match, T = token match, S = strong/causal)", "",
                   "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
         for method in order:
             if method in matrix:
@@ -186,7 +164,7 @@ def write_report(run_dir: Path) -> None:
         lines += ["", "![recall vs false alarms](recall_vs_false_alarms.png)", "", "![hit matrix](hit_matrix.png)", ""]
     atomic_write(run_dir / "leaderboard.md", "\n".join(lines) + ("" if metrics else "\n"))
     if metrics:
-        plot(run_dir, metrics, matrix, order)
+        plot(run_dir, metrics, matrix, order, scfg.ks)
     print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
 
 
@@ -200,6 +178,8 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
     """The cross-architecture part of the leaderboard."""
     models = scores.get("models") or {}
     pairs = [p for p in scores["pairs"] if p.get("cross")]
+    cfg = ScoringConfig.from_dict(scores.get("scoring") or {})
+    cols = metric_columns(cfg, "cross")
     lines = ["", "## Cross-architecture pairs", ""]
     for p in pairs:
         what = {"planted": f"{', '.join(p['behaviors'])} planted in {'A' if p['side'] == 'a' else 'B'} only",
@@ -213,20 +193,21 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
     lines += [
         "",
         "Each finding is read on its own model's probe activations (that model's chat template and tokens; per-prompt "
-        "max over its tokens); its control is the same readout on that model's unmodified base. *excl. R@20*: the hit "
-        "comes from a finding attributed to the model that has the behavior. *background flags*: findings flagged on "
-        "the pair of unmodified models; *R@bg5%*: recall at the uniqueness threshold admitting 5% of that pair's findings.",
+        "max over its tokens); its control is the same readout on that model's unmodified base. "
+        f"*excl. R@{cfg.K}*: the hit comes from a finding attributed to the model that has the behavior. *background flags*: "
+        f"findings flagged on the pair of unmodified models; *R@bg{null_percent(cfg)}%*: recall at the uniqueness threshold "
+        f"admitting {null_percent(cfg)}% of that pair's findings.",
         "",
-        "| method | " + " | ".join(h for _, h in HEADLINE_CROSS) + " | runs |",
-        "|---|" + "---|" * len(HEADLINE_CROSS) + "---|",
+        "| method | " + " | ".join(h for _, h in cols) + " | runs |",
+        "|---|" + "---|" * len(cols) + "---|",
     ]
     floors = set(scores.get("floors") or [])
-    order = sorted(cross, key=lambda m: (m in floors, -_val(cross[m].get("recall@20"))))
+    order = sorted(cross, key=lambda m: (m in floors, -_val(cross[m].get(f"recall@{cfg.K}"))))
     for method in order:
         s = cross[method]
         label = f"{method} (floor)" if method in floors else method
         status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
-        lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in HEADLINE_CROSS) + f" | {status} |")
+        lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in cols) + f" | {status} |")
     background = [p["id"] for p in pairs if p["kind"] == "null"]
     if background:
         lines += ["", "Findings on the unmodified pair (" + ", ".join(f"`{b}`" for b in background) + "), by the model they are "
@@ -246,10 +227,10 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
                         counts["f" + side] += int(bool(f["flagged"]))
             if runs:
                 lines.append(f"| {method} | " + " | ".join(f"{counts[k] / runs:g}" for k in ("fa", "fb", "ra", "rb")) + " |")
-    matrix = hit_matrix(run_dir, cross=True)
+    matrix = hit_matrix(run_dir, cfg.K, cross=True)
     if matrix:
         units = sorted({u for row in matrix.values() for u in row})
-        lines += ["", "Hits per planted behavior (top-20 findings; A = activation match, T = token match; lower case: "
+        lines += ["", f"Hits per planted behavior (top-{cfg.K} findings; A = activation match, T = token match; lower case: "
                   "the hit came from a finding attributed to the other model):", "",
                   "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
         for method in order:
@@ -279,7 +260,7 @@ def training_section(run_dir: Path, methods: list[str]) -> list[str]:
             *rows]
 
 
-def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
+def hit_matrix(run_dir: Path, K: int, cross: bool = False) -> dict[str, dict[str, str]]:
     """method -> {pair/behavior: 'A', 'T', 'AT' or '-'} for planted pairs, from matches.csv (seed-pooled).
 
     cross=True: the cross-architecture pairs only (lower-case tags: hit by a finding on the wrong side)."""
@@ -290,7 +271,7 @@ def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
         if cross:
             unit = f"{r['behavior']} in {r['planted_side'].upper()}"
             cell = out.setdefault(r["method"], {}).setdefault(unit, "-")
-            if int(r["rank"]) < 20:
+            if int(r["rank"]) < K:
                 tag = ("A" if r["act_match"] == "True" else "") + ("T" if r["token_match"] == "True" else "")
                 if r["side"] != r["planted_side"]:
                     tag = tag.lower()
@@ -299,7 +280,7 @@ def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
             continue
         unit = r["behavior"] if r["pair"].endswith("__" + r["behavior"]) else f"{r['behavior']} ({r['pair'].split('__')[-1]})"
         cell = out.setdefault(r["method"], {}).setdefault(unit, "-")
-        if int(r["rank"]) < 20:
+        if int(r["rank"]) < K:
             tag = ("A" if r["act_match"] == "True" else "") + ("T" if r["token_match"] == "True" else "") + (
                 "S" if r.get("strong_match") == "True" else "")
             if tag:
@@ -308,14 +289,15 @@ def hit_matrix(run_dir: Path, cross: bool = False) -> dict[str, dict[str, str]]:
     return out
 
 
-def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
+def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str], ks: tuple[int, ...]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
-    for ax, k in zip(axes, (1, 5, 20)):
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.3 * len(ks), 4), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, k in zip(axes, ks):
         for i, method in enumerate(order):
             s = metrics[method]
             x, y = _val(s.get("null_false_alarm_rate")), _val(s.get(f"recall@{k}"))
@@ -350,7 +332,7 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str]) -> None:
                 ax.text(j, i, matrix[m].get(u, "-"), ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(units)), units, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(methods)), methods, fontsize=8)
-    ax.set_title("hit@20 per planted behavior\n(A: activation, T: token, S: strong/causal)", fontsize=9)
+    ax.set_title(f"hit@{max(ks)} per planted behavior\n(A: activation, T: token, S: strong/causal)", fontsize=9)
     fig.tight_layout()
     with atomic_path(run_dir / "hit_matrix.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..core import Finding, Readout
-from .calibration import NullSampler, TokenNull, batch_auroc, batch_dprime, family_of
+from .calibration import NullSampler, TokenNull, batch_dprime, family_of, safe_auroc
 from ..core.activations import LayerActs
+from .metrics import SeedView, metrics_one_seed, nanmean
 
 
 @dataclass
@@ -118,18 +119,6 @@ def per_prompt_scores(scores: torch.Tensor, probe: ProbeActs) -> np.ndarray:
     n = len(probe.labels)
     out = torch.full((n,), float("-inf")).scatter_reduce(0, probe.acts.text_idx, masked, reduce="amax", include_self=True)
     return out.numpy()
-
-
-def safe_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AUROC with defined answers: a constant readout (or non-finite scores) gives 0.5.
-
-    Rank-based (Mann-Whitney, ties count half): the same value as sklearn's roc_auc_score (a test checks it),
-    without its ~1 ms of input validation per call, which dominated scoring time over tens of thousands of
-    (finding, behavior) pairs."""
-    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
-    if len(set(labels.tolist())) < 2 or np.ptp(scores) == 0:
-        return 0.5
-    return float(batch_auroc(labels, scores[:, None])[0])
 
 
 def keyword_token_ids(tokenizer, keywords: Sequence[str]) -> set[int]:
@@ -301,101 +290,6 @@ class PairResult:
     findings_sha: str = ""  # checksum of the saved findings files, verified before they are reused or scored
 
 
-def _nanmean(xs: Iterable[float]) -> float:
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return float(np.mean(xs)) if xs else float("nan")
-
-
-CHANNELS = {"act": lambda r: r.act_match, "token": lambda r: r.token_match, "strong": lambda r: r.strong_match}
-
-
-def _metrics_one_seed(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False,
-                      strong_seed: bool = True) -> dict[str, float]:
-    """Point metrics for one method and seed on a (possibly resampled) list of pair results.
-
-    `cross`: cross-architecture pairs; adds exclusive recall (the hit comes from a finding that
-    attributes the difference to the model the behavior was planted in). Their null pair is the two
-    unmodified models: the architecture's own background. `strong_seed`: this seed got the causal test
-    (strong.max_seeds); on other seeds the any-channel and strong metrics are undefined (nan), so that
-    every any-channel figure includes all three channels."""
-    hits: dict[tuple[str, str], list[MatchRecord]] = {}
-    for r in records:
-        if r.hit:
-            hits.setdefault((r.pair, r.behavior), []).append(r)
-    # pairs excluded by the plant gate are not part of the ground truth, and a method that cannot be defined
-    # for a pair (not_applicable, listed with its reason) is not scored on it; failed runs count as misses
-    results = [p for p in results if p.status not in ("excluded", "not_applicable")]
-    planted = [p for p in results if p.pair_kind == "planted"]
-    nulls = [p for p in results if p.pair_kind == "null"]
-    analogs = [p for p in results if p.pair_kind == "analog"]
-    out: dict[str, float] = {}
-    nan = float("nan")
-    K = cfg.K
-    any_ok = strong_seed or not cfg.strong.enabled or cross
-
-    units = [(p, b) for p in planted for b in p.behaviors]
-
-    def recall(k: int, ok=lambda r: True) -> float:
-        if not units:
-            return nan
-        return _nanmean(float(p.status == "ok" and any(r.rank < k and ok(r) for r in hits.get((p.pair, b), []))) for p, b in units)
-
-    for k in cfg.ks:
-        out[f"recall@{k}"] = recall(k) if any_ok else nan
-        for ch, ok in CHANNELS.items():
-            if ch == "strong" and (cross or not cfg.strong.enabled or k > cfg.strong.k):
-                continue
-            out[f"recall_{ch}@{k}"] = recall(k, ok) if (ch != "strong" or strong_seed) else nan
-        # activation or token, on every seed: the figure that estimates a floor's chance rate over all its seeds
-        out[f"recall_noncausal@{k}"] = recall(k, lambda r: r.act_match or r.token_match)
-        prec = []
-        for p in planted:
-            if p.status != "ok" or p.n_findings == 0:
-                continue
-            hit_ranks = {r.rank for b in p.behaviors for r in hits.get((p.pair, b), [])}
-            top = min(k, p.n_findings)
-            prec.append(sum(1 for rank in range(top) if rank in hit_ranks) / top)
-        out[f"precision@{k}"] = _nanmean(prec) if any_ok else nan
-        if cross:
-            out[f"exclusive_recall@{k}"] = recall(k, lambda r: r.exclusive_hit)
-
-    flagged_planted = sum(p.n_flagged for p in planted if p.status == "ok")
-    true_flags = 0
-    for p in planted:
-        if p.status != "ok":
-            continue
-        hit_ranks = {r.rank for b in p.behaviors for r in hits.get((p.pair, b), [])}
-        true_flags += sum(1 for rank, f in enumerate(p.flagged) if f and rank in hit_ranks)
-    out["fdr"] = ((flagged_planted - true_flags) / flagged_planted if flagged_planted else nan) if any_ok else nan
-    ok_planted = [p for p in planted if p.status == "ok"]
-    out["flagged_per_planted"] = _nanmean(p.n_flagged for p in ok_planted)
-
-    ok_nulls = [p for p in nulls if p.status == "ok"]
-    out["null_flagged_per_pair"] = _nanmean(p.n_flagged for p in ok_nulls)
-    out["null_false_alarm_rate"] = _nanmean(float(p.n_flagged > 0) for p in ok_nulls)
-    null_u = [u for p in ok_nulls for u in p.uniqueness]
-    tau = float(np.quantile(null_u, cfg.null_quantile)) if null_u else float("-inf")
-    out["recall@null5"] = _nanmean(
-        float(p.status == "ok" and any(r.uniqueness > tau for r in hits.get((p.pair, b), []))) for p, b in units
-    ) if units and ok_nulls and any_ok else nan
-    fpp, nfp = out["flagged_per_planted"], out["null_flagged_per_pair"]
-    out["oversensitivity"] = nfp / fpp if fpp and not math.isnan(fpp) and fpp > 0 and not math.isnan(nfp) else nan
-
-    ok_analogs = [p for p in analogs if p.status == "ok"]
-    out["analog_fp_flagged"] = _nanmean(
-        sum(1 for b in p.behaviors for r in hits.get((p.pair, b), []) if r.flagged) for p in ok_analogs) if any_ok else nan
-    out[f"analog_fp@{K}"] = _nanmean(
-        float(any(r.rank < K for b in p.behaviors for r in hits.get((p.pair, b), []))) for p in ok_analogs) if any_ok else nan
-
-    top_planted = [max(p.uniqueness) if p.uniqueness else -1e30 for p in ok_planted]
-    top_null = [max(p.uniqueness) if p.uniqueness else -1e30 for p in ok_nulls]
-    if top_planted and top_null:
-        out["organism_auroc"] = safe_auroc(np.array([1] * len(top_planted) + [0] * len(top_null)), np.array(top_planted + top_null))
-    else:
-        out["organism_auroc"] = nan
-    return out
-
-
 def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False) -> dict[str, dict]:
     """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement."""
     out: dict[str, dict] = {}
@@ -408,12 +302,12 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         seeds = sorted({r.seed for r in res_m})
         by_seed = {s: ([r for r in res_m if r.seed == s], [r for r in rec_m if r.seed == s]) for s in seeds}
         strong_seeds = set(seeds[: cfg.strong.max_seeds])
-        per_seed = {s: _metrics_one_seed(*by_seed[s], cfg, cross=cross, strong_seed=s in strong_seeds) for s in seeds}
+        per_seed = {s: metrics_one_seed(SeedView(*by_seed[s], cfg, cross=cross, strong_seed=s in strong_seeds)) for s in seeds}
         names = list(next(iter(per_seed.values())).keys())
         summary: dict[str, dict] = {}
         for name in names:
             vals = [per_seed[s][name] for s in seeds]
-            summary[name] = {"value": _nanmean(vals), "seed_std": float(np.nanstd(vals)) if len(seeds) > 1 and not all(math.isnan(v) for v in vals) else float("nan"),
+            summary[name] = {"value": nanmean(vals), "seed_std": float(np.nanstd(vals)) if len(seeds) > 1 and not all(math.isnan(v) for v in vals) else float("nan"),
                              "per_seed": vals}
         # bootstrap: resample pairs (organisms) within each kind, the same draw for every seed
         pair_ids = {kind: sorted({r.pair for r in res_m if r.pair_kind == kind}) for kind in ("planted", "null", "analog")}
@@ -438,11 +332,11 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
                     new_id = f"{pid}#{j}"
                     new_res.append(replace(rmap[pid], pair=new_id))
                     new_rec += [replace(x, pair=new_id) for x in recs_by_pair.get(pid, ())]
-                m = _metrics_one_seed(new_res, new_rec, cfg, cross=cross, strong_seed=s in strong_seeds)
+                m = metrics_one_seed(SeedView(new_res, new_rec, cfg, cross=cross, strong_seed=s in strong_seeds))
                 for n in names:
                     seed_vals[n].append(m[n])
             for n in names:
-                boots[n].append(_nanmean(seed_vals[n]))
+                boots[n].append(nanmean(seed_vals[n]))
         for n in names:
             vals = np.array([v for v in boots[n] if not math.isnan(v)])
             summary[n]["lo"] = float(np.percentile(vals, 2.5)) if len(vals) else float("nan")
@@ -455,7 +349,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
             for pair, b in units:
                 hs = {any(x.rank < cfg.K and x.hit for x in by_seed[s][1] if x.pair == pair and x.behavior == b) for s in agree_seeds}
                 agree.append(float(len(hs) == 1))
-            summary["seed_agreement"] = {"value": _nanmean(agree), "lo": float("nan"), "hi": float("nan"), "seed_std": float("nan"), "per_seed": []}
+            summary["seed_agreement"] = {"value": nanmean(agree), "lo": float("nan"), "hi": float("nan"), "seed_std": float("nan"), "per_seed": []}
         statuses: dict[str, int] = {}
         for r in res_m:
             statuses[r.status] = statuses.get(r.status, 0) + 1

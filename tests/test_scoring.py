@@ -152,12 +152,12 @@ def test_metrics_known_by_construction():
 
 def test_no_metric_reads_misses():
     """compute_metrics bootstraps over hits only; that is exact only while no metric reads a miss record."""
-    from diffbench.harness.scoring import _metrics_one_seed
+    from diffbench.harness.metrics import SeedView, metrics_one_seed
 
     results, records = toy_results()
     assert any(not r.hit for r in records)
-    full = _metrics_one_seed(results, records, CFG)
-    hits_only = _metrics_one_seed(results, [r for r in records if r.hit], CFG)
+    full = metrics_one_seed(SeedView(results, records, CFG))
+    hits_only = metrics_one_seed(SeedView(results, [r for r in records if r.hit], CFG))
     assert full.keys() == hits_only.keys()
     for k in full:
         assert full[k] == pytest.approx(hits_only[k], nan_ok=True), k
@@ -194,3 +194,27 @@ def test_seed_mean_spread_and_agreement():
     assert m["recall@5"]["value"] == pytest.approx(0.75)  # seed 0: 1.0, seed 1: 0.5
     assert m["recall@5"]["seed_std"] == pytest.approx(0.25)
     assert m["seed_agreement"]["value"] == 0.5  # p1/x agrees, p2/y does not
+
+
+def test_metric_registry_drives_scores_and_leaderboard():
+    """Metrics and the leaderboard's columns follow scoring.ks (nothing hard-codes a k); a new metric is one
+    registered function, and it appears in the per-seed metrics and in the table its registration names."""
+    from diffbench.harness import metrics as M
+
+    cfg = ScoringConfig.from_dict({"ks": [2, 10, 50]})
+    lead = [k for k, _ in M.columns(cfg, "lead")]
+    assert lead[0] == "recall@10" and "analog_fp@50" in lead and "null_false_alarm_rate" in lead
+    results, records = toy_results()
+    got = M.metrics_one_seed(M.SeedView(results, records, cfg))
+    assert {"recall@2", "recall@10", "recall@50", "analog_fp@50", "recall@null5"} <= set(got)
+    assert "recall@20" not in got and "analog_fp@20" not in got
+
+    @M.metric("test_top_uniqueness", "top u", higher_is_better=True, reads=("planted",), show=(("rest", None),))
+    def top_uniqueness(v, k=None):
+        return max((max(p.uniqueness) for p in v.ok["planted"] if p.uniqueness), default=float("nan"))
+
+    try:
+        assert "test_top_uniqueness" in M.metrics_one_seed(M.SeedView(results, records, cfg))
+        assert ("test_top_uniqueness", "top u ↑") in M.columns(cfg, "rest")
+    finally:
+        M.METRICS._items.pop("test_top_uniqueness")
