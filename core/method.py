@@ -63,6 +63,10 @@ class PairContext:
     def middle_layer(self) -> int:
         return self.layers[len(self.layers) // 2]
 
+    def layer_or_middle(self, layer: int | None) -> int:
+        """A method's `layer` option: the residual index it names, or the pair's middle layer when None."""
+        return self.middle_layer if layer is None else int(layer)
+
     @property
     def middle_layer_b(self) -> int:
         """Model B's middle layer (== middle_layer unless the models differ in depth)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -40,6 +40,24 @@ def user_content_offset(tokenizer, formatted: str, user_text: str) -> int:
 
 
 @torch.inference_mode()
+def greedy_batch(model: LoadedModel, texts: Sequence[str], max_new_tokens: int, before: Callable[[dict], None] | None = None) -> list[str]:
+    """Greedy continuations of one batch of formatted prompts, left-padded (so every row's last prompt token is
+    at the same position); `before(enc)` sees the encoded batch before generation (steering reads its mask)."""
+    tok = model.tokenizer
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tok.padding_side = old_side
+    if before is not None:
+        before(enc)
+    gen = model.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                               eos_token_id=tok.eos_token_id, top_p=None, top_k=None, temperature=None)
+    return [tok.decode(row, skip_special_tokens=True).strip() for row in gen[:, enc["input_ids"].shape[1] :]]
+
+
+@torch.inference_mode()
 def greedy_generate(
     model: LoadedModel,
     prompts: Sequence[str],
@@ -54,19 +72,8 @@ def greedy_generate(
     texts = [chat_prompt(tok, p) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     out: list[str] = [""] * len(texts)
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc or f"generate {model.name}", disable=not progress, leave=False):
-            idx = order[start : start + batch_size]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            gen = model.model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id, top_p=None, top_k=None, temperature=None,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            for r, i in enumerate(idx):
-                out[i] = tok.decode(new[r], skip_special_tokens=True).strip()
-    finally:
-        tok.padding_side = old_side
+    for start in tqdm(range(0, len(order), batch_size), desc=desc or f"generate {model.name}", disable=not progress, leave=False):
+        idx = order[start : start + batch_size]
+        for i, text in zip(idx, greedy_batch(model, [texts[i] for i in idx], max_new_tokens)):
+            out[i] = text
     return out

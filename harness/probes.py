@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..core.io import read_json
+from .generate import user_content_offset
 from .scoring import ProbeActs
 from .workspace import Workspace
 
@@ -56,7 +57,7 @@ class Probes:
                     self._cache.pop(self._extra_keys.pop(0), None)
             starts = []
             for text, user in zip(texts, users):
-                offset = text.rfind(user)
+                offset = user_content_offset(m.tokenizer, text, user)
                 enc = m.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True,
                                   max_length=ws.collect_cfg["max_length"])
                 starts.append(next((i for i, (s, _) in enumerate(enc["offset_mapping"]) if s >= offset), 0))

@@ -75,27 +75,9 @@ def _read_csv(path: Path) -> list[dict]:
 def write_report(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     scores = read_json(run_dir / "scores.json")
-    cfg_path = run_dir / "config.yaml"
-    commands = [l for l in (run_dir / "command.txt").read_text().splitlines() if l.strip()] if (run_dir / "command.txt").exists() else ["diffbench"]
     metrics = scores["metrics"]
     cross = scores.get("metrics_crossarch") or {}
-    on = f"`{scores['model']}`"
-    if cross:
-        first = next(p for p in scores["pairs"] if p.get("cross"))
-        models = [scores["models"].get(first["a"], first["a"]), scores["models"].get(first["b"], first["b"])]
-        on = " vs ".join(f"`{m}`" for m in models) if not metrics else f"{on} (and {' vs '.join(f'`{m}`' for m in models)})"
-    lines = [
-        f"# diffbench leaderboard: suite `{scores['suite']}` on {on}",
-        "",
-        "- command: " + "; then ".join(f"`{c}`" for c in commands if not c.startswith("#")),
-        f"- machine: {machine_description()}",
-        f"- method seeds (stochastic methods): {scores['method_seeds']}",
-        f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
-        f"- config: `{cfg_path.name}` in the run folder; metric definitions in DESIGN.md / README",
-        "",
-        "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
-        "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
-    ]
+    lines = header(run_dir, scores)
     floors = set(scores.get("floors") or [])
     lead, channels, rest = columns(scores.get("scoring") or {})
     scfg = ScoringConfig.from_dict(scores.get("scoring") or {})
@@ -124,33 +106,10 @@ def write_report(run_dir: Path) -> None:
                 lines.append(f"| {label(method)} | " + " | ".join(fmt(sm.get(k)) for k, _ in cols) + f" | {n_seeds} | {status} |")
     if cross:
         lines += cross_section(run_dir, scores, cross)
-    failed = {m: s["_errors"] for m, s in [*metrics.items(), *cross.items()] if s.get("_errors")}
-    if failed:
-        lines += ["", "## Failed method runs", ""]
-        for m, errs in failed.items():
-            lines += [f"- `{m}`: {e}" for e in errs]
-    pr = _read_csv(run_dir / "pair_results.csv")
-    na = sorted({(r["method"], r["error"]) for r in pr if r["status"] == "not_applicable"})
-    if na:
-        lines += ["", "## Not applicable", ""] + [f"- `{m}`: {e}" for m, e in na]
-    excluded = sorted({(r["pair"], r["error"]) for r in pr if r["status"] == "excluded"})
-    if excluded:
-        lines += ["", "## Pairs excluded by the plant gate", ""] + [f"- `{p}`: {e}" for p, e in excluded]
-
+    lines += problems_section(run_dir, metrics, cross)
     lines += training_section(run_dir, list(dict.fromkeys([*order, *cross])))
 
-    cards = scores.get("plant_cards") or {}
-    if cards:
-        lines += ["", "## Plant cards", "", "| organism | gate | behavior | T (organism) | C (organism) | T (base) | KL to base | train s |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, c in cards.items():
-            for b, r in c["rates"].items():
-                if c["kind"] != "behavior" and r["organism_T"] == 0:
-                    continue
-                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | {b} | {r['organism_T']:.2f} | "
-                             f"{_nan(r.get('organism_C')):.2f} | {_nan(r.get('base_T')):.2f} | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
-            if c["kind"] != "behavior" and all(r["organism_T"] == 0 for r in c["rates"].values()):
-                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
+    lines += plant_cards_section(scores.get("plant_cards") or {})
 
     matrix = hit_matrix(run_dir, K)
     if matrix and metrics:
@@ -166,6 +125,68 @@ def write_report(run_dir: Path) -> None:
     if metrics:
         plot(run_dir, metrics, matrix, order, scfg.ks)
     print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
+
+
+def header(run_dir: Path, scores: dict) -> list[str]:
+    """Title, command, machine, seeds, pairs and how to read the numbers."""
+    cfg_path = run_dir / "config.yaml"
+    commands = [l for l in (run_dir / "command.txt").read_text().splitlines() if l.strip()] if (run_dir / "command.txt").exists() else ["diffbench"]
+    metrics = scores["metrics"]
+    cross = scores.get("metrics_crossarch") or {}
+    on = f"`{scores['model']}`"
+    if cross:
+        first = next(p for p in scores["pairs"] if p.get("cross"))
+        models = [scores["models"].get(first["a"], first["a"]), scores["models"].get(first["b"], first["b"])]
+        on = " vs ".join(f"`{m}`" for m in models) if not metrics else f"{on} (and {' vs '.join(f'`{m}`' for m in models)})"
+    return [
+        f"# diffbench leaderboard: suite `{scores['suite']}` on {on}",
+        "",
+        "- command: " + "; then ".join(f"`{c}`" for c in commands if not c.startswith("#")),
+        f"- machine: {machine_description()}",
+        f"- method seeds (stochastic methods): {scores['method_seeds']}",
+        f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
+        f"- config: `{cfg_path.name}` in the run folder; metric definitions in DESIGN.md / README",
+        "",
+        "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
+        "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
+    ]
+
+
+def problems_section(run_dir: Path, metrics: dict, cross: dict) -> list[str]:
+    """Failed method runs, methods not applicable to a pair, pairs excluded by the plant gate."""
+    lines: list[str] = []
+    failed = {m: s["_errors"] for m, s in [*metrics.items(), *cross.items()] if s.get("_errors")}
+    if failed:
+        lines += ["", "## Failed method runs", ""]
+        for m, errs in failed.items():
+            lines += [f"- `{m}`: {e}" for e in errs]
+    pr = _read_csv(run_dir / "pair_results.csv")
+    na = sorted({(r["method"], r["error"]) for r in pr if r["status"] == "not_applicable"})
+    if na:
+        lines += ["", "## Not applicable", ""] + [f"- `{m}`: {e}" for m, e in na]
+    excluded = sorted({(r["pair"], r["error"]) for r in pr if r["status"] == "excluded"})
+    if excluded:
+        lines += ["", "## Pairs excluded by the plant gate", ""] + [f"- `{p}`: {e}" for p, e in excluded]
+
+    return lines
+
+
+def plant_cards_section(cards: dict) -> list[str]:
+    """Each organism's plant card: gate, behavior rates on T and C, KL to the base model, training time."""
+    lines: list[str] = []
+    if cards:
+        lines += ["", "## Plant cards", "", "| organism | gate | behavior | T (organism) | C (organism) | T (base) | KL to base | train s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, c in cards.items():
+            for b, r in c["rates"].items():
+                if c["kind"] != "behavior" and r["organism_T"] == 0:
+                    continue
+                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | {b} | {r['organism_T']:.2f} | "
+                             f"{_nan(r.get('organism_C')):.2f} | {_nan(r.get('base_T')):.2f} | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
+            if c["kind"] != "behavior" and all(r["organism_T"] == 0 for r in c["rates"].values()):
+                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
+
+    return lines
 
 
 def _val(m: dict | None) -> float:
@@ -213,20 +234,12 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
         lines += ["", "Findings on the unmodified pair (" + ", ".join(f"`{b}`" for b in background) + "), by the model they are "
                   "attributed to (flagged / reported):", "", "| method | flagged on A | flagged on B | reported on A | reported on B |",
                   "|---|---|---|---|---|"]
+        details = _read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else []
         for method in order:
-            counts = {"fa": 0, "fb": 0, "ra": 0, "rb": 0}
-            runs = 0
-            for b in background:
-                for path in sorted((run_dir / "findings" / method).glob(f"{b}@s*.json")):
-                    if path.name.endswith(".status.json"):
-                        continue
-                    runs += 1
-                    for f in read_json(path)["findings"]:
-                        side = "a" if f["side"] == "a" else "b"
-                        counts["r" + side] += 1
-                        counts["f" + side] += int(bool(f["flagged"]))
-            if runs:
-                lines.append(f"| {method} | " + " | ".join(f"{counts[k] / runs:g}" for k in ("fa", "fb", "ra", "rb")) + " |")
+            mine = [r for r in details if r["method"] == method and r["pair"] in background]
+            if mine:
+                lines.append(f"| {method} | " + " | ".join(f"{sum(int(r[k]) for r in mine) / len(mine):g}"
+                                                           for k in ("flagged_a", "flagged_b", "reported_a", "reported_b")) + " |")
     matrix = hit_matrix(run_dir, cfg.K, cross=True)
     if matrix:
         units = sorted({u for row in matrix.values() for u in row})
@@ -240,24 +253,33 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
 
 
 def training_section(run_dir: Path, methods: list[str]) -> list[str]:
-    """Min-max of the training diagnostics (`*.metrics.json` beside the findings) over each method's runs."""
+    """Min-max of the training diagnostics (runs.csv, from the methods' `*.metrics.json`) over each method's runs."""
+    runs = _read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else []
     rows = []
     for method in methods:
         seen: dict[str, list[float]] = {k: [] for k, _ in TRAINING_INFO}
-        paths = sorted((run_dir / "findings" / method).glob("*.metrics.json"))
-        for path in paths:
-            info = read_json(path)
+        mine = [r for r in runs if r["method"] == method and r.get("ev_a") not in (None, "")]
+        for r in mine:
             for k in seen:
-                if isinstance(info.get(k), (int, float)) and math.isfinite(info[k]):
-                    seen[k].append(float(info[k]))
+                v = _num(r.get(k))
+                if v is not None:
+                    seen[k].append(v)
         if seen["ev_a"]:
             rows.append(f"| {method} | " + " | ".join(
-                (f"{min(v):.3g}-{max(v):.3g}" if v else "n/a") for v in seen.values()) + f" | {len(paths)} |")
+                (f"{min(v):.3g}-{max(v):.3g}" if v else "n/a") for v in seen.values()) + f" | {len(mine)} |")
     if not rows:
         return []
     return ["", "## Training diagnostics (min-max over runs; EV and L0 on held-out tokens)", "",
             "| method | " + " | ".join(h for _, h in TRAINING_INFO) + " | runs |", "|---|" + "---|" * len(TRAINING_INFO) + "---|",
             *rows]
+
+
+def _num(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def hit_matrix(run_dir: Path, K: int, cross: bool = False) -> dict[str, dict[str, str]]:

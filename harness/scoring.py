@@ -309,34 +309,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
             vals = [per_seed[s][name] for s in seeds]
             summary[name] = {"value": nanmean(vals), "seed_std": float(np.nanstd(vals)) if len(seeds) > 1 and not all(math.isnan(v) for v in vals) else float("nan"),
                              "per_seed": vals}
-        # bootstrap: resample pairs (organisms) within each kind, the same draw for every seed
-        pair_ids = {kind: sorted({r.pair for r in res_m if r.pair_kind == kind}) for kind in ("planted", "null", "analog")}
-        boots: dict[str, list[float]] = {n: [] for n in names}
-        grouped = {}  # per seed: pair -> result, pair -> its match records (built once, not per draw)
-        for s in seeds:
-            recs_by_pair: dict[str, list[MatchRecord]] = {}
-            for x in by_seed[s][1]:
-                recs_by_pair.setdefault(x.pair, []).append(x)
-            grouped[s] = ({r.pair: r for r in by_seed[s][0]}, recs_by_pair)
-        for _ in range(cfg.bootstrap if any(pair_ids.values()) else 0):
-            draw = []
-            for kind, ids in pair_ids.items():
-                draw += list(rng.choice(ids, size=len(ids), replace=True)) if ids else []
-            seed_vals: dict[str, list[float]] = {n: [] for n in names}
-            for s in seeds:
-                rmap, recs_by_pair = grouped[s]
-                new_res, new_rec = [], []
-                for j, pid in enumerate(draw):  # relabel duplicates so they count twice
-                    if pid not in rmap:
-                        continue
-                    new_id = f"{pid}#{j}"
-                    new_res.append(replace(rmap[pid], pair=new_id))
-                    new_rec += [replace(x, pair=new_id) for x in recs_by_pair.get(pid, ())]
-                m = metrics_one_seed(SeedView(new_res, new_rec, cfg, cross=cross, strong_seed=s in strong_seeds))
-                for n in names:
-                    seed_vals[n].append(m[n])
-            for n in names:
-                boots[n].append(nanmean(seed_vals[n]))
+        boots = _bootstrap(res_m, by_seed, strong_seeds, names, cfg, cross, rng)
         for n in names:
             vals = np.array([v for v in boots[n] if not math.isnan(v)])
             summary[n]["lo"] = float(np.percentile(vals, 2.5)) if len(vals) else float("nan")
@@ -344,12 +317,8 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         # behavior-level agreement of hit@K across the seeds every channel was tested on
         agree_seeds = seeds if cross or not cfg.strong.enabled else [s for s in seeds if s in strong_seeds]
         if len(agree_seeds) > 1:
-            units = sorted({(r.pair, b) for r in res_m if r.pair_kind == "planted" for b in r.behaviors})
-            agree = []
-            for pair, b in units:
-                hs = {any(x.rank < cfg.K and x.hit for x in by_seed[s][1] if x.pair == pair and x.behavior == b) for s in agree_seeds}
-                agree.append(float(len(hs) == 1))
-            summary["seed_agreement"] = {"value": nanmean(agree), "lo": float("nan"), "hi": float("nan"), "seed_std": float("nan"), "per_seed": []}
+            summary["seed_agreement"] = {"value": _seed_agreement(res_m, by_seed, agree_seeds, cfg.K), "lo": float("nan"),
+                                         "hi": float("nan"), "seed_std": float("nan"), "per_seed": []}
         statuses: dict[str, int] = {}
         for r in res_m:
             statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -358,3 +327,48 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         summary["_errors"] = sorted({f"{r.pair}: {r.error}" for r in res_m if r.status == "failed"})
         out[method] = summary
     return out
+
+
+def _bootstrap(res_m: list[PairResult], by_seed: dict, strong_seeds: set[int], names: list[str], cfg: ScoringConfig, cross: bool,
+               rng: np.random.Generator) -> dict[str, list[float]]:
+    """Bootstrap draws of every metric (seed-averaged): resample pairs (organisms) within each kind, the same draw
+    for every seed."""
+    seeds = list(by_seed)
+    pair_ids = {kind: sorted({r.pair for r in res_m if r.pair_kind == kind}) for kind in ("planted", "null", "analog")}
+    boots: dict[str, list[float]] = {n: [] for n in names}
+    grouped = {}  # per seed: pair -> result, pair -> its match records (built once, not per draw)
+    for s in seeds:
+        recs_by_pair: dict[str, list[MatchRecord]] = {}
+        for x in by_seed[s][1]:
+            recs_by_pair.setdefault(x.pair, []).append(x)
+        grouped[s] = ({r.pair: r for r in by_seed[s][0]}, recs_by_pair)
+    for _ in range(cfg.bootstrap if any(pair_ids.values()) else 0):
+        draw = []
+        for kind, ids in pair_ids.items():
+            draw += list(rng.choice(ids, size=len(ids), replace=True)) if ids else []
+        seed_vals: dict[str, list[float]] = {n: [] for n in names}
+        for s in seeds:
+            rmap, recs_by_pair = grouped[s]
+            new_res, new_rec = [], []
+            for j, pid in enumerate(draw):  # relabel duplicates so they count twice
+                if pid not in rmap:
+                    continue
+                new_id = f"{pid}#{j}"
+                new_res.append(replace(rmap[pid], pair=new_id))
+                new_rec += [replace(x, pair=new_id) for x in recs_by_pair.get(pid, ())]
+            m = metrics_one_seed(SeedView(new_res, new_rec, cfg, cross=cross, strong_seed=s in strong_seeds))
+            for n in names:
+                seed_vals[n].append(m[n])
+        for n in names:
+            boots[n].append(nanmean(seed_vals[n]))
+    return boots
+
+
+def _seed_agreement(res_m: list[PairResult], by_seed: dict, seeds: list[int], K: int) -> float:
+    """Share of planted (pair, behavior) units on which every seed agrees whether a top-K finding hits."""
+    units = sorted({(r.pair, b) for r in res_m if r.pair_kind == "planted" for b in r.behaviors})
+    agree = []
+    for pair, b in units:
+        hs = {any(x.rank < K and x.hit for x in by_seed[s][1] if x.pair == pair and x.behavior == b) for s in seeds}
+        agree.append(float(len(hs) == 1))
+    return nanmean(agree)

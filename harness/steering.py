@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .generate import chat_prompt
+from .generate import chat_prompt, greedy_batch
 from ..core.model import LoadedModel
 
 
@@ -134,24 +134,17 @@ def intervened_generate(
     out = [[""] * len(texts) for _ in range(len(vecs))]
     hook = _RowHook(iv.mode)
     handle = model.decoder_layers()[iv.layer - 1].register_forward_hook(hook)
-    old_side = tok.padding_side
-    tok.padding_side = "left"
+    def arm(enc: dict) -> None:  # left padding: the first 1 of the mask is the first real token
+        hook.first = enc["attention_mask"].argmax(dim=1)
+
     try:
         for start in tqdm(range(0, len(rows), batch_size), desc=f"steer {model.name}", disable=not progress, leave=False):
             batch = rows[start : start + batch_size]
-            enc = tok([texts[i] for _, i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             hook.rows = vecs[[j for j, _ in batch]]
-            hook.first = enc["attention_mask"].argmax(dim=1)  # left padding: the first 1 is the first real token
-            gen = model.model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id, top_p=None, top_k=None, temperature=None,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            for r, (j, i) in enumerate(batch):
-                out[j][i] = tok.decode(new[r], skip_special_tokens=True).strip()
+            for (j, i), text in zip(batch, greedy_batch(model, [texts[i] for _, i in batch], max_new_tokens, before=arm)):
+                out[j][i] = text
     finally:
         handle.remove()
-        tok.padding_side = old_side
     return out
 
 

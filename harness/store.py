@@ -35,6 +35,7 @@ from ..core.io import CorruptFileError, atomic_path, cache_lock, read_checked_js
 from ..core.model import LoadedModel
 from ..core.env import cache_dir
 from ..core.activations import ActivationStore, CorruptStoreError, PairedActivations, RowAlignment, TextSet
+from ..core.batching import right_pad
 from ..core.capture import capture_residuals
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ def collect(
             write_json(mpath, store.manifest)
 
         todo = [i for i in range(len(plan)) if str(i) not in store.manifest["done"]]
-        pad = model.tokenizer.pad_token_id or 0
         bar = tqdm(total=sum(lengths[order[j]] for i in todo for s in plan[i] for j in range(s, min(s + batch_size, len(order)))),
                    desc=f"collect {model.name} [{texts.name}]", unit="tok", disable=not progress, leave=False)
         for n_written, shard_i in enumerate(todo):
@@ -133,18 +133,13 @@ def collect(
             rows.update(text_idx=[], pos=[], token_id=[])
             for start in plan[shard_i]:
                 batch = order[start : start + batch_size]
-                width = max(lengths[i] for i in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    input_ids[r, : lengths[i]] = torch.tensor(ids[i])
-                    mask[r, : lengths[i]] = 1
+                input_ids, mask = right_pad([ids[i] for i in batch], model.tokenizer.pad_token_id)
                 hidden = capture_residuals(model, input_ids.to(model.device), mask.to(model.device), layer_idx)
                 keep = mask.bool()
                 for layer in layer_idx:
                     rows[f"acts_L{layer}"].append(hidden[layer].cpu()[keep])
                 rows["text_idx"].append(torch.tensor(batch).unsqueeze(1).expand_as(input_ids)[keep])
-                rows["pos"].append(torch.arange(width).unsqueeze(0).expand_as(input_ids)[keep])
+                rows["pos"].append(torch.arange(input_ids.shape[1]).unsqueeze(0).expand_as(input_ids)[keep])
                 rows["token_id"].append(input_ids[keep])
                 bar.update(int(keep.sum()))
             tensors = {k: torch.cat(v).contiguous() for k, v in rows.items()}

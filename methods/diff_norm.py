@@ -35,7 +35,7 @@ class DiffNorm(Method):
     def find(self, ctx: PairContext) -> list[Finding]:
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("a difference norm needs a shared activation space (equal hidden sizes)")
-        layer = self.layer if self.layer is not None else ctx.middle_layer
+        layer = ctx.layer_or_middle(self.layer)
         _, _, _, diff, scale = corpus_difference(ctx, layer)
         if diff.shape[0] == 0:
             raise NotApplicableError("no corpus tokens at positions >= 1")

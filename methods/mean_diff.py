@@ -43,7 +43,7 @@ class MeanDiff(Method):
 
     def find(self, ctx: PairContext) -> list[Finding]:
         ctx.require_shared_space("mean difference (h_B - h_A)")
-        layer = self.layer if self.layer is not None else ctx.middle_layer
+        layer = ctx.layer_or_middle(self.layer)
         la, lb, keep, diff, scale = corpus_difference(ctx, layer)
         lo, hi = self.positions
         early = (la.pos[keep] >= lo) & (la.pos[keep] < hi)

@@ -48,7 +48,7 @@ class PCADiff(Method):
     def _find(self, ctx: PairContext) -> list[Finding]:
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("PCA of activation differences needs a shared activation space (equal hidden sizes)")
-        layer = self.layer if self.layer is not None else ctx.middle_layer
+        layer = ctx.layer_or_middle(self.layer)
         _, _, _, diff, scale = corpus_difference(ctx, layer)
         if diff.shape[0] < 2:
             raise NotApplicableError(f"only {diff.shape[0]} corpus tokens at positions >= 1")

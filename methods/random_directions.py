@@ -43,7 +43,7 @@ class RandomDirections(Method):
             return self._one_sided(ctx)
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("random difference directions need equal hidden sizes")
-        layer = self.layer if self.layer is not None else ctx.middle_layer
+        layer = ctx.layer_or_middle(self.layer)
         la, lb = ctx.corpus.load(layer)
         keep = la.pos >= 1
         norm = (lb.acts - la.acts)[keep].mean(0).norm()

@@ -29,6 +29,7 @@ class Family:
     mlp_input_norm: str  # attribute of a block: the norm the MLP reads through
     attn_input_norm: str = "input_layernorm"  # ... and the one attention reads through
     norm_offset: float = 0.0  # an RMSNorm's gain is offset + weight (Gemma: 1 + w)
+    backbone: Callable[[nn.Module], nn.Module] = lambda lm: lm.model  # the causal LM without its head (embeddings + blocks)
 
     def norm_gain(self, norm: nn.Module) -> torch.Tensor:
         """The per-dimension gain an RMSNorm module applies, fp32."""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ...core import METHODS, load_findings
-from ...core.io import read_json, stable_int, write_csv, write_json
+from ...core.io import read_json, safe_name, stable_int, write_csv, write_json
 from ..calibration import TokenNull
 from ..probes import Probes
 from ..scoring import Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
@@ -101,6 +101,7 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         payload["models"] = {n: ws.base_model_name(n) for p in ws.suite.pairs if p.cross for n in (p.a, p.b)}
         payload["alignment"] = alignment_stats(ws)
     write_json(ws.run_dir / "scores.json", payload)
+    write_csv(ws.run_dir / "runs.csv", run_details(ws, results))
     rows = []
     for method, summary in [*metrics.items(), *((f"{m} [crossarch]", v) for m, v in metrics_cross.items())]:
         row: dict[str, Any] = {"method": method}
@@ -112,6 +113,32 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
     write_csv(ws.run_dir / "scores.csv", rows)
     say(f"scores written to {ws.run_dir / 'scores.json'} and scores.csv")
     return payload
+
+
+TRAINING_KEYS = ("ev_a", "ev_b", "l0", "dead_frac")  # what a method may record with save_run_metrics
+
+
+def run_details(ws: Workspace, results: list[PairResult]) -> list[dict]:
+    """Per method run that produced findings: its training diagnostics (the `*.metrics.json` a method saved
+    beside its findings: held-out EV per model, L0, dead fraction) and how many findings it reported and
+    flagged on each model. The report reads these, not the findings."""
+    rows = []
+    for r in results:
+        if r.status != "ok":
+            continue
+        path = ws.run_dir / "findings" / r.method / f"{r.pair}@s{r.seed}.json"
+        sides = {"reported_a": 0, "reported_b": 0, "flagged_a": 0, "flagged_b": 0}
+        for f in read_json(path)["findings"] if path.exists() else []:
+            side = "a" if f["side"] == "a" else "b"
+            sides["reported_" + side] += 1
+            sides["flagged_" + side] += int(bool(f["flagged"]))
+        # save_run_metrics writes <work_dir>/<registered name>-<pair>-seed<s>.metrics.json (core/method.py: work_stem)
+        stem = f"{ws.methods[r.method]['name']}-{safe_name(r.pair, 200)}-seed{r.seed}"
+        metrics = ws.run_dir / "findings" / r.method / f"{stem}.metrics.json"
+        info = read_json(metrics) if metrics.exists() else {}
+        rows.append({"method": r.method, "pair": r.pair, "pair_kind": r.pair_kind, "seed": r.seed, **sides,
+                     **{k: info.get(k) for k in TRAINING_KEYS}})
+    return rows
 
 
 def alignment_stats(ws: Workspace) -> dict[str, dict]:

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.batching import right_pad
+from ...core.capture import residual_hooks
+
 from ...core import NotApplicableError, PairContext
 from ...core.lens import final_norm_gain, unembedding
 
@@ -96,24 +99,10 @@ def token_sequences(ctx: PairContext, n_texts: int) -> tuple[list[int], list[tor
 @torch.inference_mode()
 def _forward(model, batch: list[torch.Tensor], layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits [B, T, V], residual at `layer` [B, T, d], mask [B, T]) for right-padded sequences."""
-    width = max(len(s) for s in batch)
-    pad = model.tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for r, s in enumerate(batch):
-        input_ids[r, : len(s)] = s
-        mask[r, : len(s)] = 1
-    captured = {}
-
-    def hook(_m, _i, output):
-        captured["h"] = output[0] if isinstance(output, tuple) else output
-
-    handle = model.decoder_layers()[layer - 1].register_forward_hook(hook)
-    try:
+    input_ids, mask = right_pad(batch, model.tokenizer.pad_token_id)
+    with residual_hooks(model, [layer], stop=False) as captured:
         logits = model.model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False).logits
-    finally:
-        handle.remove()
-    return logits, captured["h"], mask
+    return logits, captured[layer], mask
 
 
 def output_diff(ctx: PairContext, n_texts: int = 16, batch_size: int = 8, layer: int | None = None,
