@@ -68,10 +68,6 @@ def _run_hydra(argv: list[str]) -> None:
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         fresh = not (run_dir / "config.yaml").exists()  # Hydra made the folder just now for this invocation
-        if cfg.cache_dir:
-            import os
-
-            os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         # a run folder may be filled by several invocations (stages run alone, resumed runs): keep them all
         cmd_path = run_dir / "command.txt"

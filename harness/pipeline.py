@@ -14,6 +14,7 @@ that exists. `score` and `report` read the run folder's saved findings and score
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    if cfg.get("cache_dir"):  # the run's cache (a rescore of a run folder finds the products it was made from)
+        os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
     ws = Workspace(cfg, run_dir)
     if {"plant", "collect", "diff"} & set(stages):  # a corpus the specs cannot supply fails now, not after planting
         for node in dict.fromkeys(ws.base_of(p.a) for p in ws.suite.pairs):
