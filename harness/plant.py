@@ -245,6 +245,8 @@ def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[
 
 def _train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
                    progress: bool = True) -> tuple[Path, dict]:
+    # one procedure read top to bottom (cache check, model, LoRA, training loop, atomic save): ~70 lines, kept
+    # whole because its steps share the training state
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 

@@ -88,6 +88,8 @@ def collect(
     progress: bool = True,
     _stop_after_shards: int | None = None,  # test hook: simulate an interruption
 ) -> ActivationStore:
+    # the collection in the order it happens (key, resume check, shard plan, forward passes, atomic shards, manifest):
+    # ~75 lines, kept whole so the resume logic and the manifest it writes are read together
     """Record `model`'s residual stream at `layers` for every token of `texts` (cached, resumable). Under a lock per store:
     concurrent jobs that need the same activations collect them once."""
     layer_idx = sorted({model.layer_index(layer) for layer in layers})
