@@ -4,6 +4,7 @@
     diffbench run suite=full          # same, with Hydra overrides
     diffbench plant|collect|diff|score [overrides]   # one stage (earlier products come from the caches)
     diffbench report RUN_DIR          # rescore saved findings and rebuild the report of a run
+    diffbench report MULTIRUN_DIR     # merge the jobs of a multirun into MULTIRUN_DIR/merged, then score and report it
     diffbench list                    # registered models, methods, behaviors
     diffbench -m method=[mean_diff],[random_directions] hydra/launcher=joblib   # Hydra multirun
 """
@@ -94,12 +95,15 @@ def _report(run_dir: str) -> None:
 
     from . import pipeline
 
+    from .merge import is_multirun, merge
+
     path = Path(run_dir)
-    if not (path / "config.yaml").exists():
-        _fail(f"{path} is not a diffbench run folder (no config.yaml)")
-    cfg = OmegaConf.load(path / "config.yaml")
     try:
-        pipeline.run(cfg, path, ["score", "report"])
+        if is_multirun(path):  # a Hydra multirun folder: merge its jobs into one run folder first
+            path = merge(path)
+        if not (path / "config.yaml").exists():
+            _fail(f"{path} is not a diffbench run folder (no config.yaml) nor a multirun folder (numbered job folders)")
+        pipeline.run(OmegaConf.load(path / "config.yaml"), path, ["score", "report"])
     except _known_errors() as e:
         _fail(str(e))
 

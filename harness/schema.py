@@ -47,6 +47,7 @@ SUITE = {"name": str, "behaviors": [str], "multi": ([[str]], None), "nulls": ([s
 SCHEMA = {
     "stages": [str], "run_dir": str, "cache_dir": (str, None), "device": str, "dtype": str, "progress": bool,
     "plugins?": ([str], None),
+    "pairs?": ([str], None),
     "collect": {"layers": [NUM], "batch_size": int, "max_length": int, "shard_tokens": int, "align_max_window?": (int, None)},
     "wandb": {"enabled": bool, "mode": str, "project": str},
     "model": {"name": str},

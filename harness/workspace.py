@@ -9,7 +9,7 @@ not prepared is an error. The corpus, its activations and the pair inputs are ca
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,19 @@ from .suite import BASE, Pair, Suite, base_node, is_base
 MAX_LOADED_MODELS = 8  # organisms beyond this are dropped oldest first (base models stay)
 
 
+def select_pairs(suite: Suite, pairs: list[str] | None) -> Suite:
+    """The suite restricted to some of its pairs (and the organisms they need): one job's share of a run."""
+    if not pairs:
+        return suite
+    ids = [p.id for p in suite.pairs]
+    unknown = [p for p in pairs if p not in ids]
+    if unknown:
+        raise ValueError(f"pairs={unknown} are not pairs of suite {suite.name!r}; its pairs: {', '.join(ids)}")
+    kept = [p for p in suite.pairs if p.id in set(pairs)]
+    needed = {n for p in kept for n in (p.a, p.b)}
+    return replace(suite, pairs=kept, organisms={n: o for n, o in suite.organisms.items() if n in needed})
+
+
 def say(msg: str) -> None:
     print(f"[diffbench] {msg}", flush=True)
 
@@ -46,7 +59,7 @@ class Workspace:
         load_plugins(cfg.get("plugins") or [])  # before the suite's specs (detectors) and the methods are looked up
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.suite = Suite.from_config(cfg.suite)
+        self.suite = select_pairs(Suite.from_config(cfg.suite), cfg.get("pairs"))
         self.recipe = OmegaConf.to_container(cfg.plant, resolve=True)
         check_recipe(self.recipe)
         self.scoring = ScoringConfig.from_dict(OmegaConf.to_container(cfg.scoring, resolve=True))
