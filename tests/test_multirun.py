@@ -15,22 +15,39 @@ def cli(args, cwd):
     return subprocess.run([sys.executable, "-m", "diffbench.harness.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=1200)
 
 
-def test_multirun_jobs_merge_into_the_single_process_leaderboard(tmp_path):
-    single = tmp_path / "single"
-    r = cli([*TINY, "method=[mean_diff,random_directions]", f"run_dir={single}"], tmp_path)
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The reference: one process, both methods."""
+    run = tmp_path_factory.mktemp("single")
+    r = cli([*TINY, "method=[mean_diff,random_directions]", f"run_dir={run}"], run)
     assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_multirun_jobs_merge_into_the_single_process_leaderboard(single, tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    r = cli(["-m", *TINY, "method=[mean_diff],[random_directions]", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=30"]
+    r = cli(["-m", *TINY, "method=[mean_diff],[random_directions]", f"hydra/launcher={launcher}", *extra,
              f"hydra.sweep.dir={sweep}"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
     assert not (sweep / "0" / "findings" / "random_directions").exists()  # each job ran its own method only
     r = cli(["report", str(sweep)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     one, merged = (json.loads((d / "scores.json").read_text()) for d in (single, sweep / "merged"))
     assert set(merged["metrics"]) == {"mean_diff", "random_directions"}
     assert merged["metrics"] == one["metrics"]  # values, intervals, seeds, statuses
-    assert (sweep / "merged" / "leaderboard.md").read_text().split("\n## ", 1)[1] == (single / "leaderboard.md").read_text().split("\n## ", 1)[1]
+    body = lambda d: (d / "leaderboard.md").read_text().split("\n## ", 1)[1]
+    assert body(sweep / "merged") == body(single)
+
+
+def test_the_cluster_launcher_example_composes():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        cfg = compose("config", overrides=["hydra/launcher=cluster"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.timeout_min > 0
 
 
 def test_merge_refuses_jobs_of_different_runs(tmp_path):
