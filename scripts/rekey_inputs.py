@@ -1,7 +1,9 @@
 # usage: python scripts/rekey_inputs.py RUN_DIR   (then: diffbench report RUN_DIR)
-"""Rescore a run folder saved before collect.batch_size joined the pair-inputs key (d569694): the findings of runs/quick-audit were saved before collect.batch_size entered the
-pair-inputs key (d569694); the models, corpus, layers and batch size are the same, so their status records get the
-current key."""
+"""Rescore a run folder whose findings were saved before collect.batch_size joined the pair-inputs key (d569694).
+
+Its models, corpus, layers and batch size are this run's (the script checks nothing else: use it only on a folder
+whose config.yaml is the one it ran with), so each status record gets the current key and `diffbench report`
+rescores the saved findings instead of refusing them."""
 import json, sys
 from pathlib import Path
 from omegaconf import OmegaConf
