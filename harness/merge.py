@@ -34,7 +34,7 @@ def job_dirs(folder: Path) -> list[Path]:
 
 def is_multirun(folder: Path) -> bool:
     folder = Path(folder)
-    return not (folder / "config.yaml").exists() and bool(job_dirs(folder))
+    return folder.is_dir() and not (folder / "config.yaml").exists() and bool(job_dirs(folder))
 
 
 def merge(folder: Path) -> Path:
