@@ -107,6 +107,7 @@ MODEL_SOURCES.register("smollm2-135m")(
             "size": (_smollm2_dir() / SMOLLM2_GGUF).stat().st_size,
         },
         install_hint=SMOLLM2_HINT,
+        smollm2_tokenizer=True,
     )
 )
 
@@ -177,7 +178,7 @@ def load_tokenizer(name: str):
     name: the tokenizer of its materialised checkpoint."""
     from transformers import AutoTokenizer
 
-    if name == "smollm2-135m" or (name in MODEL_SOURCES and MODEL_SOURCES.get(name).smollm2_tokenizer):
+    if name in MODEL_SOURCES and MODEL_SOURCES.get(name).smollm2_tokenizer:
         return AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir(), local_files_only=True)
     if name == "gemma3-270m":
         out = cache_dir() / "tokenizers" / f"gemma3-{stable_hash(MODEL_SOURCES.get(name).identity())}"

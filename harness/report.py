@@ -20,6 +20,7 @@ def columns(scoring: dict) -> tuple[list, list, list]:
 
 # Training diagnostics a method may record with `save_run_metrics` (crosscoders, SAEs): held-out explained
 # variance per model, L0, dead fraction. Shown as min-max over the method's runs.
+# (the score stage copies these keys into runs.csv)
 TRAINING_INFO = [("ev_a", "EV model A"), ("ev_b", "EV model B"), ("l0", "L0"), ("dead_frac", "dead fraction")]
 
 def machine_description() -> str:

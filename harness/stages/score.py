@@ -14,6 +14,7 @@ from ...core import METHODS, load_findings
 from ...core.io import read_json, safe_name, stable_int, write_csv, write_json
 from ..calibration import TokenNull
 from ..probes import Probes
+from ..report import TRAINING_INFO
 from ..scoring import Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
 from ..status import findings_intact, read_status
 from ..suite import Pair
@@ -24,11 +25,14 @@ def run(ws: Workspace) -> dict:
     scorer = Scorer(ws)
     results: list[PairResult] = []
     records: list[MatchRecord] = []
+    sides: dict[tuple[str, str, int], dict[str, int]] = {}  # (method, pair, seed) -> findings reported / flagged per model
     t_strong = 0.0
     # pairs outermost: one pair's probe activations, activation nulls and models serve all its methods
     for pair in ws.suite.pairs:
         pair_results, loaded = load_pair(ws, pair)
         results += pair_results
+        for (key, seed), findings in loaded.items():
+            sides[(key, pair.id, seed)] = side_counts(findings)
         for b in pair.behaviors:
             if pair.cross:
                 for (key, seed), findings in loaded.items():
@@ -42,7 +46,7 @@ def run(ws: Workspace) -> dict:
             records += unit
     if ws.scoring.strong.enabled:
         say(f"strong (causal) channel: {t_strong:.0f}s")
-    return write_scores(ws, results, records)
+    return write_scores(ws, results, records, sides)
 
 
 def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[str, int], list]]:
@@ -80,7 +84,7 @@ def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[s
     return results, loaded
 
 
-def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRecord]) -> dict:
+def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRecord], sides: dict) -> dict:
     cross_ids = {p.id for p in ws.suite.pairs if p.cross}
     metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], ws.scoring)
     metrics_cross = compute_metrics([r for r in results if r.pair in cross_ids], [r for r in records if r.pair in cross_ids],
@@ -101,7 +105,7 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         payload["models"] = {n: ws.base_model_name(n) for p in ws.suite.pairs if p.cross for n in (p.a, p.b)}
         payload["alignment"] = alignment_stats(ws)
     write_json(ws.run_dir / "scores.json", payload)
-    write_csv(ws.run_dir / "runs.csv", run_details(ws, results))
+    write_csv(ws.run_dir / "runs.csv", run_details(ws, results, sides))
     rows = []
     for method, summary in [*metrics.items(), *((f"{m} [crossarch]", v) for m, v in metrics_cross.items())]:
         row: dict[str, Any] = {"method": method}
@@ -115,29 +119,31 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
     return payload
 
 
-TRAINING_KEYS = ("ev_a", "ev_b", "l0", "dead_frac")  # what a method may record with save_run_metrics
+def side_counts(findings: list) -> dict[str, int]:
+    """How many findings a run reported and flagged on each model ("both" counts as B, the changed model)."""
+    out = {"reported_a": 0, "reported_b": 0, "flagged_a": 0, "flagged_b": 0}
+    for f in findings:
+        side = "a" if f.side == "a" else "b"
+        out["reported_" + side] += 1
+        out["flagged_" + side] += int(bool(f.flagged))
+    return out
 
 
-def run_details(ws: Workspace, results: list[PairResult]) -> list[dict]:
+def run_details(ws: Workspace, results: list[PairResult], sides: dict) -> list[dict]:
     """Per method run that produced findings: its training diagnostics (the `*.metrics.json` a method saved
     beside its findings: held-out EV per model, L0, dead fraction) and how many findings it reported and
-    flagged on each model. The report reads these, not the findings."""
+    flagged on each model (`sides`, counted when the score stage loaded them). The report reads these, not the
+    findings."""
     rows = []
     for r in results:
-        if r.status != "ok":
+        if (r.method, r.pair, r.seed) not in sides:  # not run, failed, excluded or not applicable: no findings
             continue
-        path = ws.run_dir / "findings" / r.method / f"{r.pair}@s{r.seed}.json"
-        sides = {"reported_a": 0, "reported_b": 0, "flagged_a": 0, "flagged_b": 0}
-        for f in read_json(path)["findings"] if path.exists() else []:
-            side = "a" if f["side"] == "a" else "b"
-            sides["reported_" + side] += 1
-            sides["flagged_" + side] += int(bool(f["flagged"]))
         # save_run_metrics writes <work_dir>/<registered name>-<pair>-seed<s>.metrics.json (core/method.py: work_stem)
         stem = f"{ws.methods[r.method]['name']}-{safe_name(r.pair, 200)}-seed{r.seed}"
         metrics = ws.run_dir / "findings" / r.method / f"{stem}.metrics.json"
         info = read_json(metrics) if metrics.exists() else {}
-        rows.append({"method": r.method, "pair": r.pair, "pair_kind": r.pair_kind, "seed": r.seed, **sides,
-                     **{k: info.get(k) for k in TRAINING_KEYS}})
+        rows.append({"method": r.method, "pair": r.pair, "pair_kind": r.pair_kind, "seed": r.seed, **sides[(r.method, r.pair, r.seed)],
+                     **{k: info.get(k) for k, _ in TRAINING_INFO}})
     return rows
 
 
