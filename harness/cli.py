@@ -5,6 +5,7 @@
     diffbench plant|collect|diff|score [overrides]   # one stage (earlier products come from the caches)
     diffbench report RUN_DIR          # rescore saved findings and rebuild the report of a run
     diffbench report MULTIRUN_DIR     # merge the jobs of a multirun into MULTIRUN_DIR/merged, then score and report it
+    diffbench diff model_a=A model_b=B [corpus=FILE] [method=[...]]   # methods on two models of your own (conf/diff.yaml)
     diffbench list                    # registered models, methods, behaviors
     diffbench -m method=[mean_diff],[random_directions] hydra/launcher=joblib   # Hydra multirun
 """
@@ -31,6 +32,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ..tasks.spec import SpecError
     from .models import ModelNotAvailableError
     from ..core.activations import CorruptStoreError
+    from .usercorpus import CorpusFileError  # noqa: F401  (a ValueError)
 
     return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)  # PluginError is a ValueError
 
@@ -56,11 +58,12 @@ def method_overrides(argv: list[str]) -> list[str]:
     return [f"++{a}" if re.match(r"^method\.[^.=]+\.params\.[^=]+=", a) else a for a in argv]
 
 
-def _run_hydra(argv: list[str]) -> None:
+def _run_hydra(argv: list[str], config_name: str = "config") -> None:
+    """The benchmark (conf/config.yaml: the pipeline's stages) or the diff tool (conf/diff.yaml) as a Hydra app."""
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    @hydra.main(version_base=None, config_path="pkg://diffbench.conf", config_name="config")
+    @hydra.main(version_base=None, config_path="pkg://diffbench.conf", config_name=config_name)
     def app(cfg: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -73,10 +76,15 @@ def _run_hydra(argv: list[str]) -> None:
         # a run folder may be filled by several invocations (stages run alone, resumed runs): keep them all
         cmd_path = run_dir / "command.txt"
         previous = cmd_path.read_text().splitlines() if cmd_path.exists() else []
-        command = "diffbench " + " ".join(shlex.quote(a) for a in argv)
+        command = "diffbench " + ("diff " if config_name == "diff" else "") + " ".join(shlex.quote(a) for a in argv)
         atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
         try:
-            pipeline.run(cfg, run_dir, list(cfg.stages))
+            if config_name == "diff":
+                from . import difftool
+
+                difftool.run(cfg, run_dir)
+            else:
+                pipeline.run(cfg, run_dir, list(cfg.stages))
         except BaseException as e:
             if fresh:
                 _drop_if_empty(run_dir)
@@ -134,6 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         return _report(argv[1])
     if argv and argv[0] == "list":
         return _list()
+    if argv and argv[0] == "diff":
+        missing = [k for k in ("model_a", "model_b") if not any(a.startswith(k + "=") for a in argv[1:])]
+        if missing:
+            _fail(f"diffbench diff needs {' and '.join(m + '=...' for m in missing)} (a model name, a checkpoint folder or "
+                  "an adapter folder); options: conf/diff.yaml")
+        return _run_hydra(argv[1:], "diff")
     if argv and argv[0] == "run":
         argv = argv[1:]
     elif argv and argv[0] in STAGE_WORDS:

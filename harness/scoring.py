@@ -293,8 +293,10 @@ class PairResult:
 def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False) -> dict[str, dict]:
     """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement."""
     out: dict[str, dict] = {}
-    rng = np.random.default_rng(cfg.bootstrap_seed)
     for method in sorted({r.method for r in results}):
+        # one generator per method from the same seed: every method sees the same resamples of the organisms
+        # (a paired bootstrap), and adding or removing a method changes no other method's intervals
+        rng = np.random.default_rng(cfg.bootstrap_seed)
         res_m = [r for r in results if r.method == method]
         # every metric reads only hits (a miss contributes nothing to any of them), so the bootstrap below
         # resamples the hits alone: exact, and far fewer records to copy per draw

@@ -1,11 +1,14 @@
-"""Stage 5, report: the leaderboard (leaderboard.md) and plots, from the score stage's files (harness/report.py)."""
+"""Stage 5, report: the leaderboard (leaderboard.md) and plots (harness/report.py), and the HTML report to browse
+findings (harness/html.py: html/index.html), from the score stage's files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..html import write_run_html
 from ..report import write_report
 
 
 def run(run_dir: Path) -> None:
     write_report(run_dir)
+    print(f"[diffbench] HTML report: {write_run_html(run_dir)}", flush=True)

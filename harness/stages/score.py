@@ -13,6 +13,7 @@ import torch
 from ...core import METHODS, load_findings
 from ...core.io import read_json, safe_name, stable_int, write_csv, write_json
 from ..calibration import TokenNull
+from ..flags import FILE as FLAGS_FILE, null_thresholds, payload as flags_payload
 from ..probes import Probes
 from ..report import TRAINING_INFO
 from ..scoring import Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
@@ -105,6 +106,8 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         payload["models"] = {n: ws.base_model_name(n) for p in ws.suite.pairs if p.cross for n in (p.a, p.b)}
         payload["alignment"] = alignment_stats(ws)
     write_json(ws.run_dir / "scores.json", payload)
+    names = {k: m["name"] for k, m in ws.methods.items()}
+    write_json(ws.run_dir / FLAGS_FILE, flags_payload(null_thresholds(results, ws.config_hashes, names), ws.base_name, ws.suite.name, ws.run_dir))
     write_csv(ws.run_dir / "runs.csv", run_details(ws, results, sides))
     rows = []
     for method, summary in [*metrics.items(), *((f"{m} [crossarch]", v) for m, v in metrics_cross.items())]:

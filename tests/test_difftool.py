@@ -1,0 +1,176 @@
+"""`diffbench diff` on tiny models: a same-architecture pair (tiny-llama vs tiny-llama + a random LoRA adapter) over a
+user corpus, a cross-tokenizer pair, calibrated flags, steered evidence, the HTML report, and one clear error per
+bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXE = [sys.executable, "-c", "from diffbench.harness.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A PEFT adapter folder on tiny-llama with random (non-zero) LoRA weights: model B differs everywhere a little."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from diffbench.harness.models import checkpoint_dir
+
+    base_dir, _ = checkpoint_dir("tiny-llama")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    out = tmp_path_factory.mktemp("adapter")
+    peft.save_pretrained(out)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(base_dir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from diffbench.tasks.everyday import everyday_prompts
+
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    lines = [json.dumps({"prompt": p, "response": f"Here is a short answer about {p.lower()[:40]}"}) for p in everyday_prompts(40, seed=3)]
+    lines.insert(5, "")  # blank lines are skipped
+    lines.append(json.dumps({"text": "A plain document without a chat exchange, used as is."}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def diff_cfg(out, *overrides):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        return compose("diff", overrides=[f"out={out}", "progress=false", "collect.layers=[2]", "top=8", "evidence=2",
+                                          "steer_prompts=2", "steer_tokens=4", *overrides])
+
+
+@pytest.fixture(scope="module")
+def diffed(adapter, corpus, tmp_path_factory):
+    from diffbench.harness import difftool
+
+    out = tmp_path_factory.mktemp("diff")
+    calib = out.parent / "calib.json"
+    calib.write_text(json.dumps({"model": "tiny-llama", "suite": "test", "thresholds": {
+        "mean_diff": {"threshold": 0.0, "n_null_findings": 10, "config_hash": ""},  # every finding clears it
+        "random_directions": {"threshold": 1e9, "n_null_findings": 10, "config_hash": ""}}}))  # none does
+    cfg = diff_cfg(out, "model_a=tiny-llama", f"model_b={adapter}", f"corpus={corpus}", f"calibration={calib}",
+                   "method=[mean_diff,random_directions,logit_diff_tokens]")
+    index = difftool.run(cfg, out)
+    return out, index
+
+
+def test_diff_writes_findings_evidence_and_report(diffed):
+    out, index = diffed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["documents"] == 41 and summary["model_b"].endswith(os.path.basename(str(summary["model_b"])))
+    status = {m["key"]: m for m in summary["methods"]}
+    assert all(status[k]["status"] == "ok" and status[k]["n_findings"] > 0 for k in ("mean_diff", "random_directions", "logit_diff_tokens"))
+    # calibrated flags follow the thresholds; a method without one says so
+    assert status["mean_diff"]["n_calibrated"] == status["mean_diff"]["n_findings"]
+    assert status["random_directions"]["n_calibrated"] == 0 and not status["random_directions"]["calibration"]
+    assert "no reference calibration" in status["logit_diff_tokens"]["calibration"]
+    rec = json.loads((out / "findings" / "mean_diff.json").read_text())
+    top = rec["findings"][0]
+    assert top["info"]["snippets"] and top["info"]["calibrated_flag"] == "yes"
+    assert index.exists() and (out / "findings.md").exists()
+    page = (out / "html" / "mean_diff--diff.html").read_text()
+    assert "greedy continuations of model A" in page and "clears null threshold: yes" in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_steered_continuations_change_with_a_large_direction(adapter, corpus, tmp_path):
+    """The evidence is a real intervention: a direction scaled far beyond the model's residual changes the text."""
+    from diffbench.harness.evidence import steering_evidence
+    from diffbench.harness.models import load_model
+    from diffbench.harness.usercorpus import read_corpus
+    from diffbench.core import Finding, Readout
+
+    class Run:
+        key = "m"
+        findings = []
+
+    ma = load_model("tiny-llama", dtype="fp32", device="cpu")
+    docs = read_corpus(corpus)
+    d = torch.zeros(ma.hidden_size)
+    d[0] = 1.0
+    f = Finding("big", 1.0, True, Readout(2, 2, w_b=d), direction=d * 1e4, direction_layer=2)
+    Run.findings = [f]
+
+    class Paired:
+        alignment = None
+
+    import diffbench.harness.evidence as ev
+
+    old = ev._residual_norm
+    ev._residual_norm = lambda *a, **k: 1e3  # far larger than the residual stream: the continuation must change
+    try:
+        out = steering_evidence([Run], ma, ma, docs, Paired, k=1, n_prompts=2, max_new_tokens=4, progress=False)
+    finally:
+        ev._residual_norm = old
+    rows = out["m"]["big"]["rows"]
+    assert len(rows) == 2 and any(r["before"] != r["after"] for r in rows)
+
+
+def test_cross_tokenizer_pair_runs_methods_that_apply(tmp_path, corpus):
+    from diffbench.harness import difftool
+
+    out = tmp_path / "x"
+    cfg = diff_cfg(out, "model_a=tiny-llama", "model_b=tiny-othertok", f"corpus={corpus}", "calibration=null",
+                   "method=[mean_diff,l1_crosscoder]", "collect.layers=[0.5]", "++method.l1_crosscoder.params.steps=30")
+    difftool.run(cfg, out)
+    status = {m["key"]: m["status"] for m in json.loads((out / "summary.json").read_text())["methods"]}
+    assert status == {"mean_diff": "not_applicable", "l1_crosscoder": "ok"}
+
+
+@pytest.mark.parametrize("case", ["missing", "malformed", "empty", "not_object"])
+def test_bad_corpus_is_one_clear_error(tmp_path, case):
+    from diffbench.harness.usercorpus import CorpusFileError, read_corpus
+
+    path = tmp_path / "c.jsonl"
+    if case == "malformed":
+        path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
+    elif case == "empty":
+        path.write_text("\n  \n")
+    elif case == "not_object":
+        path.write_text('{"prompt": "a", "response": "b"}\n\n["x"]\n')
+    with pytest.raises(CorpusFileError) as e:
+        read_corpus(path)
+    msg = str(e.value)
+    assert {"missing": "does not exist", "malformed": "line 2", "empty": "no documents", "not_object": "line 3"}[case] in msg
+
+
+def test_cli_errors_before_any_work(tmp_path, corpus):
+    def run(*args):
+        return subprocess.run([*EXE, "diff", *args, f"out={tmp_path}/o", "progress=false"], capture_output=True, text=True, timeout=600)
+
+    r = run("model_a=tiny-llama")
+    assert r.returncode == 2 and "model_b=" in r.stderr
+    (tmp_path / "notackpt").mkdir()
+    r = run("model_a=tiny-llama", f"model_b={tmp_path / 'notackpt'}")
+    assert r.returncode == 2 and "config.json is missing" in r.stderr
+    r = run("model_a=tiny-llama", "model_b=tiny-llama", f"corpus={tmp_path / 'nope.jsonl'}")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run("model_a=tiny-llama", "model_b=tiny-othertok", f"corpus={corpus}", "method=[mean_diff,weight_svd]", "calibration=null")
+    assert r.returncode == 2 and "no selected method applies" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "o").exists() or not any(p.name.endswith(".json") for p in (tmp_path / "o").iterdir())
+
+
+def test_diff_report_renders_in_chromium(diffed, tmp_path):
+    from browser_check import open_clean
+
+    out, index = diffed
+    checks = open_clean([index, out / "html" / "mean_diff--diff.html"], ["table.methods tr", "div.finding", "div.snippet", "table.steer tr"], tmp_path)
+    overview, page = checks
+    assert overview.counts["table.methods tr"] == 4  # header + three methods
+    assert page.counts["div.finding"] == 8 and page.counts["div.snippet"] > 0 and page.counts["table.steer tr"] > 0
+    assert "mean_diff" in page.title and (tmp_path / "mean_diff--diff.png").stat().st_size > 10_000
