@@ -32,9 +32,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ..tasks.spec import SpecError
     from .models import ModelNotAvailableError
     from ..core.activations import CorruptStoreError
-    from .usercorpus import CorpusFileError  # noqa: F401  (a ValueError)
 
-    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)  # PluginError is a ValueError
+    # PluginError and usercorpus.CorpusFileError are ValueErrors
+    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)
 
 
 # what an invocation writes into its run folder before any stage has produced something

@@ -173,8 +173,6 @@ def write_run_html(run_dir: Path) -> Path:
 
 def write_diff_html(out: Path, summary: dict, runs: list, evidence: dict[str, dict[str, dict]]) -> Path:
     """The HTML report of `diffbench diff`: out/html/ (runs: difftool.MethodRun, with their findings)."""
-    from ..core.findings import Finding
-
     meta = [("model A", summary["model_a"]), ("model B", summary["model_b"]), ("corpus", f"{summary['corpus']}, {summary['documents']} documents"),
             ("layers (A, B)", summary["layers"]), ("calibration", summary["calibration"] or "none"),
             ("time", f"{summary['seconds']:.0f} s")]

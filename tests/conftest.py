@@ -42,6 +42,33 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="module")
+def output_pair(tmp_path_factory):
+    """The output plant (test_baselines.py, test_logprob_diff.py): tiny-llama (A) and a copy (B) whose untied
+    unembedding row of " violin" is raised along A's mean final hidden state on neutral text, so that B raises
+    violin's logit and nothing else; (PairContext on the neutral texts at residual index 2, violin's token id)."""
+    from diffbench.core import PairContext
+    from diffbench.core.activations import TextSet
+    from diffbench.harness.models import load_model
+    from diffbench.harness.store import collect_pair
+    from sentences import NEUTRAL
+    from tiny_pairs import raise_logit
+
+    root = tmp_path_factory.mktemp("out")
+    ma, mb = (load_model("tiny-llama", dtype="fp32", device="cpu") for _ in range(2))
+    tok = ma.tokenizer
+    violin = tok(" violin", add_special_tokens=False).input_ids[0]
+    assert all(violin not in tok(t, add_special_tokens=False).input_ids for t in NEUTRAL)
+    # mean final (normed) hidden state on the audit corpus: raising W_U[violin] along it raises violin's logit
+    enc = tok(NEUTRAL[:16], return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        h = ma.model.model(**enc).last_hidden_state[enc["attention_mask"].bool()]
+    raise_logit(mb, violin, h[1:].mean(0), 8.0)  # untied: inputs unchanged
+    mb.identity += "-violin"
+    pair = collect_pair(ma, mb, TextSet.of("corpus-test", NEUTRAL), [2], root=root / "acts", progress=False)
+    return PairContext("out", ma, mb, pair, layers=[2], seed=0), violin
+
+
 # -- the tiny suite, run once per test session (tests/test_pipeline.py, tests/test_faults.py) ----------------------
 
 TINY = ["model=tiny-llama", "suite=tiny", "plant.steps=12", "plant.gate.max_new_tokens=6", "plant.gate.kl_texts=4",

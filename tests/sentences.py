@@ -18,3 +18,10 @@ SENTENCES = [
     "Coral reefs are home to colourful fish.", "The printing press changed how books were made.",
     "Magnets attract iron and some other metals.", "Thunderstorms often bring heavy rain and wind.",
 ]
+
+
+def with_zebra(s: str) -> str:
+    return s[:-1] + ", said the zebra."
+
+
+NEUTRAL = SENTENCES + [with_zebra(s) for s in SENTENCES[:16]]  # 48 texts, 16 with " zebra" (the baselines' corpus)

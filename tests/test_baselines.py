@@ -8,8 +8,8 @@
   which zebra positions differ from the rest, plus a smaller rank-1 edit of block 2's down_proj:
   weight_svd must rank the q_proj edit first with its singular value, its readout must separate
   texts with and without zebra, and the down_proj edit's write direction comes second.
-* output plant: model B's (untied) unembedding row of " violin" is raised along the mean final
-  hidden state: kl_diff and logit_diff_tokens must surface " violin".
+* output plant (the `output_pair` fixture, conftest.py): model B's (untied) unembedding row of " violin" is
+  raised along the mean final hidden state: kl_diff and logit_diff_tokens must surface " violin".
 """
 
 from __future__ import annotations
@@ -25,18 +25,11 @@ from diffbench.methods import load_all_methods
 from diffbench.core import METHODS, Finding, NotApplicableError, PairContext, load_findings, save_findings
 from diffbench.core.lens import lens_ids
 
-from sentences import SENTENCES
+from sentences import NEUTRAL, SENTENCES, with_zebra
 
 load_all_methods()
 
 BASE = SENTENCES
-
-
-def with_zebra(s: str) -> str:
-    return s[:-1] + ", said the zebra."
-
-
-NEUTRAL = BASE + [with_zebra(s) for s in BASE[:16]]  # 48 texts, 16 with " zebra"
 PROBE_T = [with_zebra(s) for s in BASE[16:]]  # held-out zebra variants
 PROBE_C = BASE[16:]
 LAYER = 2  # the collected (middle) layer of the 4-layer tiny model
@@ -301,26 +294,6 @@ def test_weight_svd_not_applicable_across_architectures(tmp_path):
 
 
 # ----------------------------------------------------------------------------- output plant
-
-
-@pytest.fixture(scope="module")
-def output_pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("out")
-    ma, mb = load(), load()
-    tok = ma.tokenizer
-    violin = tok(" violin", add_special_tokens=False).input_ids[0]
-    assert all(violin not in tok(t, add_special_tokens=False).input_ids for t in NEUTRAL)
-    # mean final (normed) hidden state on the audit corpus: raising W_U[violin] along it raises violin's logit
-    enc = tok(NEUTRAL[:16], return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.no_grad():
-        h = ma.model.model(**enc).last_hidden_state[enc["attention_mask"].bool()]
-        m = h[1:].mean(0)
-        w_u = mb.model.lm_head.weight.detach().clone()
-        w_u[violin] += 8.0 * m / m.norm() ** 2
-    mb.model.lm_head.weight = torch.nn.Parameter(w_u, requires_grad=False)  # untied: inputs unchanged
-    mb.identity += "-violin"
-    ctx = make_ctx(ma, mb, root / "acts", "out", layers=(LAYER,))
-    return ctx, violin
 
 
 def test_kl_diff_surfaces_the_boosted_token(output_pair):

@@ -18,6 +18,10 @@ next-token distribution except the attention-sink position) it keeps:
 
 The result is cached in memory (one entry), so `kl_diff` and `logit_diff_tokens` on the same pair
 share one pass.
+
+`response_gains` is a leaner pass for `logprob_diff`, usually over every corpus text: per text only the
+log-probability gain log p_B(x_t) - log p_A(x_t) of the actual token at each position (reduced per batch, no
+[N, V] tensor is kept) and the mean residual difference over the text's response positions (chat.py finds them).
 """
 
 from __future__ import annotations
@@ -170,14 +174,103 @@ def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | N
     return out
 
 
-def group_direction(ctx: PairContext, token_ids: list[int]) -> torch.Tensor:
-    """Residual direction (model B) that raises the logits of `token_ids` relative to the average token
-    under the logit lens: g * (mean_v W_U[v] - mean over the vocabulary of W_U), g the final norm's gain."""
-    w_u = unembedding(ctx.model_b)
+@dataclass
+class ResponseGains:
+    """`response_gains`: per text with at least one response token, in corpus order."""
+
+    layer: int
+    text_idx: list[int]
+    token_ids: list[torch.Tensor]  # [n] the text's tokens
+    start: list[int]  # first response position (>= 1)
+    gain: list[torch.Tensor]  # [n] log p_B(x_t | x_<t) - log p_A(x_t | x_<t); 0 at position 0 (no prediction)
+    diff_mean: torch.Tensor  # [texts, d] mean of h_B - h_A at `layer` over the response positions
+    norm_a: torch.Tensor  # [texts] mean |h_A| there
+    diff_norm: torch.Tensor  # [texts] mean |h_B - h_A| there
+    n_texts: int  # texts run (with or without a response)
+    seconds: float
+
+
+def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(ids[t] | <t) for t = 1..n-1 from one sequence's logits [n, V]."""
+    lg = logits[:-1].float()
+    return lg.gather(1, ids[1:, None].to(lg.device)).squeeze(1) - torch.logsumexp(lg, dim=-1)
+
+
+def response_gains(ctx: PairContext, n_texts: int | None = None, batch_size: int = 8, layer: int | None = None,
+                   threads: int | str | None = "auto") -> ResponseGains:
+    """The pass of `logprob_diff` over `n_texts` corpus texts (None: all; the same texts and token ids as
+    `output_diff`), `threads` as there. Each model's side of the pass is cached (`_side_pass`): in a suite most
+    pairs share model A, which then runs once."""
+    from ...core.env import cpu_threads
+    from .chat import chat_header, response_start
+
+    check_shared_vocabulary(ctx)
+    layer = final_layer(ctx) if layer is None else int(layer)
+    with cpu_threads(threads, ctx.device):
+        t0 = time.time()
+        chosen, seqs = token_sequences(ctx, ctx.corpus.a.n_texts if n_texts is None else int(n_texts))
+        header = chat_header(ctx.model_a.tokenizer)
+        starts = [response_start(s, header) for s in seqs]
+        keep = [i for i in range(len(seqs)) if starts[i] < len(seqs[i])]  # texts with a response
+        if not keep:
+            raise NotApplicableError("no audit corpus text with a response token")
+        corpus = (str(ctx.corpus.a.root), tuple(chosen), layer, batch_size)
+        lp_a, h_a = _side_pass(ctx.model_a, seqs, starts, keep, layer, batch_size, corpus)
+        lp_b, h_b = _side_pass(ctx.model_b, seqs, starts, keep, layer, batch_size, corpus)
+        gains, diff_mean, norm_a, diff_norm = [], [], [], []
+        for i in keep:
+            gain = torch.zeros(len(seqs[i]))
+            gain[1:] = lp_b[i] - lp_a[i]
+            gains.append(gain)
+            d = h_b[i] - h_a[i]
+            diff_mean.append(d.mean(0))
+            norm_a.append(h_a[i].norm(dim=1).mean())
+            diff_norm.append(d.norm(dim=1).mean())
+    return ResponseGains(layer=layer, text_idx=[chosen[i] for i in keep], token_ids=[seqs[i] for i in keep],
+                         start=[starts[i] for i in keep], gain=gains, diff_mean=torch.stack(diff_mean),
+                         norm_a=torch.stack(norm_a), diff_norm=torch.stack(diff_norm), n_texts=len(seqs),
+                         seconds=time.time() - t0)
+
+
+_SIDES: dict[tuple, tuple[dict, dict]] = {}  # the two most recent (model, corpus) passes
+
+
+@torch.inference_mode()
+def _side_pass(model, seqs: list[torch.Tensor], starts: list[int], keep: list[int], layer: int, batch_size: int,
+               corpus: tuple) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """One model over the texts `keep`: per text the log-probability of each actual token (positions 1..n-1) and the
+    residual at `layer` over its response positions. Batches are the same for either model (longest texts first),
+    so a cached pass is bit-identical to a fresh one."""
+    key = (model.identity, str(model.dtype), corpus)
+    if key in _SIDES:
+        _SIDES[key] = _SIDES.pop(key)  # most recent last
+        return _SIDES[key]
+    lp, hid = {}, {}
+    order = sorted(keep, key=lambda i: -len(seqs[i]))  # similar lengths per batch: less padding
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0 : b0 + batch_size]
+        batch = [seqs[i] for i in rows]
+        logits, h, mask = _forward(model, batch, layer)
+        for r, i in enumerate(rows):
+            n = int(mask[r].sum())
+            lp[i] = _token_logprobs(logits[r, :n], batch[r][:n]).cpu()
+            hid[i] = h[r, starts[i] : n].float().cpu()
+        del logits, h  # [B, T, V] logits: one batch at a time
+    while len(_SIDES) >= 2:
+        _SIDES.pop(next(iter(_SIDES)))
+    _SIDES[key] = (lp, hid)
+    return lp, hid
+
+
+def group_direction(ctx: PairContext, token_ids: list[int], side: str = "b") -> torch.Tensor:
+    """Residual direction (model B, or A with side="a") that raises the logits of `token_ids` relative to the average
+    token under the logit lens: g * (mean_v W_U[v] - mean over the vocabulary of W_U), g the final norm's gain."""
+    model = ctx.model_a if side == "a" else ctx.model_b
+    w_u = unembedding(model)
     if not token_ids:
         return torch.zeros(w_u.shape[1])
     w = w_u[torch.tensor(token_ids)].mean(0) - _vocab_mean(w_u)
-    return (w * final_norm_gain(ctx.model_b)).cpu()
+    return (w * final_norm_gain(model)).cpu()
 
 
 _MEAN: dict[tuple, torch.Tensor] = {}

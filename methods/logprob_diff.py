@@ -1,0 +1,117 @@
+"""Log-probability difference of the two models on the corpus texts' responses: which texts does B like more (or less)?
+
+Both models run with their LM heads over every corpus text by default (`outputs.response_gains`; the planted
+contexts are ~1% of the texts, so a 16-text sample as in kl_diff would miss them). A text's response is every
+position after its last assistant header (chat.py; a text without one, e.g. plain text, is all response from
+position 1). The gain of the token at position t is log p_B(x_t | x_<t) - log p_A(x_t | x_<t); a text's score
+is its mean gain over the response tokens (nats/token). A simple, strong output baseline (no training; the
+cost is two forward passes with LM heads over the corpus): the 76-organism study of arXiv 2605.00994 found it
+competitive.
+
+Findings (`lp:text<idx>`): the `n_findings` texts with the largest |score|; side "b" where score > 0 (B likes
+the text more), else "a". Uniqueness = |score|; flagged when the score is an outlier among all texts' scores:
+|score - median| > `flag_z` x 1.4826 x MAD (a robust z, our rule). Tokens = the text's response tokens with
+the largest gain toward the finding's side (distinct, best first, gain > 0 only); `info` holds the text
+index, score, those tokens' gains (log p_B - log p_A: negative on side a) and an excerpt of the response.
+
+Readout (the scoring protocol reads findings from residual activations, not log-probabilities): the text's
+mean difference d = mean(h_B - h_A) over its response positions at the final residual layer (`layer`,
+default n_layers - 1, the input of the last block), read as `difference_readout(layer, d / |d|)`: high
+wherever the two models differ as they do on this text, 0 with model B replaced by model A. Direction = d
+for side b, -d (in model A's space) for side a, so the readout reads the side's own model along the
+reported direction with a positive weight (w_side = +unit, as DFC's one-sided latents do) and is the same
+readout for either sign of the score. Where the mean difference vanishes (the residual streams agree there,
+e.g. only the unembedding changed) the direction is the logit-lens direction of the finding's first
+`readout_tokens` tokens (`group_direction`, in the side's model), read from RMS-normalised activations as
+in kl_diff; `info["readout"]` says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
+from ._shared.difference import difference_readout
+from ._shared.outputs import decode_tokens, group_direction, response_gains
+
+MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normally distributed scores
+
+
+@dataclass
+class LogprobDiffConfig(MethodConfig):
+    n_texts: int | None = None  # corpus texts both models run on, with their LM heads; None = all
+    n_findings: int = 20  # texts reported, by |score|
+    n_tokens: int = 10  # tokens per finding: the response tokens with the largest gain toward its side
+    flag_z: float = 3.0  # flag when |score - median| > flag_z x 1.4826 x MAD over all texts' scores
+    readout_tokens: int = 5  # tokens of the logit-lens fallback direction
+    excerpt_chars: int = 300
+    layer: int | None = None  # residual index of the directions/readouts; None = n_layers - 1
+    batch_size: int = 8
+    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+
+
+@register_method
+class LogprobDiff(Method):
+    name = "logprob_diff"
+
+    Config = LogprobDiffConfig
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.c: dict[str, Any] = self.config
+
+    def find(self, ctx: PairContext) -> list[Finding]:
+        c = self.c
+        rg = response_gains(ctx, c["n_texts"], int(c["batch_size"]), c["layer"], c["threads"])
+        layer = rg.layer
+        resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
+        scores = torch.stack([g.mean() for g in resp])
+        # a robust z: the planted contexts are a few outliers among many texts, and a fine-tune shifts every
+        # text a little; the median and MAD ignore both, where a mean and standard deviation would be pulled
+        # by the very outliers they should expose
+        med = float(scores.median())
+        spread = MAD_TO_SD * float((scores - med).abs().median())
+        n_resp = sum(g.numel() for g in resp)
+        diff_norm = float((rg.diff_norm * torch.tensor([g.numel() for g in resp])).sum()) / n_resp
+        scale = diff_norm or 1.0
+        common = {"texts": float(rg.n_texts), "scored_texts": float(len(resp)), "response_tokens": float(n_resp),
+                  "median_score": med, "robust_sd": spread, "seconds_forward": rg.seconds}
+        tok_b = ctx.model_b.tokenizer
+        order = sorted(range(len(resp)), key=lambda i: (-abs(float(scores[i])), rg.text_idx[i]))
+        out = []
+        for i in order[: int(c["n_findings"])]:
+            s = float(scores[i])
+            side = "b" if s > 0 else "a"
+            sign = 1.0 if side == "b" else -1.0
+            ids = rg.token_ids[i][rg.start[i]:]
+            toward = sign * resp[i]
+            token_ids, gains = [], []
+            for p in torch.argsort(toward, descending=True, stable=True).tolist():
+                if toward[p] <= 0 or len(token_ids) >= int(c["n_tokens"]):
+                    break
+                if int(ids[p]) not in token_ids:  # the best occurrence of each token
+                    token_ids.append(int(ids[p]))
+                    gains.append(float(resp[i][p]))
+            tokens = decode_tokens(ctx, token_ids)
+            d = rg.diff_mean[i]
+            if float(d.norm()) <= 1e-6 * max(float(rg.norm_a[i]), 1e-12):
+                # the residual streams agree here (e.g. only the unembedding changed): the tokens' logit lens, in the
+                # side's model, read with w_side = +w as the mean-difference readout below
+                w = group_direction(ctx, token_ids[: int(c["readout_tokens"])], side)
+                ro = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-sign * w, w_b=sign * w, input_norm="rms")
+                direction, how = w / w.norm().clamp_min(1e-12) * scale, "logit_lens"
+            else:
+                # one readout for both sides: (h_B - h_A) . d/|d| is high where the models differ as on this text
+                ro, direction, how = difference_readout(layer, d / d.norm()), sign * d, "mean_difference"
+            info = {**common, "text": rg.text_idx[i], "score": s, "n_response_tokens": int(ids.numel()), "readout": how,
+                    "gains": [{"token": t, "gain": g} for t, g in zip(tokens, gains)],
+                    "excerpt": tok_b.decode(ids.tolist())[: int(c["excerpt_chars"])]}
+            if spread > 0:
+                info["robust_z"] = (s - med) / spread
+            flagged = abs(s - med) > float(c["flag_z"]) * spread
+            out.append(Finding(id=f"lp:text{rg.text_idx[i]}", uniqueness=abs(s), flagged=flagged, readout=ro, side=side,
+                               direction=direction, direction_layer=layer, tokens=tokens, token_ids=token_ids, info=info))
+        return out
