@@ -35,8 +35,10 @@ class PageCheck:
     counts: dict[str, int] = field(default_factory=dict)  # CSS selector -> number of elements
 
 
-def check_pages(files: list[Path], selectors: list[str] = (), screenshot_dir: Path | None = None, width: int = 1280) -> list[PageCheck]:
-    """Load each file in headless Chromium and record what happened; a full-page PNG per file in screenshot_dir."""
+def check_pages(files: list[Path], selectors: list[str] = (), screenshot_dir: Path | None = None, width: int = 1280,
+                full_page: bool = True) -> list[PageCheck]:
+    """Load each file in headless Chromium and record what happened; a PNG per file in screenshot_dir (the whole page,
+    or the first screenful)."""
     from playwright.sync_api import sync_playwright
 
     exe = chromium_path()
@@ -61,7 +63,7 @@ def check_pages(files: list[Path], selectors: list[str] = (), screenshot_dir: Pa
                 chk.counts = {s: page.locator(s).count() for s in selectors}
                 if screenshot_dir is not None:
                     Path(screenshot_dir).mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(Path(screenshot_dir) / f"{f.stem}.png"), full_page=True)
+                    page.screenshot(path=str(Path(screenshot_dir) / f"{f.stem}.png"), full_page=full_page)
                 page.close()
                 out.append(chk)
         finally:

@@ -77,5 +77,5 @@ class Calibration:
 
 
 def payload(thresholds: dict[str, dict], model: str, suite: str, run_dir: Path) -> dict:
-    return {"model": model, "suite": suite, "run": str(run_dir), "admit": ADMIT, "thresholds": thresholds,
+    return {"model": model, "suite": suite, "run": Path(run_dir).name, "admit": ADMIT, "thresholds": thresholds,
             "about": "per method: uniqueness above which at most 5% of its findings on this run's null pairs lie"}
