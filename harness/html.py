@@ -130,7 +130,7 @@ def write_run_html(run_dir: Path) -> Path:
         rows = [[cell(f"{m} (floor)" if m in floors else m), *(cell(fmt(metrics[m].get(k))) for k, _ in cols),
                  cell(", ".join(f"{k} {v}" for k, v in metrics[m]["_status"].items()))] for m in order]
         tables.append(table(tid, title, ["method", *(h for _, h in cols), "runs"], rows,
-                            head[-1] if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
+                            head[-1].replace("`", "") if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
     cards = scores.get("plant_cards") or {}
     if cards:
         rows = [[cell(n), cell("pass" if c["passed"] else "FAIL"), cell(b), cell(_num(r["organism_T"], 2)), cell(_num(r.get("organism_C"), 2)),
