@@ -152,7 +152,8 @@ def run(cfg: DictConfig, out: Path) -> Path:
     evidence = steering_evidence(runs, ma, mb, docs, paired, int(cfg.evidence), int(cfg.steer_prompts), int(cfg.steer_tokens), bool(cfg.progress))
     summary = {"model_a": ma.name, "model_b": mb.name, "corpus": str(cfg.corpus) if cfg.get("corpus") else "audit corpus (answers by model A)",
                "documents": len(docs), "tokens_a": paired.a.manifest.get("n_tokens"), "layers": [la, lb],
-               "calibration": str(calib.path) if calib else None, "seconds": time.time() - t0,
+               "calibration": f"{calib.path.name} of the {calib.suite} suite on {calib.model}" if calib else None,
+               "cross_pair": paired.alignment is not None or ma.hidden_size != mb.hidden_size, "seconds": time.time() - t0,
                "methods": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in runs]}
     write_json(out / "summary.json", summary)
     write_markdown(out, summary, runs)

@@ -180,6 +180,9 @@ def write_diff_html(out: Path, summary: dict, runs: list, evidence: dict[str, di
              "findings on null pairs (fine-tunes with nothing planted) in the reference run; the method's own flag is its "
              "published rule, which on the benchmark fires on many null pairs. Nothing here is ground truth: read the "
              "snippets and the steered continuations."]
+    if summary.get("cross_pair") and summary["calibration"]:
+        notes.append("The two models differ in architecture or tokenizer, while the thresholds come from null pairs of one "
+                     "model and its fine-tunes: read the calibrated flags as indicative.")
     rows, pages = [], {}
     for r in runs:
         name = page_name(r.key, "diff")
