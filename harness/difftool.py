@@ -70,6 +70,12 @@ def model_source(spec: str) -> tuple[str, Path | None]:
     return spec, None
 
 
+def display_name(spec: str) -> str:
+    """A model as the report names it: a registered name as is, a folder by its own name (not its whole path)."""
+    path = Path(spec).expanduser()
+    return path.resolve().name if path.is_dir() else spec
+
+
 def reference_path(p: str) -> Path:
     path = Path(p).expanduser()
     return path if path.is_absolute() or path.exists() else REPO / path
@@ -137,8 +143,8 @@ def run(cfg: DictConfig, out: Path) -> Path:
     methods = method_configs(cfg)
     calib = _calibration(cfg)
     device = default_device() if cfg.device == "auto" else cfg.device
-    ma = load_model(src_a[0], adapter=src_a[1], dtype=cfg.dtype, device=device, display_name=str(cfg.model_a))
-    mb = load_model(src_b[0], adapter=src_b[1], dtype=cfg.dtype, device=device, display_name=str(cfg.model_b))
+    ma = load_model(src_a[0], adapter=src_a[1], dtype=cfg.dtype, device=device, display_name=display_name(str(cfg.model_a)))
+    mb = load_model(src_b[0], adapter=src_b[1], dtype=cfg.dtype, device=device, display_name=display_name(str(cfg.model_b)))
     say(f"diff {ma.name} ({ma.model.config.model_type}) vs {mb.name} ({mb.model.config.model_type}); methods: {', '.join(methods)}")
     if docs is None:
         docs = default_corpus(ma, cfg)
@@ -150,7 +156,7 @@ def run(cfg: DictConfig, out: Path) -> Path:
     from .evidence import steering_evidence
 
     evidence = steering_evidence(runs, ma, mb, docs, paired, int(cfg.evidence), int(cfg.steer_prompts), int(cfg.steer_tokens), bool(cfg.progress))
-    summary = {"model_a": ma.name, "model_b": mb.name, "corpus": str(cfg.corpus) if cfg.get("corpus") else "audit corpus (answers by model A)",
+    summary = {"model_a": ma.name, "model_b": mb.name, "sources": [str(cfg.model_a), str(cfg.model_b)], "corpus": str(cfg.corpus) if cfg.get("corpus") else "audit corpus (answers by model A)",
                "documents": len(docs), "tokens_a": paired.a.manifest.get("n_tokens"), "layers": [la, lb],
                "calibration": f"{calib.path.name} of the {calib.suite} suite on {calib.model}" if calib else None,
                "cross_pair": paired.alignment is not None or ma.hidden_size != mb.hidden_size, "seconds": time.time() - t0,
@@ -204,7 +210,8 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
     t0 = time.time()
     try:
         method = METHODS.get(mcfg["name"])(**(mcfg.get("params") or {}))
-        ctx = PairContext(f"{ma.name} vs {mb.name}", ma, mb, paired, la, seed=int(cfg.seed), device=device,
+        # finding ids of some methods carry the pair id: keep it short (the report names the models)
+        ctx = PairContext("A_vs_B", ma, mb, paired, la, seed=int(cfg.seed), device=device,
                           work_dir=out / "work", layers_b=lb if lb != la else None)
         torch.manual_seed(int(cfg.seed))
         findings = method.find(ctx)

@@ -173,7 +173,9 @@ def write_run_html(run_dir: Path) -> Path:
 
 def write_diff_html(out: Path, summary: dict, runs: list, evidence: dict[str, dict[str, dict]]) -> Path:
     """The HTML report of `diffbench diff`: out/html/ (runs: difftool.MethodRun, with their findings)."""
-    meta = [("model A", summary["model_a"]), ("model B", summary["model_b"]), ("corpus", f"{summary['corpus']}, {summary['documents']} documents"),
+    src = summary.get("sources") or [summary["model_a"], summary["model_b"]]
+    named = lambda n, s: n if n == s else f"{n} ({s})"
+    meta = [("model A", named(summary["model_a"], src[0])), ("model B", named(summary["model_b"], src[1])), ("corpus", f"{summary['corpus']}, {summary['documents']} documents"),
             ("layers (A, B)", summary["layers"]), ("calibration", summary["calibration"] or "none"),
             ("time", f"{summary['seconds']:.0f} s")]
     notes = ["A finding 'clears the null threshold' when its uniqueness is above the value that admits 5% of the method's "
