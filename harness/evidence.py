@@ -5,8 +5,9 @@ position (harness/steering.py), to model A when the two models share an activati
 B's difference appear in A, as in the scorer's causal channel), or else to the finding's own model (amplified).
 It is scaled to the size of what differs between the models there: the mean per-token norm of h_B - h_A at
 that layer over `SCALE_TEXTS` corpus texts (shared space), or half the target model's mean residual norm
-(no shared space). The prompts are the user turns of the texts where the method's top findings fire most
-(their top snippets), so the before/after shows the finding in its own contexts; every finding of a method is
+(no shared space). The prompts are the user turns of the texts the method's top findings are about (a finding
+that names its corpus text, as logprob_diff's do) or fire most on (their top snippets), so the before/after
+shows the finding in its own contexts; every finding of a method is
 shown on the same prompts, in one batched generation per (model, layer).
 """
 
@@ -53,7 +54,9 @@ def steering_evidence(runs: list, ma: LoadedModel, mb: LoadedModel, docs: list[D
         chosen = [f for f in r.findings if f.direction is not None and f.direction_layer is not None][:k]
         if not chosen:
             continue
-        texts = list(dict.fromkeys(s["text"] for f in chosen for s in (f.info.get("snippets") or [])[:1]))
+        # the findings' own texts first (a finding about one text, as logprob_diff's, names it), then their top snippets'
+        texts = [f.info["text"] for f in chosen if isinstance(f.info.get("text"), int) and 0 <= f.info["text"] < len(docs)]
+        texts = list(dict.fromkeys(texts + [s["text"] for f in chosen for s in (f.info.get("snippets") or [])[:1]]))
         texts += [i for i in range(len(docs)) if docs[i].prompt is not None and i not in texts]
         prompts = [_prompt(docs[i]) for i in texts[:n_prompts]]
         by_target: dict[tuple[str, int], list] = {}
