@@ -236,9 +236,11 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
         (out / "errors").mkdir(parents=True, exist_ok=True)
         (out / "errors" / f"{key}.txt").write_text(traceback.format_exc())
     r.seconds = time.time() - t0
-    calibrated = "uncalibrated" if r.calibration else f"{r.n_calibrated} clear the null threshold"
-    say(f"{key:22s} {r.status}: {r.n_findings} findings, {r.n_flagged} flagged by the method, {calibrated} "
-        f"({r.seconds:.1f}s){'; ' + r.error[:200] if r.error else ''}")
+    if r.status == "ok":
+        calibrated = "uncalibrated" if r.calibration else f"{r.n_calibrated} clear the null threshold"
+        say(f"{key:22s} ok: {r.n_findings} findings, {r.n_flagged} flagged by the method, {calibrated} ({r.seconds:.1f}s)")
+    else:
+        say(f"{key:22s} {r.status.replace('_', ' ')} ({r.seconds:.1f}s): {r.error[:300]}")
     return r
 
 
