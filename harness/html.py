@@ -131,6 +131,12 @@ def write_run_html(run_dir: Path) -> Path:
                  cell(", ".join(f"{k} {v}" for k, v in metrics[m]["_status"].items()))] for m in order]
         tables.append(table(tid, title, ["method", *(h for _, h in cols), "runs"], rows,
                             head[-1].replace("`", "") if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
+    cross = scores.get("metrics_crossarch") or {}
+    if cross:  # cross-architecture pairs are scored apart (harness/report.py's cross section)
+        corder = sorted(cross, key=lambda m: -_val(cross[m].get(lead[0][0])))
+        rows = [[cell(m), *(cell(fmt(cross[m].get(k))) for k, _ in lead), cell(", ".join(f"{k} {v}" for k, v in cross[m]["_status"].items()))]
+                for m in corder]
+        tables.append(table("crossarch", "Cross-architecture pairs", ["method", *(h for _, h in lead), "runs"], rows))
     cards = scores.get("plant_cards") or {}
     if cards:
         rows = [[cell(n), cell("pass" if c["passed"] else "FAIL"), cell(b), cell(_num(r["organism_T"], 2)), cell(_num(r.get("organism_C"), 2)),
@@ -141,7 +147,7 @@ def write_run_html(run_dir: Path) -> Path:
     hits = _hits(run_dir)
     pages, links = {}, []
     seeds = scores.get("seeds") or {}
-    for method in order:
+    for method in dict.fromkeys([*order, *cross]):
         seed = (seeds.get(method) or [0])[0]  # one seed per method (floors run 20)
         cfg_hash = ""
         for p in scores["pairs"]:
