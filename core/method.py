@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .findings import Finding
-from .io import atomic_write, dumps, safe_name
+from .io import atomic_write, dumps, safe_name, stable_hash
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -145,6 +145,12 @@ class Method:
     def __init__(self, **params: Any):
         self.cfg = make_config(self.Config, self.name or type(self).__name__, params)
         self.config: dict[str, Any] = asdict(self.cfg)  # the same, by key (resolved: what the run used)
+
+    @property
+    def config_hash(self) -> str:
+        """Key of the method and its resolved config: saved findings are reused, and reference calibrations applied,
+        only under the same key (moving a value between the dataclass and YAML changes nothing)."""
+        return stable_hash({"name": self.name, "config": self.config})
 
     def find(self, ctx: PairContext) -> list[Finding]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -78,6 +78,13 @@ def n_texts_for(tokenizer, cfg: CorpusConfig, sample: list[str]) -> int:
     return max(1, math.ceil(cfg.tokens / per_text))
 
 
+def plan_for(tokenizer, specs: Mapping[str, BehaviorSpec], cfg: CorpusConfig) -> CorpusPlan:
+    """The corpus's prompts for a tokenizer: `cfg.tokens` worth of texts (`n_texts_for` over 200 everyday prompts)."""
+    from ..tasks.everyday import everyday_prompts
+
+    return plan(catalogue(specs), n_texts_for(tokenizer, cfg, everyday_prompts(200, seed=cfg.seed)), cfg)
+
+
 def plan(specs: Mapping[str, BehaviorSpec], n_texts: int, cfg: CorpusConfig) -> CorpusPlan:
     """The corpus's prompts: round(p * n) audit-split prompts per (behavior, side), everyday prompts for the rest."""
     from ..tasks.everyday import everyday_prompts

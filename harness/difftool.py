@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..core import METHODS, NotApplicableError, PairContext, rank, save_findings, validate_findings
 from ..core.activations import PairedActivations, TextSet
 from ..core.env import default_device
-from ..core.io import read_json, stable_hash, write_json
+from ..core.io import atomic_write, read_json, write_json
 from ..core.model import LoadedModel
 from ..core.plugins import load_plugins
 from ..methods import load_all_methods
@@ -116,13 +116,11 @@ def method_configs(cfg: DictConfig) -> dict[str, dict]:
 def default_corpus(model: LoadedModel, cfg: DictConfig) -> list[Document]:
     """The audit corpus (harness/corpus.py: everyday chat plus every shipped behavior's audit split at `prevalence`),
     answered by model A."""
-    from ..tasks.everyday import everyday_prompts
-    from .corpus import CorpusConfig, catalogue, n_texts_for, plan
+    from .corpus import CorpusConfig, plan_for
     from .plant import distill
 
     ccfg = CorpusConfig(tokens=int(cfg.corpus_tokens), prevalence=float(cfg.prevalence))
-    n = n_texts_for(model.tokenizer, ccfg, everyday_prompts(200, seed=ccfg.seed))
-    prompts = list(plan(catalogue({}), n, ccfg).prompts)
+    prompts = list(plan_for(model.tokenizer, {}, ccfg).prompts)
     answers = distill(model, prompts, ccfg.answer_tokens, bool(cfg.progress))
     return [Document(a, q) for q, a in zip(prompts, answers)]
 
@@ -219,7 +217,7 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
         findings = rank(findings)[: int(cfg.top)]
         if paired.alignment is None:  # snippets need one text's tokens per row
             attach_snippets(findings, paired, texts_a, ma.tokenizer, int(cfg.collect.max_length))
-        config_hash = stable_hash({"name": mcfg["name"], "config": method.config})
+        config_hash = method.config_hash
         for f in findings:
             flag, note = calib.flag(key, config_hash, float(f.uniqueness)) if calib else (None, "no calibration file")
             f.info["calibrated_flag"] = "n/a" if flag is None else ("yes" if flag else "no")
@@ -246,8 +244,6 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
 
 def write_markdown(out: Path, summary: dict, runs: list[MethodRun], top: int = 5) -> None:
     """findings.md: per method its status and top findings (the HTML report has the evidence)."""
-    from ..core.io import atomic_write
-
     lines = [f"# diffbench diff: `{summary['model_a']}` vs `{summary['model_b']}`", "",
              f"- corpus: {summary['corpus']} ({summary['documents']} documents)", f"- calibration: {summary['calibration'] or 'none'}", "",
              "| method | status | findings | flagged (method) | clear null threshold | top findings (side, tokens) |", "|---|---|---|---|---|---|"]

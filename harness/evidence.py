@@ -19,6 +19,7 @@ from ..core.batching import right_pad
 from ..core.capture import capture_residuals
 from ..core.model import LoadedModel
 from .steering import Intervention, intervened_generate
+from .store import tokenize_texts
 from .usercorpus import Document
 
 SCALE_TEXTS = 16
@@ -27,7 +28,7 @@ SCALE_TEXTS = 16
 def _residual_norm(ma: LoadedModel, mb: LoadedModel | None, docs: list[Document], layer: int) -> float:
     """Mean per-token |h_B - h_A| at `layer` (both models, same tokens), or mean |h_A| when mb is None."""
     tok = ma.tokenizer
-    ids = [torch.tensor(tok(d.render(tok)[0], add_special_tokens=False, truncation=True, max_length=128).input_ids) for d in docs[:SCALE_TEXTS]]
+    ids = [torch.tensor(x) for x in tokenize_texts(tok, [d.render(tok)[0] for d in docs[:SCALE_TEXTS]], max_length=128)]
     input_ids, mask = right_pad(ids, tok.pad_token_id)
     ha = capture_residuals(ma, input_ids.to(ma.device), mask.to(ma.device), [layer])[layer].float().cpu()
     keep = mask.bool().clone()

@@ -21,6 +21,8 @@ from typing import Any
 
 from ..core.io import atomic_write, read_json, safe_name
 from .flags import FILE as FLAGS_FILE, Calibration
+from .report import _nan
+from .status import read_status
 
 TOP = 20  # findings shown per page
 SIDE_LABEL = {"a": "model A", "b": "model B", "both": "both models"}
@@ -60,7 +62,7 @@ def _num(x: Any, digits: int = 4) -> str:
 
 def snippet_view(s: dict) -> dict:
     """A saved snippet ({"tokens", "scores", "focus"}) as tokens with a highlight strength in [0, 1]."""
-    scores = [float("nan") if x is None else float(x) for x in s.get("scores", [])]  # strict JSON: null is NaN
+    scores = [_nan(x) for x in s.get("scores", [])]
     top = max((abs(x) for x in scores if math.isfinite(x)), default=0.0) or 1.0
     toks = []
     for i, t in enumerate(s.get("tokens", [])):
@@ -151,8 +153,8 @@ def write_run_html(run_dir: Path) -> Path:
         seed = (seeds.get(method) or [0])[0]  # one seed per method (floors run 20)
         cfg_hash = ""
         for p in scores["pairs"]:
-            path = run_dir / "findings" / method / f"{p['id']}@s{seed}.json"
-            status = read_json(path.with_name(path.stem + ".status.json")) if path.with_name(path.stem + ".status.json").exists() else {}
+            stem = run_dir / "findings" / method / f"{p['id']}@s{seed}"
+            path, status = stem.with_suffix(".json"), read_status(stem.with_suffix(".status.json"), missing_ok=True)
             if not path.exists():
                 links.append([cell(method), cell(p["id"]), cell(p["kind"]), cell(status.get("status", "no findings")), cell(""), cell(status.get("error", ""))])
                 continue

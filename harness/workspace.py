@@ -22,9 +22,8 @@ from ..core.io import stable_hash, write_json
 from ..core.model import LoadedModel
 from ..core.plugins import load_plugins
 from ..methods import load_all_methods
-from ..tasks.everyday import everyday_prompts
 from .align import render_chat, same_tokenizer
-from .corpus import CorpusPlan, catalogue, n_texts_for, plan
+from .corpus import CorpusPlan, plan_for
 from .generate import chat_prompt
 from .models import load_model
 from .plant import PlantCard, check_recipe, distill
@@ -74,10 +73,11 @@ class Workspace:
         for key, mcfg in self.methods.items():
             cls = METHODS.get(mcfg["name"])  # unknown names fail now, not after planting
             try:  # ... and so do unknown or ill-typed params (constructors check and store them, nothing more)
-                self.method_configs[key] = cls(**(mcfg.get("params") or {})).config
+                method = cls(**(mcfg.get("params") or {}))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
-            self.config_hashes[key] = stable_hash({"name": mcfg["name"], "config": self.method_configs[key]})
+            self.method_configs[key] = method.config
+            self.config_hashes[key] = method.config_hash
         self.cards: dict[str, PlantCard] = {}  # filled by the plant stage
         self._adapters: dict[str, Path] = {}
         self._models: dict[str, LoadedModel] = {}
@@ -178,10 +178,7 @@ class Workspace:
         """The audit corpus's prompts for a base node's tokenizer (no generation; validates the prevalence)."""
         key = self.base_of(base)
         if key not in self._corpus_plans:
-            cfg = self.suite.corpus
-            tok = self.model(key).tokenizer
-            n = n_texts_for(tok, cfg, everyday_prompts(200, seed=cfg.seed))
-            self._corpus_plans[key] = plan(catalogue(self.suite.specs), n, cfg)
+            self._corpus_plans[key] = plan_for(self.model(key).tokenizer, self.suite.specs, self.suite.corpus)
         return self._corpus_plans[key]
 
     def corpus(self, base: str = BASE) -> TextSet:
