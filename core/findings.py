@@ -72,6 +72,37 @@ class Readout:
         return z
 
 
+def read_many(readouts: list[Readout], x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+    """[n, len(readouts)]: column j is readouts[j](x_a, x_b). Linear readouts sharing an input norm are one matmul
+    per model (a column per readout) instead of one pass over the activations each, which is what makes reading
+    50 findings over a 40k-token corpus cheap; the columns equal the per-readout calls up to float summation order."""
+    out = torch.empty(x_a.shape[0], len(readouts), dtype=torch.float32)
+    groups: dict[str, list[int]] = {}
+    for j, r in enumerate(readouts):
+        if r.kind == "linear":
+            groups.setdefault(r.input_norm, []).append(j)
+        else:
+            out[:, j] = r(x_a, x_b)
+    for norm, cols in groups.items():
+        xa, xb = x_a.float(), x_b.float()
+        if norm == "rms":
+            xa, xb = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) for x in (xa, xb))
+        z = torch.tensor([float(readouts[j].bias) for j in cols]).expand(x_a.shape[0], -1).clone()
+        for x, side in ((xa, "w_a"), (xb, "w_b")):
+            used = [c for c, j in enumerate(cols) if getattr(readouts[j], side) is not None]
+            if used:
+                w = torch.stack([getattr(readouts[cols[c]], side).float() for c in used], dim=1)
+                z[:, used] += x @ w
+        for c, j in enumerate(cols):
+            r = readouts[j]
+            if r.act == "relu":
+                z[:, c] = torch.where(z[:, c] > max(r.threshold, 0.0), z[:, c], torch.zeros_like(z[:, c]))
+            elif r.act == "abs":
+                z[:, c] = z[:, c].abs()
+        out[:, cols] = z
+    return out
+
+
 @dataclass
 class Finding:
     """One reported difference between model A and model B."""

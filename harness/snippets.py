@@ -11,6 +11,7 @@ import torch
 
 from ..core import Finding
 from ..core.activations import PairedActivations, TextSet
+from ..core.findings import read_many
 
 
 def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: TextSet, tokenizer, max_length: int,
@@ -28,9 +29,12 @@ def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: T
             continue  # read at a layer the corpus store does not hold (e.g. weight_svd's modules): no snippets
         la, lb = corpus.load(layer_a, layer_b)
         sink = la.pos < 1
-        for f in group:
-            score = f.readout(la.acts, lb.acts).float()
-            score = torch.where(sink | ~torch.isfinite(score), torch.full_like(score, float("-inf")), score)
+        # every finding of the layer in one matmul per model; rows of one text are located once, not per snippet
+        scores = read_many([f.readout for f in group], la.acts, lb.acts)
+        scores = torch.where(sink[:, None] | ~torch.isfinite(scores), torch.full_like(scores, float("-inf")), scores)
+        text_rows: dict[int, torch.Tensor] = {}
+        for j, f in enumerate(group):
+            score = scores[:, j]
             out, seen = [], set()
             for row in torch.topk(score, min(len(score), 64 * k)).indices.tolist():
                 t = int(la.text_idx[row])
@@ -43,7 +47,10 @@ def attach_snippets(findings: list[Finding], corpus: PairedActivations, texts: T
                                              max_length=max_length).input_ids
                 ids = ids_cache[t]
                 lo, hi = max(0, pos - before), min(len(ids), pos + after + 1)
-                rows = (la.text_idx == t) & (la.pos >= lo) & (la.pos < hi)
+                if t not in text_rows:
+                    text_rows[t] = (la.text_idx == t).nonzero().squeeze(1)
+                rows = text_rows[t]
+                rows = rows[(la.pos[rows] >= lo) & (la.pos[rows] < hi)]
                 tok_scores = dict(zip(la.pos[rows].tolist(), score[rows].tolist()))
                 out.append({"text": t, "pos": pos, "score": float(score[row]),
                             "tokens": [tokenizer.decode([i]) for i in ids[lo:hi]],

@@ -24,7 +24,7 @@ def evaluate(cc: Crosscoder, xs: Sequence[torch.Tensor], mode: str, k: int | Non
     l0 = 0.0
     for xb in iter_chunks(xs, chunk):
         f = cc.encode(xb, mode, k=k)
-        xhat = cc.decode(f)
+        xhat = cc.decode_code(f)
         for m in range(2):
             sse[m] += float((xb[m] - xhat[m]).pow(2).sum())
         active = f > 0

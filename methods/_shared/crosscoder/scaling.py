@@ -35,7 +35,7 @@ def latent_scaling(cc: Crosscoder, xs: Sequence[torch.Tensor], latents: torch.Te
     s2 = torch.zeros(c, dtype=torch.float64, device=u.device)
     for xb in iter_chunks(xs, chunk):
         f = cc.encode(xb, mode, k=k)
-        xhat = cc.decode(f)
+        xhat = cc.decode_code(f)
         fl = f[:, latents].double()
         for m in range(2):
             gr[m] += fl.t() @ (xhat[m] - cc.b_dec[m]).double()
