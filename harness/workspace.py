@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..core import METHODS, PairContext
@@ -64,6 +65,9 @@ class Workspace:
         self.scoring = ScoringConfig.from_dict(OmegaConf.to_container(cfg.scoring, resolve=True))
         self.base_name = cfg.model.name
         self.device = default_device() if cfg.device == "auto" else cfg.device
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={cfg.device} (the suite {self.suite.name!r} or an override asks for a GPU) but torch "
+                             f"{torch.__version__} sees no CUDA device here; run it on a machine with one, or pass device=cpu")
         self.dtype = cfg.dtype
         self.progress = bool(cfg.progress)
         self.collect_cfg = OmegaConf.to_container(cfg.collect, resolve=True)

