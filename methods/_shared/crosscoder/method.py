@@ -76,7 +76,28 @@ def _load_rows(ctx: PairContext, layer_a: int, layer_b: int, max_rows: int, seed
         raise
 
 
+_PREPARED: dict[tuple, PairData] = {}  # the most recent pair's data: a pair's crosscoders and floor seeds share it
+
+PREP_KEYS = ("layer", "layer_b", "max_tokens", "max_eval_tokens", "eval_frac", "drop_bos", "outlier_factor")
+
+
 def prepare_data(ctx: PairContext, cfg: dict[str, Any]) -> PairData:
+    """The pair's training and evaluation rows (module docstring), computed once per pair and options: the three
+    crosscoders and the random dictionary's 20 seeds read the same rows (about 1 s each to rebuild on this CPU). The
+    seed only matters where rows are subsampled (more usable rows than `max_tokens`, or a streamed store); nothing
+    downstream writes to these tensors."""
+    n_tokens = _n_tokens(ctx.corpus.a)
+    subsampled = n_tokens > int(cfg["max_tokens"]) or n_tokens > IN_MEMORY_TOKENS
+    key = (str(ctx.corpus.a.root), str(ctx.corpus.b.root), ctx.corpus.alignment is not None, str(ctx.device),
+           ctx.middle_layer, ctx.middle_layer_b if ctx.layers_b is not None else None,
+           tuple(cfg.get(k) for k in PREP_KEYS), ctx.seed if subsampled else None)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = _prepare_data(ctx, cfg)
+    return _PREPARED[key]
+
+
+def _prepare_data(ctx: PairContext, cfg: dict[str, Any]) -> PairData:
     layer_a = int(cfg["layer"]) if cfg.get("layer") is not None else ctx.middle_layer
     if cfg.get("layer_b") is not None:
         layer_b = int(cfg["layer_b"])
