@@ -48,12 +48,13 @@ class RandomDirections(Method):
         keep = la.pos >= 1
         norm = (lb.acts - la.acts)[keep].mean(0).norm()
         gen = torch.Generator().manual_seed(1000 + ctx.seed)
-        out = []
-        for i in range(self.n):
+        draws = []
+        for _ in range(self.n):  # the same draws, in the same order, as one direction at a time
             v = torch.randn(la.acts.shape[1], generator=gen)
-            unit = v / v.norm()
-            u = float(torch.rand((), generator=gen))
-            ids, toks = ctx.logit_lens(unit, "b")
+            draws.append((v / v.norm(), float(torch.rand((), generator=gen))))
+        lenses = ctx.logit_lens_many(torch.stack([unit for unit, _ in draws]), "b") if draws else []
+        out = []
+        for i, ((unit, u), (ids, toks)) in enumerate(zip(draws, lenses)):
             out.append(Finding(id=f"rand{i}", uniqueness=u, flagged=u > self.flag_quantile,
                                readout=difference_readout(layer, unit), side="b", direction=unit * norm,
                                direction_layer=layer, tokens=toks, token_ids=ids))

@@ -71,7 +71,7 @@ def output_pair(tmp_path_factory):
 
 # -- the tiny suite, run once per test session (tests/test_pipeline.py, tests/test_faults.py) ----------------------
 
-TINY = ["model=tiny-llama", "suite=tiny", "plant.steps=12", "plant.gate.max_new_tokens=6", "plant.gate.kl_texts=4",
+TINY = ["model=tiny-llama", "suite=tiny", "dtype=fp32", "plant.steps=12", "plant.gate.max_new_tokens=6", "plant.gate.kl_texts=4",
         "collect.layers=[2]", "progress=false", "scoring.bootstrap=50"]
 
 
