@@ -13,7 +13,8 @@ from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 from diffbench.methods._shared.crosscoder.method import PairData, relative_norms
 from diffbench.methods.crosscoder.l1 import L1Crosscoder
 from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
-from diffbench.methods._shared.crosscoder.train import TrainConfig, init_from_data, train
+from diffbench.methods._shared.crosscoder.train import (TrainConfig, fit_threshold, init_from_data, quantile_threshold,
+                                                        reconstruction_at, split_calibration, train)
 from diffbench.methods._shared.crosscoder.losses import _batchtopk_loss
 from diffbench.methods._shared.crosscoder.evaluate import evaluate
 from diffbench.methods._shared.crosscoder.scaling import latent_scaling
@@ -169,6 +170,75 @@ def test_dfc_different_widths_trains_and_reconstructs(dfc_trained):
     assert ev["ev_a"] > 0.5 and ev["ev_b"] > 0.5, ev
     ev_topk = evaluate(cc, xs, "batchtopk", k=6)
     assert ev_topk["ev_a"] > 0.5 and ev_topk["ev_b"] > 0.5
+
+
+# ----------------------------------------------------------------------------- inference threshold
+
+
+def test_quantile_threshold_gives_l0_k_on_its_rows():
+    """The estimator is the (k*N)-th largest score over its N rows: inference L0 on those rows is k (ties aside),
+    also with a chunk size that splits the rows unevenly."""
+    torch.manual_seed(0)
+    xs, _ = synth(n_tokens=1500, widths=(24, 32), n_shared=16, seed=1)
+    cc = Crosscoder((24, 32), n_shared=96, seed=0)
+    init_from_data(cc, xs, seed=0)
+    for k, chunk in ((4, 1024), (10, 333)):
+        t = quantile_threshold(cc, xs, k, Ops("torch"), chunk=chunk)
+        cc.threshold.fill_(t)
+        l0 = evaluate(cc, xs, "threshold")["l0"]
+        assert abs(l0 - k) <= 0.1 * k, (k, l0)
+        assert t == quantile_threshold(cc, xs, k, Ops("torch"), chunk=4096)
+
+
+def test_ev_threshold_rule_picks_the_best_reconstruction_within_the_l0_span():
+    xs, _ = synth(n_tokens=1500, widths=(24, 24), n_shared=16, seed=3)
+    cc = Crosscoder((24, 24), n_shared=64, seed=0)
+    init_from_data(cc, xs, seed=0)
+    train(cc, xs, TrainConfig(sparsity="batchtopk", k=6, aux_k=8, steps=40, batch_size=128, lr=5e-3,
+                              threshold_calib_frac=0.0))
+    cfg = TrainConfig(sparsity="batchtopk", k=6, threshold_rule="ev", threshold_l0_span=2.0)
+    ops = Ops("torch")
+    t = fit_threshold(cc, xs, cfg, ops)
+    ts = quantile_threshold(cc, xs, [6 * 2 ** (j / 4) for j in range(-4, 5)], ops)
+    evs = reconstruction_at(cc, xs, ts, ops, chunk=500)
+    assert t in ts and evs[ts.index(t)] == max(evs)
+    for tt, e in zip(ts, evs):  # the sparse scoring is the inference rule's EV
+        cc.threshold.fill_(tt)
+        ev = evaluate(cc, xs, "threshold")
+        assert (ev["ev_a"] + ev["ev_b"]) / 2 == pytest.approx(e, abs=1e-4)
+    cc.threshold.fill_(t)
+    assert 6 / 2 * 0.9 <= evaluate(cc, xs, "threshold")["l0"] <= 6 * 2 * 1.1
+    assert fit_threshold(cc, xs, TrainConfig(k=6, threshold_rule="l0"), ops) == quantile_threshold(cc, xs, 6, ops)
+
+
+def test_calibration_rows_never_train_and_fit_the_threshold():
+    xs, _ = synth(n_tokens=2000, widths=(24, 24), seed=2)
+    cfg = TrainConfig(sparsity="batchtopk", k=6, aux_k=8, steps=30, batch_size=64, lr=5e-3, threshold_calib_frac=0.1,
+                      threshold_refit_rows=150)
+    tr, cal = split_calibration(2000, cfg)
+    assert cal.numel() == 150 and tr.numel() == 1850  # 10% = 200, capped at threshold_refit_rows
+    assert not set(tr.tolist()) & set(cal.tolist()) and torch.equal(split_calibration(2000, cfg)[1], cal)
+    # a training run that only ever sees the training rows: the calibration rows' values cannot matter to the weights
+    poisoned = [x.clone() for x in xs]
+    for x in poisoned:
+        x[cal] = 1e3
+    runs = []
+    for data in (xs, poisoned):
+        cc = Crosscoder((24, 24), n_shared=48, seed=0)
+        init_from_data(cc, [x[tr] for x in data], seed=0)
+        res = train(cc, data, cfg)
+        runs.append(cc)
+        assert (res.train_rows, res.calib_rows) == (1850, 150)
+    for p, q in zip(runs[0].W_dec, runs[1].W_dec):
+        assert torch.equal(p, q)
+    # the threshold is the calibration rows' quantile: L0 = k on them
+    cc = runs[0]
+    cc.threshold.fill_(quantile_threshold(cc, [x[cal] for x in xs], 6, Ops("torch")))
+    assert abs(evaluate(cc, [x[cal] for x in xs], "threshold")["l0"] - 6) <= 0.6
+    # no calibration share: fitted on (a subset of) the training rows, which are then all trained on
+    res = train(Crosscoder((24, 24), n_shared=48, seed=0), xs, TrainConfig(sparsity="batchtopk", k=6, steps=2,
+                batch_size=64, threshold_calib_frac=0.0))
+    assert (res.train_rows, res.calib_rows) == (2000, 0)
 
 
 # ----------------------------------------------------------------------------- Latent Scaling

@@ -54,7 +54,8 @@ def test_conf_matches_batchtopk_width_k_and_readout():
     method = RandomDictionary(**rd["params"])  # every key is a known parameter
     cfg_btk = BatchTopKCrosscoder(**btk["params"]).config
     for key in ("layer", "dict_size", "k", "batch_size", "max_tokens", "flag_a", "flag_b", "nu_r_max", "nu_eps_max",
-                "max_findings", "backend", "score_norm", "data_init_frac", "threshold_refit_batches"):
+                "max_findings", "backend", "score_norm", "data_init_frac", "lr_width", "threshold_calib_frac",
+                "threshold_refit_rows", "threshold_rule", "threshold_l0_span"):
         assert method.config[key] == cfg_btk[key], key
     assert method.config["steps"] == 0
 

@@ -13,8 +13,8 @@ code): the same `Crosscoder` module (dict_size latents, shared section only), in
 the trained one starts (unit-norm random decoder rows, seeded by `ctx.seed`, encoder = decoder,
 b_enc = 0, b_dec = the training rows' mean; no data-initialised latents, as `data_init_frac` = 0),
 no gradient step, then the inference threshold set the way the trained model's final threshold is,
-by `model.refit_threshold` (the smallest score a batch of `batch_size` rows keeps at k latents per
-row, averaged over `threshold_refit_batches` batches), so inference L0 is about k. Findings come
+by `train.refit_threshold` (the (k*N)-th largest score over N calibration rows, so inference L0 is
+about k; the calibration rows are kept out of training, which here has no steps anyway). Findings come
 from `BatchTopKCrosscoder.select` unchanged (relative decoder norm, Latent Scaling where the widths
 match, uniqueness, flag rule) and have exactly the BatchTopK form: a linear ReLU readout with that
 threshold over both models' raw activations, the owning model's decoder row as direction, tokens
