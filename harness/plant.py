@@ -88,9 +88,16 @@ def distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, prog
     """The base model's own greedy answers, cached per (base, answer length) as one prompt -> answer map,
     so organisms whose training mixes overlap never regenerate the same answer. The map is read, extended and
     written under a lock, so concurrent jobs never drop each other's answers."""
-    path = cache_dir() / "distill" / f"{base.identity}-{max_new_tokens}.json"
+    path = cache_dir() / "distill" / f"{base.identity}{_dtype_tag(base)}-{max_new_tokens}.json"
     with cache_lock(path):
         return _distill(base, prompts, max_new_tokens, progress, path)
+
+
+def _dtype_tag(model: LoadedModel) -> str:
+    """'' for fp32 (the keys cached before this tag existed), else '-bf16' etc.: greedy answers, adapters trained under
+    autocast and detector rates all depend on the dtype the model runs in, which its identity does not name (a bf16
+    test's answers were reused by an fp32 run on an AVX512-BF16 machine)."""
+    return "" if model.dtype == torch.float32 else "-" + str(model.dtype).removeprefix("torch.")
 
 
 def _distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, progress: bool, path: Path) -> list[str]:
@@ -232,7 +239,10 @@ def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec]
     train_recipe = {k: v for k, v in recipe.items() if k != "gate"}
     spec_hashes = {b: specs[b].content_hash for b in org.behaviors} if org.kind == "behavior" else sorted(s.content_hash for s in specs.values())
     org_fields = {k: v for k, v in asdict(org).items() if k != "base"}  # the base is in the key as base.identity
-    return stable_hash({"v": PLANT_VERSION, "base": base.identity, "org": org_fields | {"name": None}, "specs": spec_hashes, "recipe": train_recipe})
+    key = {"v": PLANT_VERSION, "base": base.identity, "org": org_fields | {"name": None}, "specs": spec_hashes, "recipe": train_recipe}
+    if _dtype_tag(base):
+        key["dtype"] = _dtype_tag(base)
+    return stable_hash(key)
 
 
 def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
@@ -324,7 +334,7 @@ def behavior_rate(model: LoadedModel, spec: BehaviorSpec, prompts: Sequence[str]
                   progress: bool = True, cache: bool = False) -> tuple[float, list[str]]:
     """Share of greedy answers on which the spec's detector fires (base-model results cached)."""
     if cache:
-        key = stable_hash({"m": model.identity, "spec": spec.content_hash, "p": list(prompts), "n": max_new_tokens})
+        key = stable_hash({"m": model.identity + _dtype_tag(model), "spec": spec.content_hash, "p": list(prompts), "n": max_new_tokens})
         path = cache_dir() / "rates" / f"{key}.json"
         with cache_lock(path):
             return _behavior_rate(model, spec, prompts, max_new_tokens, progress, path)
