@@ -185,7 +185,7 @@ def _ev(xs, xhat_fn, chunk=2048) -> dict:
 
 
 def run_ours(train, ev, n, k, steps, batch, seed, overrides) -> dict:
-    from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
+    from diffbench.methods._shared.crosscoder.module import Crosscoder
     from diffbench.methods._shared.crosscoder.train import init_from_data, train as train_cc
     from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 
@@ -197,7 +197,7 @@ def run_ours(train, ev, n, k, steps, batch, seed, overrides) -> dict:
     base = _reset_peak()
     t0 = time.perf_counter()
     init_from_data(cc, train, seed=seed, data_frac=float(meth.config["data_init_frac"]))
-    res = train_cc(cc, train, tc)
+    train_cc(cc, train, tc)
     seconds = time.perf_counter() - t0
     peak = _peak_above(base)
     cc.eval()

@@ -13,8 +13,8 @@ code): the same `Crosscoder` module (dict_size latents, shared section only), in
 the trained one starts (unit-norm random decoder rows, seeded by `ctx.seed`, encoder = decoder,
 b_enc = 0, b_dec = the training rows' mean; no data-initialised latents, as `data_init_frac` = 0),
 no gradient step, then the inference threshold set the way the trained model's final threshold is,
-by `train.refit_threshold` (the (k*N)-th largest score over N calibration rows, so inference L0 is
-about k; the calibration rows are kept out of training, which here has no steps anyway). Findings come
+by `train.refit_threshold` (on calibration rows, of the thresholds giving L0 between k/2 and 2k the one that
+reconstructs them best; the calibration rows are kept out of training, which here has no steps anyway). Findings come
 from `BatchTopKCrosscoder.select` unchanged (relative decoder norm, Latent Scaling where the widths
 match, uniqueness, flag rule) and have exactly the BatchTopK form: a linear ReLU readout with that
 threshold over both models' raw activations, the owning model's decoder row as direction, tokens

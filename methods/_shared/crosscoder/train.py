@@ -43,9 +43,10 @@ class TrainConfig:
     dead_tokens: int = 20_000  # a latent is dead after this many training tokens without firing
     threshold_beta: float = 0.99  # EMA of the smallest kept score while training (prefilter; metric threshold_ema)
     threshold_start_frac: float = 0.1
-    # inference threshold, fitted after training with the final weights: the (k*N)-th largest selection score
-    # over N calibration rows (inference L0 = k on them). `threshold_calib_frac` of the rows are kept out of the
-    # gradient steps for it (0: fit on training rows); at most `threshold_refit_rows` rows (0: keep the EMA)
+    # inference threshold, fitted after training with the final weights on calibration rows (`fit_threshold`:
+    # rule "l0" gives inference L0 = k on them, "ev" the best-reconstructing threshold with L0 in [k/span, k*span]).
+    # `threshold_calib_frac` of the rows are kept out of the gradient steps for it (0: fit on training rows); at
+    # most `threshold_refit_rows` rows (0: keep the EMA)
     threshold_calib_frac: float = 0.1
     threshold_refit_rows: int = 4096
     threshold_rule: str = "ev"  # "ev": best reconstruction of them among L0 in [k/span, k*span]; "l0": L0 = k
