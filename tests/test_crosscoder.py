@@ -183,11 +183,11 @@ def test_quantile_threshold_gives_l0_k_on_its_rows():
     cc = Crosscoder((24, 32), n_shared=96, seed=0)
     init_from_data(cc, xs, seed=0)
     for k, chunk in ((4, 1024), (10, 333)):
-        t = quantile_threshold(cc, xs, k, Ops("torch"), chunk=chunk)
+        t = quantile_threshold(cc, xs, k, chunk=chunk)
         cc.threshold.fill_(t)
         l0 = evaluate(cc, xs, "threshold")["l0"]
         assert abs(l0 - k) <= 0.1 * k, (k, l0)
-        assert t == quantile_threshold(cc, xs, k, Ops("torch"), chunk=4096)
+        assert t == quantile_threshold(cc, xs, k, chunk=4096)
 
 
 def test_ev_threshold_rule_picks_the_best_reconstruction_within_the_l0_span():
@@ -197,10 +197,9 @@ def test_ev_threshold_rule_picks_the_best_reconstruction_within_the_l0_span():
     train(cc, xs, TrainConfig(sparsity="batchtopk", k=6, aux_k=8, steps=40, batch_size=128, lr=5e-3,
                               threshold_calib_frac=0.0))
     cfg = TrainConfig(sparsity="batchtopk", k=6, threshold_rule="ev", threshold_l0_span=2.0)
-    ops = Ops("torch")
-    t = fit_threshold(cc, xs, cfg, ops)
-    ts = quantile_threshold(cc, xs, [6 * 2 ** (j / 4) for j in range(-4, 5)], ops)
-    evs = reconstruction_at(cc, xs, ts, ops, chunk=500)
+    t = fit_threshold(cc, xs, cfg)
+    ts = quantile_threshold(cc, xs, [6 * 2 ** (j / 4) for j in range(-4, 5)])
+    evs = reconstruction_at(cc, xs, ts, chunk=500)
     assert t in ts and evs[ts.index(t)] == max(evs)
     for tt, e in zip(ts, evs):  # the sparse scoring is the inference rule's EV
         cc.threshold.fill_(tt)
@@ -208,7 +207,7 @@ def test_ev_threshold_rule_picks_the_best_reconstruction_within_the_l0_span():
         assert (ev["ev_a"] + ev["ev_b"]) / 2 == pytest.approx(e, abs=1e-4)
     cc.threshold.fill_(t)
     assert 6 / 2 * 0.9 <= evaluate(cc, xs, "threshold")["l0"] <= 6 * 2 * 1.1
-    assert fit_threshold(cc, xs, TrainConfig(k=6, threshold_rule="l0"), ops) == quantile_threshold(cc, xs, 6, ops)
+    assert fit_threshold(cc, xs, TrainConfig(k=6, threshold_rule="l0")) == quantile_threshold(cc, xs, 6)
 
 
 def test_calibration_rows_never_train_and_fit_the_threshold():
@@ -233,7 +232,7 @@ def test_calibration_rows_never_train_and_fit_the_threshold():
         assert torch.equal(p, q)
     # the threshold is the calibration rows' quantile: L0 = k on them
     cc = runs[0]
-    cc.threshold.fill_(quantile_threshold(cc, [x[cal] for x in xs], 6, Ops("torch")))
+    cc.threshold.fill_(quantile_threshold(cc, [x[cal] for x in xs], 6))
     assert abs(evaluate(cc, [x[cal] for x in xs], "threshold")["l0"] - 6) <= 0.6
     # no calibration share: fitted on (a subset of) the training rows, which are then all trained on
     res = train(Crosscoder((24, 24), n_shared=48, seed=0), xs, TrainConfig(sparsity="batchtopk", k=6, steps=2,

@@ -186,7 +186,7 @@ def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> Trai
             history.append(stats)
             log.info("crosscoder step %d %s", step, {k: round(v, 4) for k, v in stats.items()})
     if cfg.sparsity == "batchtopk":
-        refit_threshold(cc, xs, cfg, ops, calib_rows if calib_rows.numel() else train_rows)
+        refit_threshold(cc, xs, cfg, calib_rows if calib_rows.numel() else train_rows)
     dead_frac = float(((tokens - last_fired) > min(cfg.dead_tokens, tokens)).float().mean()) if tokens else 1.0
     return TrainResult(time.perf_counter() - t_start, cfg.steps, tokens, loss_val, dead_frac, history,
                        train_rows=n_train, calib_rows=int(calib_rows.numel()))
@@ -208,14 +208,16 @@ def split_calibration(n_rows: int, cfg: TrainConfig) -> tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def _chunk_scores(cc: Crosscoder, xb: Sequence[torch.Tensor], ops: "Ops") -> tuple[torch.Tensor, torch.Tensor]:
-    """(f = ReLU(z), selection score s = f * selection norm) of one chunk of rows, [B, n] each (as `cc.encode`)."""
+def _chunk_scores(cc: Crosscoder, xb: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f = ReLU(z), selection score s = f * selection norm) of one chunk of rows, [B, n] each, computed as
+    `cc.encode` computes them at inference (fp32, no autocast): a threshold fitted on the training path's bf16
+    scores would sit off the inference rule's by bf16 rounding."""
     f = torch.relu(cc.preacts(xb).float())
     return f, f * cc.selection_norms()
 
 
 @torch.no_grad()
-def quantile_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], k: float | Sequence[float], ops: "Ops",
+def quantile_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], k: float | Sequence[float],
                        chunk: int = 1024) -> float | list[float]:
     """The (k*N)-th largest selection score f_i * ||d_i|| over the N rows of xs: the threshold at which these
     rows keep k latents per row on average (BatchTopK over one batch of all N rows). Scores are taken in
@@ -225,7 +227,7 @@ def quantile_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], k: float | Se
     keep = max(1, int(round(max(ks) * n)))
     top = None
     for s0 in range(0, n, chunk):
-        s = ops.scores(cc, [x[s0 : s0 + chunk] for x in xs]).flatten()
+        s = _chunk_scores(cc, [x[s0 : s0 + chunk] for x in xs])[1].flatten()
         cand = s if top is None else torch.cat([top, s])
         top = torch.topk(cand, keep, sorted=False).values if cand.numel() > keep else cand
     if top is None or top.numel() == 0:
@@ -240,7 +242,7 @@ def quantile_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], k: float | Se
 
 
 @torch.no_grad()
-def reconstruction_at(cc: Crosscoder, xs: Sequence[torch.Tensor], thresholds: Sequence[float], ops: "Ops",
+def reconstruction_at(cc: Crosscoder, xs: Sequence[torch.Tensor], thresholds: Sequence[float],
                       chunk: int = 1024) -> list[float]:
     """Mean explained variance over the models of xs when coded with each threshold (inference rule
     f_i * [f_i * ||d_i|| > t]); one encode per chunk, a sparse decode per threshold."""
@@ -248,7 +250,7 @@ def reconstruction_at(cc: Crosscoder, xs: Sequence[torch.Tensor], thresholds: Se
     sse = torch.zeros(len(thresholds), len(xs), dtype=torch.float64)
     for s0 in range(0, xs[0].shape[0], chunk):
         xb = [x[s0 : s0 + chunk] for x in xs]
-        f, s = _chunk_scores(cc, xb, ops)
+        f, s = _chunk_scores(cc, xb)
         rows, cols = (s > lo_t).nonzero(as_tuple=True)
         sv, fv = s[rows, cols], f[rows, cols]
         flat = rows * cc.n + cols
@@ -263,25 +265,25 @@ def reconstruction_at(cc: Crosscoder, xs: Sequence[torch.Tensor], thresholds: Se
 
 
 @torch.no_grad()
-def fit_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig, ops: "Ops") -> float:
+def fit_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> float:
     """The inference threshold on the rows xs (`threshold_rule`): "l0": inference L0 = k on them
     (`quantile_threshold`); "ev": of the thresholds giving L0 = k * span^(j/4), j = -4..4 on them
     (span = `threshold_l0_span`), the one that reconstructs them best (mean EV over the models)."""
     if cfg.threshold_rule == "l0" or cfg.threshold_l0_span <= 1:
-        return quantile_threshold(cc, xs, cfg.k, ops)
+        return quantile_threshold(cc, xs, cfg.k)
     if cfg.threshold_rule != "ev":
         raise ValueError(f"threshold_rule must be ev or l0, got {cfg.threshold_rule!r}")
     l0s = [cfg.k * cfg.threshold_l0_span ** (j / 4) for j in range(-4, 5)]
-    ts = quantile_threshold(cc, xs, l0s, ops)
+    ts = quantile_threshold(cc, xs, l0s)
     ts = [t for t in ts if t == t]
     if not ts:
         return float("nan")
-    evs = reconstruction_at(cc, xs, ts, ops)
+    evs = reconstruction_at(cc, xs, ts)
     return ts[max(range(len(ts)), key=lambda j: evs[j])]
 
 
 @torch.no_grad()
-def refit_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig, ops: "Ops", rows: torch.Tensor) -> None:
+def refit_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig, rows: torch.Tensor) -> None:
     """Inference threshold from the final weights: `fit_threshold` on at most `threshold_refit_rows` of `rows`
     (the calibration rows when there are any, which no gradient step has seen). Fitted on training rows, the
     threshold that keeps k latents per row kept 1.3-2.2x k on held-out text and lost held-out EV (SmolLM2
@@ -293,7 +295,7 @@ def refit_threshold(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig
         pick = torch.randperm(rows.numel(), generator=torch.Generator().manual_seed(cfg.seed + 6))
         rows = rows[pick[: cfg.threshold_refit_rows].sort().values]
     rows = rows.to(xs[0].device)
-    t = fit_threshold(cc, [x.index_select(0, rows) for x in xs], cfg, ops)
+    t = fit_threshold(cc, [x.index_select(0, rows) for x in xs], cfg)
     if t == t:
         cc.ema_threshold = float(cc.threshold)
         cc.threshold.fill_(t)
