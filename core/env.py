@@ -10,6 +10,10 @@ from typing import Any
 
 import torch
 
+# OpenMP reads its wait policy when torch first loads it, so this is the policy in force; the `diffbench` command sets
+# PASSIVE before it imports torch (harness/cli.py) unless the environment already names a policy
+OMP_PASSIVE = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
 
 def cache_dir() -> Path:
     """Root of every diffbench cache (models, adapters, activations).
@@ -52,15 +56,20 @@ def default_device() -> str:
 
 
 def pick_threads(setting: int | str | None, device: torch.device) -> int | None:
-    """CPU threads to train with: None = leave torch's setting, an int, or "auto": 1 thread on
-    machines with at most 4 cores, else torch's setting. The training step is many small ops; on a
-    2-core machine shared with other jobs, OpenMP's barrier in each op waits for a descheduled
-    worker, and 2 threads ran the same training 10-20x slower than 1 (measured here). A timing
-    probe at start-up was tried and dropped: the contention it saw did not predict the next minute."""
+    """CPU threads for a method: None = leave torch's setting, an int, or "auto": every core when OpenMP's wait policy
+    is PASSIVE (the `diffbench` command's default), else 1 thread on machines with at most 4 cores.
+
+    Why (scripts/bench_threads.py, idle 2-core Zen 4, work per second relative to 1 thread alone; a crosscoder
+    training step / a SmolLM2 forward with LM head): 2 threads alone 1.61 / 1.89, beside one busy core 0.46 / 0.78
+    (OpenMP's spinning barriers wait for a descheduled worker); with OMP_WAIT_POLICY=PASSIVE 1.45 / 1.74 alone and
+    0.99 / 1.00 beside a busy core. So every core under PASSIVE never loses to 1 thread, and without it 1 thread is
+    the safe choice on a small shared machine."""
     if setting is None or device.type != "cpu":
         return None
     if setting != "auto":
         return max(1, int(setting))
+    if OMP_PASSIVE:
+        return None
     return 1 if (os.cpu_count() or 1) <= 4 else None
 
 

@@ -13,12 +13,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
-from ..core.registry import UnknownNameError
+# before torch loads OpenMP: idle threads sleep at barriers instead of spinning, so every core can be used without
+# the 2-5x loss beside another busy process (core/env.py: pick_threads has the measurements); a policy already in
+# the environment is kept
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ..core.registry import UnknownNameError  # noqa: E402
 
 STAGE_WORDS = ("plant", "collect", "diff", "score")
 

@@ -63,7 +63,7 @@ class KLDiffConfig(MethodConfig):
     readout_tokens: int = 5
     layer: int | None = None  # residual index of the directions/readouts; None = n_layers - 1
     batch_size: int = 8
-    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+    threads: int | str | None = "auto"  # torch CPU threads: auto = core/env.py pick_threads (every core under the diffbench command)
 
 
 @register_method

@@ -50,7 +50,7 @@ class LogprobDiffConfig(MethodConfig):
     excerpt_chars: int = 300
     layer: int | None = None  # residual index of the directions/readouts; None = n_layers - 1
     batch_size: int = 8
-    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+    threads: int | str | None = "auto"  # torch CPU threads: auto = core/env.py pick_threads (every core under the diffbench command)
 
 
 @register_method

@@ -28,7 +28,7 @@ class PCADiffConfig(MethodConfig):
     flag_threshold: float = 0.05  # flag when the rms difference along the component >= this x mean |h_A|
     layer: int | None = None  # residual index; None = the pair's middle layer
     max_tokens: int = 200_000  # rows used for the SVD
-    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+    threads: int | str | None = "auto"  # torch CPU threads: auto = core/env.py pick_threads (every core under the diffbench command)
 
 
 @register_method

@@ -193,7 +193,8 @@ def run_ours(train, ev, n, k, steps, batch, seed, overrides) -> dict:
     ctx = types.SimpleNamespace(seed=seed, device="cpu")
     tc = meth.train_config(ctx, "torch")
     tc.threads = None  # the child has set the thread count
-    cc = Crosscoder([x.shape[1] for x in train], n, seed=seed, **meth.init_kwargs())
+    width = meth.trained_width()  # dict_size capped by the run's samples (BatchTopKConfig.samples_per_latent)
+    cc = Crosscoder([x.shape[1] for x in train], width, seed=seed, **meth.init_kwargs())
     base = _reset_peak()
     t0 = time.perf_counter()
     init_from_data(cc, train, seed=seed, data_frac=float(meth.config["data_init_frac"]))
@@ -201,7 +202,7 @@ def run_ours(train, ev, n, k, steps, batch, seed, overrides) -> dict:
     seconds = time.perf_counter() - t0
     peak = _peak_above(base)
     cc.eval()
-    out = {"seconds": seconds, "peak_mib": peak, "threshold": float(cc.threshold)}
+    out = {"seconds": seconds, "peak_mib": peak, "threshold": float(cc.threshold), "trained_width": width}
     modes = {"ours": lambda xb: (lambda f: (f, cc.decode(f)))(cc.encode(xb, "threshold")),
              "batchtopk": lambda xb: (lambda f: (f, cc.decode(f)))(cc.encode(xb, "batchtopk", k=k))}
     ema = getattr(cc, "ema_threshold", None)
@@ -420,8 +421,10 @@ def main() -> None:
         f"# data: {data['info']}",
         f"# training: batch {args.batch}, {args.steps} steps, seed {args.seed}; widths {args.widths}, k {args.ks}",
         "# EV = held-out explained variance per model (A, B), each with its own inference rule (ours: the BatchTopK",
-        "#   config's threshold; reference: its EMA threshold); L0 = held-out mean active latents per row; dead = share",
-        "#   of latents never active on the held-out rows; s = seconds of training; MiB = peak RSS above the start;",
+        "#   config's threshold; reference: its EMA threshold); built = latents the dictionary is built and trained with",
+        "#   (ours: width capped at steps x batch / samples_per_latent, BatchTopKConfig; the reference builds every latent",
+        "#   and many die); L0 = held-out mean active latents per row; dead = share of the built latents never active",
+        "#   on the held-out rows; s = seconds of training; MiB = peak RSS above the start;",
         "#   speed = reference s / ours s. Diagnostics (ours): EV with batch-top-k inference, with the training EMA",
         "#   threshold, and training-row EV/L0 (4,096 rows) with the inference threshold.",
     ] + [f"# note: {n}" for n in args.note]
@@ -435,7 +438,7 @@ def main() -> None:
         if args.resume and args.json and Path(args.json).exists():
             done = {r["key"]: r for r in json.loads(Path(args.json).read_text()) if "key" in r}
         code = _code_hash()
-        hdr = (f"{'rows':>6} {'width':>6} {'k':>4} {'impl':>9} | {'EV_A':>6} {'EV_B':>6} {'L0':>6} {'dead':>5} | "
+        hdr = (f"{'rows':>6} {'width':>6} {'k':>4} {'impl':>9} {'built':>6} | {'EV_A':>6} {'EV_B':>6} {'L0':>6} {'dead':>5} | "
                f"{'s':>6} {'MiB':>6} {'speed':>5} | {'EV btk':>6} {'EV ema':>6} {'trEV':>6} {'trL0':>6}")
         print(hdr, flush=True)
         table = [hdr]
@@ -474,7 +477,7 @@ def main() -> None:
                         o = res["ours"]
                         speed = (row["reference"]["seconds"] / row["ours"]["seconds"]) if ("reference" in row and impl == "ours") else None
                         ema = res.get("ema", {}).get("ev_a")
-                        line = (f"{n_rows:>6} {n:>6} {k:>4} {impl:>9} | {o['ev_a']:6.3f} {o['ev_b']:6.3f} {o['l0']:6.1f} "
+                        line = (f"{n_rows:>6} {n:>6} {k:>4} {impl:>9} {res.get('trained_width', n):>6} | {o['ev_a']:6.3f} {o['ev_b']:6.3f} {o['l0']:6.1f} "
                                 f"{o['dead']:5.2f} | {res['seconds']:6.0f} {res['peak_mib']:6.0f} "
                                 f"{(f'{speed:5.2f}' if speed else '    -')} | {res['batchtopk']['ev_a']:6.3f} "
                                 f"{(f'{ema:6.3f}' if ema is not None else '     -')} {res['train_ours']['ev_a']:6.3f} "

@@ -377,6 +377,23 @@ def test_method_end_to_end_on_tiny_pair(tiny_pair, name, tmp_path):
     assert [f.id for f in loaded] == [f.id for f in findings]
 
 
+def test_trained_width_is_capped_by_the_training_samples(tiny_pair):
+    """A BatchTopK dictionary wider than its steps x batch samples can feed (samples_per_latent) is built at the fed
+    width, reports both sizes, and DFC's sections scale with it; samples_per_latent=None and the untrained floor
+    (steps = 0) keep dict_size."""
+    common = dict(max_tokens=2000, max_findings=5, eval_frac=0.25, k=4, steps=8, batch_size=64)  # 512 samples
+    btk = METHODS.get("batchtopk_crosscoder")(dict_size=256, **common)
+    assert btk.trained_width() == 512 // 25
+    btk.find(tiny_pair)
+    assert btk.crosscoder.n == 20 and btk.last_metrics["dict_size"] == 20 and btk.last_metrics["dict_size_requested"] == 256
+    dfc = METHODS.get("dfc")(dict_size=256, excl_frac_a=0.1, excl_frac_b=0.1, **common)
+    assert dfc.sections(dfc.trained_width()) == (2, 16, 2)
+    assert METHODS.get("batchtopk_crosscoder")(dict_size=256, samples_per_latent=None, **common).trained_width() == 256
+    assert METHODS.get("batchtopk_crosscoder")(dict_size=16, **common).trained_width() == 16  # narrow: untouched
+    assert METHODS.get("random_dictionary")(dict_size=256).trained_width() == 256
+    assert METHODS.get("l1_crosscoder")(dict_size=256, steps=8, batch_size=64).trained_width() == 256
+
+
 def test_unknown_config_key_is_an_error():
     with pytest.raises(TypeError, match="unknown config"):
         METHODS.get("dfc")(dict_sise=10)

@@ -111,8 +111,7 @@ def _forward(model, batch: list[torch.Tensor], layer: int) -> tuple[torch.Tensor
 
 def output_diff(ctx: PairContext, n_texts: int = 16, batch_size: int = 8, layer: int | None = None,
                 threads: int | str | None = "auto") -> OutputDiff:
-    """The shared pass (cached); `threads` as for the crosscoders ("auto": 1 CPU thread on machines with
-    <= 4 cores, where two threads ran this pass ~12x slower on a shared 2-core box)."""
+    """The shared pass (cached); `threads` as for the crosscoders ("auto": core/env.py pick_threads)."""
     from ...core.env import cpu_threads
 
     with cpu_threads(threads, ctx.device):

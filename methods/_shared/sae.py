@@ -42,7 +42,7 @@ class SAEConfig(MethodConfig):
     outlier_factor: float = 10.0
     max_stat_tokens: int = 8192  # training rows the activation mass (ranking) is measured on
     max_findings: int = 50
-    threads: int | str | None = "auto"  # torch CPU threads: auto = 1 on machines with <= 4 cores
+    threads: int | str | None = "auto"  # torch CPU threads: auto = core/env.py pick_threads (every core under the diffbench command)
     bf16: bool | str | None = "auto"
 
 

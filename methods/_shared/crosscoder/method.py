@@ -176,7 +176,7 @@ class CrosscoderConfig(MethodConfig):
     log_every: int = 0
     data_init_frac: float = 0.25  # share of latents initialised from (centred) training rows
     save_weights: bool = False  # with ctx.work_dir: also save the crosscoder (<name>-<pair>-seed<s>.pt, ~19 MB at defaults)
-    threads: int | str | None = "auto"  # torch CPU threads for the whole run: auto = 1 on machines with <= 4 cores; None = leave
+    threads: int | str | None = "auto"  # torch CPU threads for the whole run: auto = core/env.py pick_threads; None = leave
 
 
 COMMON_DEFAULTS: dict[str, Any] = asdict(CrosscoderConfig())  # the same, by key (for the data preparation shared with diff_sae)
@@ -213,6 +213,10 @@ class CrosscoderMethod(Method):
             tc.adam_betas = tuple(tc.adam_betas)
         return tc
 
+    def trained_width(self) -> int:
+        """Latents the crosscoder is built and trained with: `dict_size` (BatchTopK caps it by its training samples)."""
+        return int(self.config["dict_size"])
+
     def init_kwargs(self) -> dict[str, Any]:
         return {"score_norm": self.config["score_norm"]} if "score_norm" in self.config else {}
 
@@ -229,7 +233,12 @@ class CrosscoderMethod(Method):
         c = self.config
         data = prepare_data(ctx, c)
         backend = resolve_backend(c["backend"], ctx.device)
-        n_a, n_s, n_b = self.sections(int(c["dict_size"]))
+        width = self.trained_width()
+        if width < int(c["dict_size"]):
+            log.warning("%s on %s: training %d of the %d requested latents (%d steps x %d rows feed at most one latent per "
+                        "%g samples; samples_per_latent)", self.name, ctx.pair_id, width, int(c["dict_size"]), int(c["steps"]),
+                        int(c["batch_size"]), float(c["samples_per_latent"]))
+        n_a, n_s, n_b = self.sections(width)
         cc = Crosscoder(data.widths, n_s, n_a, n_b, seed=ctx.seed, **self.init_kwargs()).to(ctx.device)
         init_from_data(cc, data.train, seed=ctx.seed, data_frac=float(c.get("data_init_frac", 0.5)))
         tc = self.train_config(ctx, backend)
@@ -243,7 +252,7 @@ class CrosscoderMethod(Method):
             "dead_frac_train": res.dead_frac_train, "train_ev_a": tr["ev_a"], "train_ev_b": tr["ev_b"],
             "train_seconds": res.seconds, "train_tokens": data.train[0].shape[0], "eval_tokens": data.eval[0].shape[0],
             "tokens_seen": res.tokens_seen, "threads": res.threads, "steps": res.steps, "final_loss": res.final_loss,
-            "dict_size": cc.n, "layer_a": data.layer_a, "layer_b": data.layer_b, "backend": backend,
+            "dict_size": cc.n, "dict_size_requested": int(c["dict_size"]), "layer_a": data.layer_a, "layer_b": data.layer_b, "backend": backend,
             "dropped_pos0": data.n_dropped_pos0, "dropped_outliers": data.n_dropped_outliers,
         }
         if self.sparsity == "batchtopk":
