@@ -132,8 +132,10 @@ def prepare(args) -> dict:
     n_all = max(x[0].shape[0] for x in out["train"].values())
     n_eval = {x[0].shape[0] for x in out["eval"].values()}
     assert len(n_eval) == 1
-    out["info"] = (f"stores {ra.name} (A) vs {rb.name} (B), layer {layer}, {n_all} training rows in all, "
-                   f"{n_eval.pop()} held-out rows ({args.eval_frac:.0%} of the texts)")
+    # the info is part of every run's cache key: it names the data, not which row counts this invocation asked for
+    out["info"] = (f"stores {ra.name} (A) vs {rb.name} (B), layer {layer}, {n_eval.pop()} held-out rows "
+                   f"({args.eval_frac:.0%} of the texts)")
+    out["n_all"] = n_all
     return out
 
 
@@ -418,7 +420,7 @@ def main() -> None:
         f"# diffbench commit {_commit()}; reference: {args.reference or '-'} at commit {ref_note if ref_ok else '-'}",
         f"# machine: {platform.platform()}, {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads={args.threads}, load avg at start {os.getloadavg()[0]:.1f}",
-        f"# data: {data['info']}",
+        f"# data: {data['info']}; {data.get('n_all', '-')} training rows in the largest row count",
         f"# training: batch {args.batch}, {args.steps} steps, seed {args.seed}; widths {args.widths}, k {args.ks}",
         "# EV = held-out explained variance per model (A, B), each with its own inference rule (ours: the BatchTopK",
         "#   config's threshold; reference: its EMA threshold); built = latents the dictionary is built and trained with",
