@@ -236,7 +236,3 @@ class Ops:
             return _kernels().sparse_decode(code, vals, list(cc.W_dec), cc.ranges, biases)
         return R.sparse_decode(code, vals, list(cc.W_dec), cc.ranges, biases)
 
-    @torch.no_grad()
-    def scores(self, cc: Crosscoder, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.encode_scores(cc, xs)[0].detach()
-
