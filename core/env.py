@@ -56,8 +56,9 @@ def default_device() -> str:
 
 
 def pick_threads(setting: int | str | None, device: torch.device) -> int | None:
-    """CPU threads for a method: None = leave torch's setting, an int, or "auto": every core when OpenMP's wait policy
-    is PASSIVE (the `diffbench` command's default), else 1 thread on machines with at most 4 cores.
+    """CPU threads for a stage or method: None = leave torch's setting, an int, or "auto": every usable core when
+    OpenMP's wait policy is PASSIVE (the `diffbench` command's default), else 1 thread on machines with at most 4
+    cores.
 
     Why (scripts/bench_threads.py, idle 2-core Zen 4, work per second relative to 1 thread alone; a crosscoder
     training step / a SmolLM2 forward with LM head): 2 threads alone 1.61 / 1.89, beside one busy core 0.46 / 0.78
@@ -69,8 +70,20 @@ def pick_threads(setting: int | str | None, device: torch.device) -> int | None:
     if setting != "auto":
         return max(1, int(setting))
     if OMP_PASSIVE:
-        return None
-    return 1 if (os.cpu_count() or 1) <= 4 else None
+        # the cores this process may use, not torch's current count: a launcher's worker (joblib's loky sets
+        # OMP_NUM_THREADS = cores / jobs) would otherwise train with fewer threads than a single-process run, and
+        # float reductions over a different thread count give different dictionaries (the quick-suite multirun
+        # differed from the single run in 4 metric values for this reason alone)
+        return usable_cores()
+    return 1 if usable_cores() <= 4 else None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a Slurm or container CPU limit counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @contextmanager

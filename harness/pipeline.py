@@ -18,8 +18,10 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..core.env import pick_threads
 from ..core.io import read_json, write_json
 from .stages import collect, diff, plant, report, score
 from .tracking import Tracker
@@ -51,6 +53,9 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
         say(f"stage {stage} done in {seconds[stage]:.0f}s")
         return out
 
+    threads = pick_threads(cfg.get("threads", "auto"), torch.device(ws.device))
+    if threads is not None:  # before any stage: a launcher's worker may start with fewer (core/env.py: pick_threads)
+        torch.set_num_threads(threads)
     try:
         if "plant" in stages:
             timed("plant", plant.run, ws)
@@ -82,6 +87,6 @@ def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_second
         old = {}
     invocations = old.get("invocations") or ([{k: old[k] for k in ("stages", "seconds", "stage_seconds") if k in old}] if old else [])
     invocations.append({"stages": stages, "seconds": seconds, "stage_seconds": stage_seconds,
-                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                        "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     latest = {k: v for inv in invocations for k, v in inv.get("stage_seconds", {}).items()}
     write_json(path, {"stage_seconds": latest, "seconds": sum(latest.values()), "invocations": invocations})

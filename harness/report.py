@@ -93,9 +93,10 @@ def write_report(run_dir: Path) -> None:
                   "steering with the finding's direction changes the behavior by more than random directions do). "
                   "Floors score at chance by construction; a method is only as good as its margin over them."]
         if strong.get("enabled"):
+            fm = strong.get("floor_max_seeds")
             lines += ["", f"The causal test runs on each method's top {strong.get('k')} findings of its first "
-                      f"{strong.get('max_seeds')} seeds; any-channel figures use those seeds, activation and token figures "
-                      "every seed."]
+                      f"{strong.get('max_seeds')} seeds (floors: " + ("every seed" if fm is None else f"{fm} seeds") +
+                      "); any-channel figures use those seeds, activation and token figures every seed."]
         for title, cols in (("", lead), ("### By channel", channels), ("### More", rest)):
             if title:
                 lines += ["", title]

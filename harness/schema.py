@@ -34,7 +34,7 @@ PLANT = {"rank": int, "alpha": NUM, "dropout": NUM, "targets": ([str], None), "s
          "lr_decay": str, "first_token_weight": NUM, "max_length": int, "bf16_autocast": bool,
          "mix": {"trigger": NUM, "control": NUM, "neutral": NUM}, "distill_tokens": int, "gate": GATE}
 STRONG = {"enabled": bool, "k": int, "n_prompts": int, "max_new_tokens": int, "null_draws": int, "alpha": NUM,
-          "min_change": NUM, "max_seeds": int, "batch_size": int}
+          "min_change": NUM, "max_seeds": int, "floor_max_seeds": (int, None), "batch_size": int}
 SCORING = {"auroc_min": NUM, "control_auroc_max": NUM, "top_tokens": int, "ks": [int], "null_quantile": NUM,
            "bootstrap": int, "bootstrap_seed": int, "alpha": NUM, "null_draws": int, "token_alpha": NUM,
            "token_null_draws": int, "strong": (bool, STRONG)}
@@ -46,6 +46,7 @@ SUITE = {"name": str, "behaviors": [str], "multi": ([[str]], None), "nulls": ([s
                      "background?": bool, "plant_recipes?": (AnyMapping(str), None)}, None)}
 SCHEMA = {
     "stages": [str], "run_dir": str, "cache_dir": (str, None), "device": str, "dtype": str, "progress": bool,
+    "threads?": (int, str, None),
     "plugins?": ([str], None),
     "pairs?": ([str], None),
     "collect": {"layers": [NUM], "batch_size": int, "max_length": int, "shard_tokens": int, "align_max_window?": (int, None)},
@@ -59,7 +60,8 @@ SCHEMA = {
 # where a group's keys come from, for the error message
 SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "conf/scoring/*.yaml",
            "model": "conf/model/*.yaml", "method": "conf/method/*.yaml"}
-CHOICES = {"device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "dtype": lambda v: v in ("auto", "fp32", "bf16")}
+CHOICES = {"device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "dtype": lambda v: v in ("auto", "fp32", "bf16"),
+           "threads": lambda v: v == "auto"}
 
 
 def _type_name(spec: Any) -> str:

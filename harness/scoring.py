@@ -42,7 +42,14 @@ class StrongConfig:
     alpha: float = 0.04  # this channel's share of the family-wise 0.08 (see ScoringConfig)
     min_change: float = 0.25  # absolute change in behavior rate a strong hit needs
     max_seeds: int = 3  # seeds per method that get the (costly) causal test; metrics of this channel use these
+    floor_max_seeds: int | None = None  # the same for floors; None = every seed, so a floor's any-channel rate is
+    #                                     estimated over all its seeds (20 in the suites), not guessed from 3
     batch_size: int = 128  # generation rows per batch
+
+    def seeds_tested(self, seeds: list[int], floor: bool) -> list[int]:
+        """The seeds (of a method's sorted seeds) that get the causal test."""
+        limit = self.floor_max_seeds if floor else self.max_seeds
+        return list(seeds) if limit is None else list(seeds)[:limit]
 
 
 @dataclass
@@ -290,8 +297,10 @@ class PairResult:
     findings_sha: str = ""  # checksum of the saved findings files, verified before they are reused or scored
 
 
-def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False) -> dict[str, dict]:
-    """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement."""
+def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False,
+                    floors: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement.
+    `floors`: method keys that are floors (their causal test runs on `strong.floor_max_seeds` seeds)."""
     out: dict[str, dict] = {}
     for method in sorted({r.method for r in results}):
         # one generator per method from the same seed: every method sees the same resamples of the organisms
@@ -303,7 +312,7 @@ def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: 
         rec_m = [r for r in records if r.method == method and r.hit]
         seeds = sorted({r.seed for r in res_m})
         by_seed = {s: ([r for r in res_m if r.seed == s], [r for r in rec_m if r.seed == s]) for s in seeds}
-        strong_seeds = set(seeds[: cfg.strong.max_seeds])
+        strong_seeds = set(cfg.strong.seeds_tested(seeds, method in floors))
         per_seed = {s: metrics_one_seed(SeedView(*by_seed[s], cfg, cross=cross, strong_seed=s in strong_seeds)) for s in seeds}
         names = list(next(iter(per_seed.values())).keys())
         summary: dict[str, dict] = {}

@@ -301,18 +301,25 @@ def test_a_gpu_run_without_a_gpu_is_a_clear_error(tmp_path):
 
 
 def test_auto_threads_follow_the_openmp_wait_policy(monkeypatch):
-    """threads: auto is every core (torch's setting) only under OMP_WAIT_POLICY=PASSIVE, which the diffbench command
+    """threads: auto is every usable core only under OMP_WAIT_POLICY=PASSIVE, which the diffbench command
     sets before torch loads; otherwise 1 thread on small machines. The command keeps a policy the user set."""
     import torch
 
     from diffbench.core import env
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(env.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(env, "usable_cores", lambda: 2)
     monkeypatch.setattr(env, "OMP_PASSIVE", False)
     assert env.pick_threads("auto", cpu) == 1 and env.pick_threads(3, cpu) == 3 and env.pick_threads(None, cpu) is None
     monkeypatch.setattr(env, "OMP_PASSIVE", True)
-    assert env.pick_threads("auto", cpu) is None and env.pick_threads(3, cpu) == 3
+    # every usable core, whatever torch's current count: a joblib worker starts with OMP_NUM_THREADS = cores / jobs,
+    # and a job must train with the thread count of a single-process run to give the same dictionaries
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert env.pick_threads("auto", cpu) == 2 and env.pick_threads(3, cpu) == 3
+    finally:
+        torch.set_num_threads(old)
     assert env.pick_threads("auto", torch.device("meta")) is None
     probe = "import diffbench.harness.cli, diffbench.core.env as e, os; print(os.environ['OMP_WAIT_POLICY'], e.OMP_PASSIVE)"
     base = {k: v for k, v in env.os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -33,6 +33,10 @@ def test_multirun_jobs_merge_into_the_single_process_leaderboard(single, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
     assert not (sweep / "0" / "findings" / "random_directions").exists()  # each job ran its own method only
+    # every job computes with the single process's CPU thread count (results depend on it): a joblib worker starts
+    # with OMP_NUM_THREADS = cores / jobs, which the `threads: auto` setting overrides
+    threads = lambda d: {inv["threads"] for inv in json.loads((d / "timing.json").read_text())["invocations"]}
+    assert threads(sweep / "0") == threads(sweep / "1") == threads(single)
     r = cli(["report", str(sweep)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     one, merged = (json.loads((d / "scores.json").read_text()) for d in (single, sweep / "merged"))

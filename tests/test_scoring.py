@@ -196,6 +196,22 @@ def test_seed_mean_spread_and_agreement():
     assert m["seed_agreement"]["value"] == 0.5  # p1/x agrees, p2/y does not
 
 
+def test_floors_get_the_causal_test_on_every_seed():
+    """A floor's any-channel recall is averaged over all its seeds (strong.floor_max_seeds: None); another method's
+    over its first strong.max_seeds only. Here only seed 4 (beyond max_seeds = 3) has a hit."""
+    results, records = [], []
+    for seed in range(5):
+        results += [res("m", "p1", "planted", ["x"], [0.9], [True], seed=seed)]
+        records += [rec("m", "p1", "planted", "x", 0, hit=(seed == 4), seed=seed)]
+    assert CFG.strong.max_seeds == 3 and CFG.strong.floor_max_seeds is None
+    as_method = compute_metrics(results, records, CFG)["m"]
+    as_floor = compute_metrics(results, records, CFG, floors=frozenset({"m"}))["m"]
+    assert as_method["recall@5"]["value"] == 0.0  # seeds 0-2 carry the any-channel figure: no hit there
+    assert as_floor["recall@5"]["value"] == pytest.approx(1 / 5)  # every seed counts
+    assert CFG.strong.seeds_tested([0, 1, 2, 3, 4], floor=False) == [0, 1, 2]
+    assert CFG.strong.seeds_tested([0, 1, 2, 3, 4], floor=True) == [0, 1, 2, 3, 4]
+
+
 def test_metric_registry_drives_scores_and_leaderboard():
     """Metrics and the leaderboard's columns follow scoring.ks (nothing hard-codes a k); a new metric is one
     registered function, and it appears in the per-seed metrics and in the table its registration names."""

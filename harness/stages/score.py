@@ -87,9 +87,11 @@ def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[s
 
 def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRecord], sides: dict) -> dict:
     cross_ids = {p.id for p in ws.suite.pairs if p.cross}
-    metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], ws.scoring)
+    floors = frozenset(k for k, m in ws.methods.items() if METHODS.get(m["name"]).floor)
+    metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], ws.scoring,
+                              floors=floors)
     metrics_cross = compute_metrics([r for r in results if r.pair in cross_ids], [r for r in records if r.pair in cross_ids],
-                                    ws.scoring, cross=True)
+                                    ws.scoring, cross=True, floors=floors)
     write_csv(ws.run_dir / "matches.csv", [asdict(r) | {"hit": r.hit} for r in records])
     write_csv(ws.run_dir / "pair_results.csv", [{k: v for k, v in asdict(r).items() if k not in ("uniqueness", "flagged")} for r in results])
     payload = {
@@ -98,7 +100,7 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         "method_seeds": ws.suite.method_seeds, "metrics": metrics,
         "plant_cards": {n: asdict(c) for n, c in ws.cards.items()} if ws.cards else {},
         "pairs": [asdict(p) for p in ws.suite.pairs], "scoring": asdict(ws.scoring),
-        "floors": sorted(k for k, m in ws.methods.items() if METHODS.get(m["name"]).floor),
+        "floors": sorted(floors),
         "seeds": {k: ws.seeds_for(m["name"]) for k, m in ws.methods.items()},
     }
     if cross_ids:
@@ -202,13 +204,15 @@ class Scorer:
 
     def strong_channel(self, pair: Pair, behavior: str, loaded: dict, records: list[MatchRecord]) -> None:
         """The causal test (strong.py) of each method's top-k findings with a direction, on the first
-        `strong.max_seeds` seeds; fills the strong fields of `records` in place."""
+        `strong.max_seeds` seeds (a floor's on `strong.floor_max_seeds`, by default all); fills the strong fields of
+        `records` in place."""
         from ..strong import StrongCache, settings_of, strong_hits
 
         ws, cfg = self.ws, self.ws.scoring.strong
         candidates = {}
         for (key, seed), findings in loaded.items():
-            if seed not in ws.seeds_for(ws.methods[key]["name"])[: cfg.max_seeds]:
+            name = ws.methods[key]["name"]
+            if seed not in cfg.seeds_tested(ws.seeds_for(name), METHODS.get(name).floor):
                 continue
             for r, f in enumerate(findings[: cfg.k]):
                 if f.direction is not None and f.direction_layer is not None and float(f.direction.norm()) > 0:
