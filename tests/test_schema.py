@@ -22,6 +22,19 @@ def test_every_shipped_suite_fits_the_schema(suite):
     check_config(OmegaConf.to_container(cfg_with(f"suite={suite}"), resolve=True))
 
 
+def test_a_run_folder_written_before_newer_options_still_validates():
+    """`diffbench report OLD_RUN` rescores a folder whose config.yaml predates options added since (here the
+    floors' causal seeds and the run's thread count): they take their defaults instead of failing the check."""
+    from diffbench.harness.schema import check_config
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(cfg_with(), resolve=True)
+    del old["scoring"]["strong"]["floor_max_seeds"], old["threads"]
+    check_config(old)
+    with pytest.raises(ConfigError, match="threads='many'"):
+        check_config({**old, "threads": "many"})
+
+
 @pytest.mark.parametrize("override, words", [
     ("plant.steps=abc", "plant.steps must be an integer"),
     ("+plant.foo=1", "plant.foo is not a known option"),
