@@ -215,8 +215,8 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
         findings = method.find(ctx)
         validate_findings(findings, ctx)
         findings = rank(findings)[: int(cfg.top)]
-        if paired.alignment is None:  # snippets need one text's tokens per row
-            attach_snippets(findings, paired, texts_a, ma.tokenizer, int(cfg.collect.max_length))
+        # across tokenizers each finding's snippets are in its own model's tokens (texts_a is then not read)
+        attach_snippets(findings, paired, texts_a, ma.tokenizer, int(cfg.collect.max_length), tokenizer_b=mb.tokenizer)
         config_hash = method.config_hash
         for f in findings:
             flag, note = calib.flag(key, config_hash, float(f.uniqueness)) if calib else (None, "no calibration file")

@@ -130,6 +130,79 @@ def test_cross_tokenizer_pair_runs_methods_that_apply(tmp_path, corpus):
     difftool.run(cfg, out)
     status = {m["key"]: m["status"] for m in json.loads((out / "summary.json").read_text())["methods"]}
     assert status == {"mean_diff": "not_applicable", "l1_crosscoder": "ok"}
+    top = json.loads((out / "findings" / "l1_crosscoder.json").read_text())["findings"][0]
+    assert top["info"]["snippets"]  # in the finding's own model's tokens (test_cross_tokenizer_snippets_...)
+
+
+def test_cross_tokenizer_snippets_show_the_findings_own_tokens(tiny, tmp_path):
+    """Across tokenizers a row is an aligned position (i_a, i_b): a finding's snippet is the text in its own model's
+    tokens (each model in its own chat template), focused on that model's token at the top aligned row, with no
+    score on tokens that have no aligned row; the records have the same-tokenizer format and render."""
+    import math
+
+    from diffbench.core import Finding, Readout
+    from diffbench.core.activations import PairedActivations, TextSet
+    from diffbench.core.io import dumps
+    from diffbench.harness.align import render_chat
+    from diffbench.harness.html import snippet_view
+    from diffbench.harness.models import load_model
+    from diffbench.harness.snippets import attach_snippets
+    from diffbench.harness.store import collect, pair_stores
+    from diffbench.tasks.everyday import everyday_prompts
+
+    other = load_model("tiny-othertok", dtype="fp32", device="cpu")
+    prompts = everyday_prompts(8, seed=5)
+    answers = [f"Here is a short answer about {p.lower()[:40]}, with a few more words to read." for p in prompts]
+    ra, rb = ([render_chat(m.tokenizer, p, a) for p, a in zip(prompts, answers)] for m in (tiny, other))
+    ta, tb = TextSet.of("snip-a", [r.text for r in ra]), TextSet.of("snip-b", [r.text for r in rb])
+    la_i, lb_i = tiny.layer_index(0.5), other.layer_index(0.5)
+    kw = dict(root=tmp_path, progress=False, max_length=64)
+    sa, sb = collect(tiny, ta, [la_i], **kw), collect(other, tb, [lb_i], **kw)
+    pair = pair_stores(sa, sb, tiny.tokenizer, other.tokenizer, ta, tb, spans_a=[r.spans for r in ra], spans_b=[r.spans for r in rb])
+    assert pair.aligned
+    g = torch.Generator().manual_seed(0)
+    wa, wb = torch.randn(tiny.hidden_size, generator=g), torch.randn(other.hidden_size, generator=g)
+    findings = [Finding("fa", 1.0, True, Readout(la_i, lb_i, w_a=wa), side="a"),
+                Finding("fb", 1.0, True, Readout(la_i, lb_i, w_b=wb), side="b"),
+                Finding("fab", 1.0, True, Readout(la_i, lb_i, w_a=wa, w_b=wb), side="both")]
+    attach_snippets(findings, pair, None, tiny.tokenizer, 64, tokenizer_b=other.tokenizer)
+
+    la, lb = pair.load(la_i, lb_i)
+    nan_b = 0
+    for f in findings:
+        snips = f.info["snippets"]
+        assert len(snips) == 3 and len({s["text"] for s in snips}) == 3  # (a) one per text, k of them
+        lx, tok, ts = (la, tiny.tokenizer, ta) if f.side == "a" else (lb, other.tokenizer, tb)  # "both": model B's tokens
+        # (b) the top snippet is at the aligned row of maximum score (position 0 of either model excluded), focused on
+        # that side's token there: the side's own tokenization of its own text, tokenized independently here
+        score = f.readout(la.acts, lb.acts).masked_fill((la.pos < 1) | (lb.pos < 1), float("-inf"))
+        row = int(score.argmax())
+        top = snips[0]
+        t, pos = int(lx.text_idx[row]), int(lx.pos[row])
+        ids = tok(ts.texts[t], add_special_tokens=False, truncation=True, max_length=64).input_ids
+        lo = pos - top["focus"]
+        assert (top["text"], top["pos"]) == (t, pos) and top["score"] == pytest.approx(float(score[row]), rel=1e-5)
+        assert top["tokens"] == [tok.decode([i]) for i in ids[lo:lo + len(top["tokens"])]]
+        assert top["tokens"][top["focus"]] == tok.decode([ids[pos]]) and top["scores"][top["focus"]] == top["score"]
+        # tokens of the side with an aligned row carry its score; the others (no aligned row) have none
+        for s in snips:
+            lo = s["pos"] - s["focus"]
+            rows = ((lx.text_idx == s["text"]) & (lx.pos >= lo) & (lx.pos < lo + len(s["tokens"]))).nonzero().squeeze(1)
+            assert {lo + i for i, x in enumerate(s["scores"]) if not math.isnan(x)} == set(lx.pos[rows].tolist())
+            nan_b += sum(math.isnan(x) for x in s["scores"]) if f.side != "a" else 0
+        assert [s["score"] for s in snips] == sorted((s["score"] for s in snips), reverse=True)
+    assert nan_b > 0  # B's 1k BPE splits words into pieces that only end together with A's tokens at a word's end
+
+    # (c) the same record format as a same-tokenizer pair's (here model A's store against itself), and it renders
+    same = Finding("s", 1.0, True, Readout(la_i, la_i, w_a=wa), side="a")
+    attach_snippets([same], PairedActivations(sa, sa, len(ta)), ta, tiny.tokenizer, 64)
+    ref = same.info["snippets"][0]
+    for s in (f.info["snippets"][0] for f in findings):
+        assert s.keys() == ref.keys() and all(type(s[key]) is type(ref[key]) for key in ref)
+        assert 0 <= s["focus"] < len(s["tokens"]) == len(s["scores"])
+        view = snippet_view(json.loads(dumps(s)))  # as saved (NaN written as null) and shown
+        assert [x["focus"] for x in view["tokens"]].count(True) == 1 and view["tokens"][s["focus"]]["text"] == s["tokens"][s["focus"]]
+        assert all(x["score"] == "n/a" and x["alpha"] == "0.00" for x, y in zip(view["tokens"], s["scores"]) if math.isnan(y))
 
 
 @pytest.mark.parametrize("case", ["missing", "malformed", "empty", "not_object"])

@@ -69,8 +69,10 @@ def _diff_one(ws: Workspace, key: str, mcfg: dict, pair: Pair, seed: int, status
         findings = METHODS.get(mcfg["name"])(**(mcfg.get("params") or {})).find(ctx)
         validate_findings(findings, ctx)
         findings = rank(findings)
-        if ctx.corpus.alignment is None:  # cross-tokenizer rows are aligned positions, not one text's tokens
-            attach_snippets(findings, ctx.corpus, ws.corpus(pair.a), ctx.model_a.tokenizer, ws.collect_cfg["max_length"])
+        # a cross-tokenizer pair's snippets are in each model's own tokens, read from its store: no shared text set
+        texts = ws.corpus(pair.a) if ctx.corpus.alignment is None else None
+        attach_snippets(findings, ctx.corpus, texts, ctx.model_a.tokenizer, ws.collect_cfg["max_length"],
+                        tokenizer_b=ctx.model_b.tokenizer)
         save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
         result.findings_sha = findings_digest(path)
         result.n_findings = len(findings)
