@@ -41,3 +41,30 @@ def test_the_lock_is_released_when_the_work_fails(tmp_path):
         pass
     with cache_lock(target):  # would wait forever if the failed holder kept it
         pass
+
+
+KILLED = textwrap.dedent("""
+    import os, signal
+    import diffbench.harness.models as models
+    # killed mid-write: the weights are in the temporary folder, the marker that makes the product valid is not
+    models.write_json = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+    models.checkpoint_dir("tiny-llama")
+""")
+
+
+def test_a_job_killed_mid_write_leaves_nothing_a_later_job_reads_as_valid(tmp_path):
+    """SIGKILL between writing a product's files and its marker (no cleanup runs): the lock dies with the process,
+    the half-written folder is never taken for the product, and the next job prepares it in full."""
+    import signal
+    from pathlib import Path
+
+    env = {**os.environ, "DIFFBENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLED], env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    models = tmp_path / "cache" / "models"
+    assert not [p for p in models.iterdir() if p.name.startswith("tiny-llama")]  # nothing under the product's name
+    later = subprocess.run([sys.executable, "-c", RACER], env=env, capture_output=True, text=True, timeout=600)
+    assert later.returncode == 0, later.stderr[-2000:]
+    assert "preparing tiny-llama" in later.stdout  # computed again, not read from the partial folder
+    folder = Path(next(line.split()[1] for line in later.stdout.splitlines() if line.startswith("DIR ")))
+    assert (folder / "diffbench_source.json").exists() and any(folder.glob("*.safetensors"))
