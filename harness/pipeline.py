@@ -18,10 +18,9 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..core.env import pick_threads
+from ..core.env import cpu_threads
 from ..core.io import read_json, write_json
 from .stages import collect, diff, plant, report, score
 from .tracking import Tracker
@@ -53,31 +52,31 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
         say(f"stage {stage} done in {seconds[stage]:.0f}s")
         return out
 
-    threads = pick_threads(cfg.get("threads", "auto"), torch.device(ws.device))
-    if threads is not None:  # before any stage: a launcher's worker may start with fewer (core/env.py: pick_threads)
-        torch.set_num_threads(threads)
-    try:
-        if "plant" in stages:
-            timed("plant", plant.run, ws)
-        elif {"collect", "diff", "score"} & set(stages):
-            plant.run(ws, quiet=True)  # the organisms the later stages need (from the cache)
-        if "collect" in stages:
-            timed("collect", collect.run, ws)
-        if "diff" in stages:
-            timed("diff", diff.run, ws)
-        if "score" in stages:
-            scores = timed("score", score.run, ws)
-            for method, summary in scores["metrics"].items():
-                tracker.log({f"{method}/{k}": v["value"] for k, v in summary.items() if not k.startswith("_")})
-        if "report" in stages:
-            timed("report", report.run, ws.run_dir)
-    finally:
-        tracker.finish()
-    record_timing(ws.run_dir, stages, time.time() - t0, seconds)
+    # one thread count for every stage, restored after (library callers keep theirs): a launcher's worker may start
+    # with fewer, and results depend on the count (core/env.py: pick_threads)
+    with cpu_threads(cfg.get("threads", "auto"), ws.device) as threads:
+        try:
+            if "plant" in stages:
+                timed("plant", plant.run, ws)
+            elif {"collect", "diff", "score"} & set(stages):
+                plant.run(ws, quiet=True)  # the organisms the later stages need (from the cache)
+            if "collect" in stages:
+                timed("collect", collect.run, ws)
+            if "diff" in stages:
+                timed("diff", diff.run, ws)
+            if "score" in stages:
+                scores = timed("score", score.run, ws)
+                for method, summary in scores["metrics"].items():
+                    tracker.log({f"{method}/{k}": v["value"] for k, v in summary.items() if not k.startswith("_")})
+            if "report" in stages:
+                timed("report", report.run, ws.run_dir)
+        finally:
+            tracker.finish()
+    record_timing(ws.run_dir, stages, time.time() - t0, seconds, threads)
     say(f"done in {time.time() - t0:.0f}s; run folder: {ws.run_dir}")
 
 
-def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_seconds: dict[str, float]) -> None:
+def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_seconds: dict[str, float], threads: int) -> None:
     """timing.json keeps every invocation of this run folder (a resumed or rescored run adds one), and
     `stage_seconds` holds each stage's latest time: the times that made the folder's current products."""
     path = run_dir / "timing.json"
@@ -87,6 +86,6 @@ def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_second
         old = {}
     invocations = old.get("invocations") or ([{k: old[k] for k in ("stages", "seconds", "stage_seconds") if k in old}] if old else [])
     invocations.append({"stages": stages, "seconds": seconds, "stage_seconds": stage_seconds,
-                        "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                        "threads": threads, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     latest = {k: v for inv in invocations for k, v in inv.get("stage_seconds", {}).items()}
     write_json(path, {"stage_seconds": latest, "seconds": sum(latest.values()), "invocations": invocations})
