@@ -21,14 +21,16 @@ attention sink (see `_RowHook`).
 
 Cost model. rows = n_vectors (+1 baseline) x n_prompts; each row costs a forward pass over its
 prompt (prefill) plus max_new_tokens - 1 single-token decode steps. Because the intervention
-touches the prompt positions, the prefill cannot be shared between directions: every row pays for
-its whole prompt again (only the blocks before the intervened one see the same stream for every
-direction; sharing them is not done here), so the prefill dominates the token count (chat prompts of 20-30 tokens
-against a handful of new ones: ~80% of the tokens at 8 new tokens). Decode tokens are dearer per
-token (small matrix products, per-step overhead), so in time the split is nearer even: SmolLM2-135M,
-fp32, 2-core CPU, 264 rows (8 prompts x 33) of ~26 prompt tokens, batch 256: ~50 s for the prefill
-and first token, ~90-160 s with 8 new tokens (a shared, loaded machine: 1-3 rows/s). Larger batches
-were faster (median 1.3, 1.5, 1.8 rows/s at batch 64, 128, 256); memory is no limit at this size.
+touches the prompt positions, the prefill of the blocks at and above the intervened one cannot be
+shared between directions; the blocks below it see the same stream for every direction. The
+default path (`shared_prefill`) therefore batches one prompt at a time: its blocks below the
+intervention run once (batch 1), the hook broadcasts their output to one row per direction, and
+the KV cache of those blocks is repeated to every row before the decode steps. Rows of one prompt
+have one length, so there is no padding either. The prefill dominates the token count (chat prompts
+of 20-30 tokens against a handful of new ones), so this saves most of the prefill below the
+intervened layer (measured: `scripts/bench_steering.py`). `shared_prefill=False` is the plain
+path: every (direction, prompt) row through `greedy_batch` (HF `generate`), left-padded and mixed
+over prompts. Both give the same continuations up to batch-composition rounding (tests).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from transformers import DynamicCache
 
 from .generate import chat_prompt, greedy_batch
 from ..core.model import LoadedModel
@@ -87,10 +91,13 @@ class _RowHook:
         self.mode = mode
         self.rows: torch.Tensor | None = None  # [rows, d], set before each generate() call
         self.first: torch.Tensor | None = None  # [rows] index of each row's first real (non-pad) token
+        self.broadcast = False  # a batch of one (a prompt's shared prefill) becomes one row per vector
 
     def __call__(self, _module, _inputs, out):
         h = out[0] if isinstance(out, tuple) else out
         v = self.rows
+        if self.broadcast and v is not None and h.shape[0] == 1:
+            h = h.expand(v.shape[0], -1, -1)
         if v is None or h.shape[0] != v.shape[0]:
             raise RuntimeError(f"steering hook: batch of {h.shape[0]} rows but {None if v is None else v.shape[0]} vectors set")
         v = v.unsqueeze(1)  # [rows, 1, d]: broadcast over the prompt (prefill) or the single decode position
@@ -115,37 +122,88 @@ def intervened_generate(
     max_new_tokens: int = 8,
     batch_size: int = 64,
     include_baseline: bool = True,
+    shared_prefill: bool = True,
     progress: bool = False,
 ) -> list[list[str]]:
     """Greedy continuations of every prompt under each intervention vector.
 
     Returns one list per vector (a first one without intervention if `include_baseline`), each
     holding the continuation of every prompt in order. Prompts are user texts, chat-formatted and
-    generated exactly as `greedy_generate` does (left padding, same generate() arguments), so a
-    baseline row equals its output up to batch-composition rounding.
+    generated greedily as `greedy_generate` does, so a baseline row equals its output up to
+    batch-composition rounding. `shared_prefill`: see the module's cost model.
     """
     if not 1 <= iv.layer <= model.n_layers - 1:
         raise ValueError(f"residual index {iv.layer} out of range 1..{model.n_layers - 1}")
     tok = model.tokenizer
     vecs = _row_vectors(iv, model, include_baseline)
     texts = [chat_prompt(tok, p) for p in prompts]
-    # rows (vector j, prompt i), longest prompts first so batches pad little (as greedy_generate)
-    rows = sorted(((j, i) for j in range(len(vecs)) for i in range(len(texts))), key=lambda r: (-len(texts[r[1]]), r[1], r[0]))
     out = [[""] * len(texts) for _ in range(len(vecs))]
     hook = _RowHook(iv.mode)
     handle = model.decoder_layers()[iv.layer - 1].register_forward_hook(hook)
-    def arm(enc: dict) -> None:  # left padding: the first 1 of the mask is the first real token
-        hook.first = enc["attention_mask"].argmax(dim=1)
-
     try:
-        for start in tqdm(range(0, len(rows), batch_size), desc=f"steer {model.name}", disable=not progress, leave=False):
-            batch = rows[start : start + batch_size]
-            hook.rows = vecs[[j for j, _ in batch]]
-            for (j, i), text in zip(batch, greedy_batch(model, [texts[i] for _, i in batch], max_new_tokens, before=arm)):
-                out[j][i] = text
+        if shared_prefill:
+            # batches: (prompt, a slice of at most batch_size vectors), prompt by prompt
+            jobs = [(i, j0) for i in range(len(texts)) for j0 in range(0, len(vecs), batch_size)]
+            for i, j0 in tqdm(jobs, desc=f"steer {model.name}", disable=not progress, leave=False):
+                hook.rows = vecs[j0 : j0 + batch_size]
+                for j, text in enumerate(_shared_prefill_batch(model, texts[i], hook, iv.layer, max_new_tokens), start=j0):
+                    out[j][i] = text
+        else:
+            # rows (vector j, prompt i), longest prompts first so batches pad little (as greedy_generate)
+            rows = sorted(((j, i) for j in range(len(vecs)) for i in range(len(texts))),
+                          key=lambda r: (-len(texts[r[1]]), r[1], r[0]))
+
+            def arm(enc: dict) -> None:  # left padding: the first 1 of the mask is the first real token
+                hook.first = enc["attention_mask"].argmax(dim=1)
+
+            for start in tqdm(range(0, len(rows), batch_size), desc=f"steer {model.name}", disable=not progress, leave=False):
+                batch = rows[start : start + batch_size]
+                hook.rows = vecs[[j for j, _ in batch]]
+                for (j, i), text in zip(batch, greedy_batch(model, [texts[i] for _, i in batch], max_new_tokens, before=arm)):
+                    out[j][i] = text
     finally:
         handle.remove()
     return out
+
+
+def _shared_prefill_batch(model: LoadedModel, text: str, hook: _RowHook, layer: int, max_new_tokens: int) -> list[str]:
+    """Greedy continuations of one formatted prompt, one row per vector in `hook.rows`. The prompt runs through the
+    blocks below residual index `layer` once (batch 1); the hook broadcasts the stream to every row; after the
+    prefill those blocks' KV cache is repeated to every row, and the decode steps run all rows through all blocks.
+    Rows stop at the end-of-turn token (as `generate` with eos_token_id), decoded as `greedy_batch` decodes."""
+    tok = model.tokenizer
+    n = hook.rows.shape[0]
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+    hook.first = torch.zeros(n, dtype=torch.long)  # no padding: each row's sink is position 0
+    hook.broadcast = True
+    try:
+        cache = DynamicCache(config=model.model.config)
+        logits = model.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+    finally:
+        hook.broadcast = False
+    for lower in cache.layers[:layer]:  # blocks 0 .. layer-1 ran with batch 1
+        lower.batch_repeat_interleave(n)
+    if logits.shape[0] != n:
+        raise RuntimeError(f"shared prefill: {logits.shape[0]} rows of logits for {n} vectors")
+    eos = tok.eos_token_id
+    step = logits[:, -1].argmax(-1)
+    tokens = [step]
+    done = step == eos if eos is not None else torch.zeros_like(step, dtype=torch.bool)
+    for _ in range(max_new_tokens - 1):
+        if bool(done.all()):
+            break
+        logits = model.model(input_ids=step[:, None], cache=cache, use_cache=True).logits
+        step = logits[:, -1].argmax(-1)
+        tokens.append(step)
+        if eos is not None:
+            done |= step == eos
+    gen = torch.stack(tokens, dim=1).tolist()
+    texts = []
+    for row in gen:
+        if eos is not None and eos in row:
+            row = row[: row.index(eos)]
+        texts.append(tok.decode(row, skip_special_tokens=True).strip())
+    return texts
 
 
 def behavior_rates(responses: list[list[str]], detector: Callable[[str], bool]) -> np.ndarray:

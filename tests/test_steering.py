@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -196,3 +197,47 @@ def test_hook_leaves_padding_and_the_sink_token_alone():
         assert not torch.allclose(out[0, 2:], h[0, 2:]) and not torch.allclose(out[1, 1:], h[1, 1:])
         step = torch.randn(2, 1, 8)
         assert not torch.allclose(hook(None, None, step), step)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-othertok"])
+def test_shared_prefill_equals_the_plain_path_at_every_layer(name):
+    """The default path (blocks below the intervention run once per prompt, their KV cache repeated to every row)
+    gives the plain path's continuations (every row through HF generate, left-padded, mixed over prompts) at every
+    residual index, for both modes, in fp32; on models with different chat templates and end-of-turn tokens."""
+    from diffbench.harness.models import load_model
+
+    model = load_model(name, dtype="fp32", device="cpu")
+    g = torch.Generator().manual_seed(5)
+    for layer in range(1, model.n_layers):
+        V = torch.randn(3, model.hidden_size, generator=g)
+        V = 0.5 * V / V.norm(dim=1, keepdim=True)
+        for mode in ("add", "ablate"):
+            iv = Intervention(mode, layer, V)
+            # ablation is checked on a model whose block output is shifted along the vectors (so removing one matters)
+            with ShiftBlock(model, layer - 1, 2 * V.sum(0)) if mode == "ablate" else contextlib.nullcontext():
+                shared = intervened_generate(model, PROMPTS, iv, max_new_tokens=6, batch_size=3)  # slices of 3 of 4
+                plain = intervened_generate(model, PROMPTS, iv, max_new_tokens=6, shared_prefill=False)
+            assert shared == plain, (layer, mode)
+            assert len({a for row in shared for a in row}) >= 3, (layer, mode)  # rows differ: the check is not vacuous
+    assert all(not m._forward_hooks for m in model.decoder_layers())
+
+
+def test_shared_prefill_stops_rows_at_the_end_of_turn_token():
+    """A row that emits the end-of-turn token ends there (nothing after it is decoded), as generate() does, while the
+    other rows of its batch go on: one row's last-block input is pushed hard toward the eos token's logit lens
+    (tiny-othertok: tiny-llama's eos is its pad token, whose embedding row is zero), the baseline row is left alone."""
+    from diffbench.harness.models import load_model
+
+    model = load_model("tiny-othertok", dtype="fp32", device="cpu")
+    eos = model.tokenizer.eos_token_id
+    w_u = model.model.get_output_embeddings().weight.detach()
+    g = model.model.model.norm.weight.detach()
+    x = (w_u[eos] - w_u.mean(0)) / g
+    assert int((w_u @ (g * x)).argmax()) == eos  # precondition: the lens direction's top token is eos
+    layer = model.n_layers - 1
+    scale = 100 * residual_max_norm(model, layer) / float(x.norm())
+    iv = Intervention("add", layer, torch.stack([scale * x]))
+    shared = intervened_generate(model, PROMPTS, iv, max_new_tokens=5)
+    assert shared[1] == [""] * len(PROMPTS)  # every steered row ended at its first token
+    assert any(shared[0])  # unsteered rows of the same batches went on (some end early of their own accord)
+    assert shared == intervened_generate(model, PROMPTS, iv, max_new_tokens=5, shared_prefill=False)
