@@ -10,8 +10,11 @@ measures what that choice costs on this machine for three workloads the diff sta
   forward     one SmolLM2-135M forward pass with its LM head over 8 x 96 tokens (logprob_diff, kl_diff)
   encode      one random-dictionary evaluation chunk (4,096 rows through 2,048 latents, decode included)
 
+  decode      one KV-cached decode step of SmolLM2-135M (bf16) for 128 rows (the causal channel's generation)
+
 each in a fresh process at 1 thread and at every core, with OMP_WAIT_POLICY unset and =PASSIVE (OpenMP
-threads then sleep at barriers instead of spinning). With --competitor each is repeated beside a second
+threads then sleep at barriers instead of spinning), and with --spin N also unset with GOMP_SPINCOUNT=N (a
+short spin before sleeping: libgomp's default is 300,000 iterations). With --competitor each is repeated beside a second
 process that keeps one core busy with its own single-threaded matmuls (a shared machine: a CI job, a second
 run). Prints work per second per setting and the ratio to 1 thread alone.
 """
@@ -60,6 +63,25 @@ def workload(name: str):
         def fwd(i: int) -> None:
             model(input_ids=ids, use_cache=False)
         return fwd
+    if name == "decode":
+        from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                          num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+        model = LlamaForCausalLM(cfg).eval().to(torch.bfloat16)  # dtype auto on AVX512-BF16 CPUs, as the scorer runs
+        with torch.inference_mode():
+            prefix = DynamicCache(config=cfg)
+            model(input_ids=torch.randint(0, 49152, (128, 36)), cache=prefix, use_cache=True, logits_to_keep=1)
+        step_ids = torch.randint(0, 49152, (128, 1))
+
+        @torch.inference_mode()
+        def dec(i: int) -> None:
+            if i % 8 == 0:  # a fresh 36-token prefix every 8 steps, as the scorer's 8-token continuations
+                dec.cache = DynamicCache(config=cfg)
+                for src, dst in zip(prefix.layers, range(cfg.num_hidden_layers)):
+                    dec.cache.update(src.keys.clone(), src.values.clone(), dst)
+            model(input_ids=step_ids, cache=dec.cache, use_cache=True)
+        return dec
     if name == "encode":
         from diffbench.methods._shared.crosscoder.module import Crosscoder
 
@@ -97,12 +119,15 @@ def competitor() -> None:
         a = torch.tanh(a @ a.t() / 512)
 
 
-def measure(name: str, threads: int, seconds: float, passive: bool) -> float:
+def measure(name: str, threads: int, seconds: float, policy: str) -> float:
+    """policy: "default" (OMP_WAIT_POLICY unset), "passive", or "spin<N>" (unset, GOMP_SPINCOUNT=N)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    if passive:
+    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
+    if policy == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    else:
-        env.pop("OMP_WAIT_POLICY", None)
+    elif policy.startswith("spin"):
+        env["GOMP_SPINCOUNT"] = policy[4:]
     out = subprocess.run([sys.executable, __file__, "--_child", name, str(threads), str(seconds)], env=env,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["per_s"]
@@ -112,7 +137,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--competitor", action="store_true", help="also measure beside a process that keeps one core busy")
-    ap.add_argument("--workloads", nargs="+", default=["crosscoder", "forward", "encode"])
+    ap.add_argument("--workloads", nargs="+", default=["crosscoder", "forward", "encode", "decode"])
+    ap.add_argument("--spin", type=int, nargs="*", default=[], help="also measure with GOMP_SPINCOUNT=N (policy unset)")
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
@@ -128,12 +154,13 @@ def main() -> None:
             try:
                 if comp is not None:
                     time.sleep(2)
-                for passive in (False, True):
-                    one = measure(name, 1, args.seconds, passive)
-                    many = measure(name, cores, args.seconds, passive)
-                    if not busy and not passive:
+                for policy in ["default", "passive"] + [f"spin{n}" for n in args.spin]:
+                    one = measure(name, 1, args.seconds, policy)
+                    many = measure(name, cores, args.seconds, policy)
+                    if not busy and policy == "default":
                         base = one
-                    setting = ("beside a busy core" if busy else "alone") + (", OMP passive" if passive else "")
+                    setting = ("beside a busy core" if busy else "alone") + {
+                        "default": "", "passive": ", OMP passive"}.get(policy, f", GOMP_SPINCOUNT={policy[4:]}")
                     print(f"{name:12s} {setting:28s} {one:8.2f} ({one / base:4.2f}) {many:8.2f} ({many / base:4.2f})", flush=True)
             finally:
                 if comp is not None:
