@@ -3,7 +3,7 @@
     diffbench                         # quick suite on smollm2-135m, every stage
     diffbench run suite=full          # same, with Hydra overrides
     diffbench plant|collect|diff|score [overrides]   # one stage (earlier products come from the caches)
-    diffbench report RUN_DIR          # rescore saved findings and rebuild the report of a run
+    diffbench report RUN_DIR [k=v]    # rescore saved findings and rebuild the report of a run (k=v: e.g. progress=false)
     diffbench report MULTIRUN_DIR     # merge the jobs of a multirun into MULTIRUN_DIR/merged, then score and report it
     diffbench diff model_a=A model_b=B [corpus=FILE] [method=[...]]   # methods on two models of your own (conf/diff.yaml)
     diffbench list                    # registered models, methods, behaviors
@@ -104,20 +104,37 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
     app()
 
 
-def _report(run_dir: str) -> None:
+def _report(run_dir: str, overrides: list[str]) -> None:
+    """Rescore a run folder's saved findings. `overrides` (key=value, e.g. progress=false or scoring.strong.k=10)
+    change its saved config for this and later rescoring: they are validated like a run's options before any work,
+    written into its config.yaml and the command is appended to its command.txt, so the folder names the settings its
+    scores come from."""
     from omegaconf import OmegaConf
 
+    from ..core.io import atomic_write
     from . import pipeline
-
     from .merge import is_multirun, merge
+    from .schema import check_config
 
+    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
+    if bad:
+        _fail(f"usage: diffbench report RUN_DIR [key=value ...]; not a key=value override: {' '.join(bad)}")
     path = Path(run_dir)
     try:
         if is_multirun(path):  # a Hydra multirun folder: merge its jobs into one run folder first
             path = merge(path)
         if not (path / "config.yaml").exists():
             _fail(f"{path} is not a diffbench run folder (no config.yaml) nor a multirun folder (numbered job folders)")
-        pipeline.run(OmegaConf.load(path / "config.yaml"), path, ["score", "report"])
+        cfg = OmegaConf.load(path / "config.yaml")
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+            check_config(OmegaConf.to_container(cfg, resolve=True))  # a misspelt key fails here, before any work
+            atomic_write(path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            cmd_path = path / "command.txt"
+            previous = cmd_path.read_text().splitlines() if cmd_path.exists() else []
+            command = "diffbench report " + " ".join(shlex.quote(a) for a in [run_dir, *overrides])
+            atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
+        pipeline.run(cfg, path, ["score", "report"])
     except _known_errors() as e:
         _fail(str(e))
 
@@ -143,9 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     if argv and argv[0] == "report":
-        if len(argv) != 2:
-            _fail("usage: diffbench report RUN_DIR")
-        return _report(argv[1])
+        if len(argv) < 2:
+            _fail("usage: diffbench report RUN_DIR [key=value ...]")
+        return _report(argv[1], argv[2:])
     if argv and argv[0] == "list":
         return _list()
     if argv and argv[0] == "diff":

@@ -82,3 +82,34 @@ def test_timing_adds_up_across_invocations(tiny_run):
     assert len(timing["invocations"]) >= 2  # the first run and the rescoring of test_report_rebuilds_from_saved_findings
     assert set(timing["stage_seconds"]) == {"plant", "collect", "diff", "score", "report"}
     assert abs(timing["seconds"] - sum(timing["stage_seconds"].values())) < 1e-6
+
+
+def test_report_takes_overrides_validated_and_written_into_the_folder(tiny_run, tmp_path):
+    """`diffbench report RUN_DIR key=value ...` rescores with changed settings: a misspelt key or a bare word fails
+    before any work and leaves the folder as it was; a valid override is applied, written into config.yaml and
+    command.txt, and changes what the scores say (the causal channel switched off: no strong metrics)."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from diffbench.harness.cli import main
+
+    run_dir, cfg = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "config.yaml").write_text(OmegaConf.to_yaml(cfg))  # the in-process run wrote none (the command does)
+    config_before = (copy / "config.yaml").read_text()
+    scores_before = json.loads((copy / "scores.json").read_text())["metrics"]["mean_diff"]
+    assert "recall_strong@5" in scores_before
+    for bad in (["scoring.strong.nope=3"], ["strong"]):
+        with pytest.raises(SystemExit) as e:
+            main(["report", str(copy), *bad])
+        assert e.value.code == 2
+        assert (copy / "config.yaml").read_text() == config_before
+    main(["report", str(copy), "scoring.strong=false", "progress=false"])
+    cfg = OmegaConf.load(copy / "config.yaml")
+    assert cfg.scoring.strong is False and cfg.progress is False
+    assert f"diffbench report {copy} scoring.strong=false progress=false" in (copy / "command.txt").read_text()
+    after = json.loads((copy / "scores.json").read_text())["metrics"]["mean_diff"]
+    assert "recall_strong@5" not in after
+    assert after["recall_act@20"] == scores_before["recall_act@20"]  # the other channels are untouched
