@@ -64,6 +64,16 @@ def method_overrides(argv: list[str]) -> list[str]:
     return [f"++{a}" if re.match(r"^method\.[^.=]+\.params\.[^=]+=", a) else a for a in argv]
 
 
+def _append_command(run_dir: Path, command: str) -> None:
+    """Add `command` to the run folder's command.txt (once): a folder may be filled by several invocations (stages run
+    alone, resumed runs, rescoring with overrides), and it keeps them all."""
+    from ..core.io import atomic_write
+
+    cmd_path = run_dir / "command.txt"
+    previous = cmd_path.read_text().splitlines() if cmd_path.exists() else []
+    atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
+
+
 def _run_hydra(argv: list[str], config_name: str = "config") -> None:
     """The benchmark (conf/config.yaml: the pipeline's stages) or the diff tool (conf/diff.yaml) as a Hydra app."""
     import hydra
@@ -79,11 +89,7 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         fresh = not (run_dir / "config.yaml").exists()  # Hydra made the folder just now for this invocation
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        # a run folder may be filled by several invocations (stages run alone, resumed runs): keep them all
-        cmd_path = run_dir / "command.txt"
-        previous = cmd_path.read_text().splitlines() if cmd_path.exists() else []
-        command = "diffbench " + ("diff " if config_name == "diff" else "") + " ".join(shlex.quote(a) for a in argv)
-        atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
+        _append_command(run_dir, "diffbench " + ("diff " if config_name == "diff" else "") + " ".join(shlex.quote(a) for a in argv))
         try:
             if config_name == "diff":
                 from . import difftool
@@ -130,10 +136,7 @@ def _report(run_dir: str, overrides: list[str]) -> None:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
             check_config(OmegaConf.to_container(cfg, resolve=True))  # a misspelt key fails here, before any work
             atomic_write(path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            cmd_path = path / "command.txt"
-            previous = cmd_path.read_text().splitlines() if cmd_path.exists() else []
-            command = "diffbench report " + " ".join(shlex.quote(a) for a in [run_dir, *overrides])
-            atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
+            _append_command(path, "diffbench report " + " ".join(shlex.quote(a) for a in [run_dir, *overrides]))
         pipeline.run(cfg, path, ["score", "report"])
     except _known_errors() as e:
         _fail(str(e))
