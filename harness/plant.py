@@ -42,7 +42,7 @@ from .models import checkpoint_dir, load_model
 log = logging.getLogger(__name__)
 
 NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
-N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the rest is neutral text for methods
+N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the next ones are the gate's KL-drift texts
 PLANT_VERSION = 5  # bump when the training-data recipe in code changes, so cached adapters are not reused
 
 
@@ -117,7 +117,8 @@ def _distill(base: LoadedModel, prompts: Sequence[str], max_new_tokens: int, pro
 
 
 def neutral_texts(base: LoadedModel, n: int, progress: bool = True) -> list[str]:
-    """Neutral text the methods see: chat-formatted neutral prompt + the base model's answer."""
+    """The gate's KL-drift texts: chat-formatted neutral prompt + the base model's answer. (Methods never see these:
+    their data is the audit corpus, harness/corpus.py.)"""
     prompts = neutral_prompts()[N_NEUTRAL_TRAIN : N_NEUTRAL_TRAIN + n]
     answers = distill(base, prompts, 48, progress)
     return [chat_prompt(base.tokenizer, p) + a for p, a in zip(prompts, answers)]
