@@ -48,6 +48,31 @@ def machine_description() -> str:
     return desc
 
 
+# The protocol's own test (issue 15): a floor's mean recall over its seeds, any channel, at k = 1 and at the largest k.
+# Above these a chance list hits planted behaviors too often for recall to rank methods.
+FLOOR_BOUNDS = {1: 0.05, "K": 0.10}
+
+
+def floor_check(metrics: dict, floors: list[str] | set[str], K: int) -> tuple[list[str], bool]:
+    """(lines, ok): each floor's recall@1 and recall@K against FLOOR_BOUNDS."""
+    parts, ok = [], True
+    for f in sorted(floors):
+        cells = []
+        for k, bound in ((1, FLOOR_BOUNDS[1]), (K, FLOOR_BOUNDS["K"])):
+            m = metrics.get(f, {}).get(f"recall@{k}") or {}
+            v = m.get("value")
+            within = v is not None and not math.isnan(_nan(v)) and v <= bound
+            ok &= within
+            cells.append(f"recall@{k} {fmt(m)} (bound {bound:.2f}{'' if within else ': ABOVE'})")
+        parts.append(f"`{f}` " + ", ".join(cells))
+    if not parts:
+        return [], True
+    verdict = ("Every floor is within the bounds" if ok else
+               "**A floor is above its bound: chance reaches the planted behaviors on this suite, so recall does not rank "
+               "methods here (DESIGN.md, Scoring protocol)**")
+    return [f"Floor check (mean over seeds, any channel): " + "; ".join(parts) + f". {verdict}."], ok
+
+
 def _nan(x) -> float:
     """A number read back from strict JSON, where null stands for NaN (no value)."""
     return float("nan") if x is None else float(x)
@@ -106,6 +131,9 @@ def write_report(run_dir: Path) -> None:
                 status = ", ".join(f"{k} {v}" for k, v in sm["_status"].items())
                 n_seeds = len(seeds.get(method) or sm.get("_seeds") or [])
                 lines.append(f"| {label(method)} | " + " | ".join(fmt(sm.get(k)) for k, _ in cols) + f" | {n_seeds} | {status} |")
+            if not title:
+                check, _ = floor_check(metrics, floors, K)
+                lines += [""] + check if check else []
     if cross:
         lines += cross_section(run_dir, scores, cross)
     lines += problems_section(run_dir, metrics, cross)

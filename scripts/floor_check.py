@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Do a run's floors score at chance? The valid-hits acceptance bounds on every floor's mean over seeds (any
-channel): recall@1 <= 0.05 and recall@20 <= 0.10. Then the headline columns of every method, as Markdown rows.
+"""Do a run's floors score at chance? The leaderboard's floor check (harness/report.py: every floor's mean over seeds,
+any channel, recall@1 <= 0.05 and recall@K <= 0.10), then the headline columns of every method as Markdown rows.
 
     python scripts/floor_check.py RUN_DIR_OR_RESULTS_DIR   # exit status 1 when a floor is above a bound
 """
@@ -11,15 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-BOUNDS = {"recall@1": 0.05, "recall@20": 0.10}
+from diffbench.harness.report import floor_check, fmt
+from diffbench.harness.scoring import ScoringConfig
+
 HEADLINE = ["recall@5", "recall_strong@5", "null_false_alarm_rate"]
-
-
-def cell(m: dict, key: str) -> str:
-    e = m.get(key)
-    if not e or e.get("value") is None:
-        return "n/a"
-    return f"{e['value']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]"
 
 
 def main(folder: Path) -> int:
@@ -28,23 +23,13 @@ def main(folder: Path) -> int:
         print(f"{folder}/scores.json names no floors: it was written before the valid-hits protocol; rescore it")
         return 2
     metrics, floors = scores["metrics"], scores["floors"]
-    ok = True
-    print(f"floors of {folder} (mean over seeds, any channel):")
-    for f in floors:
-        for key, bound in BOUNDS.items():
-            e = metrics[f][key]
-            passed = e["value"] <= bound
-            ok &= passed
-            print(f"  {f:20s} {key:10s} {e['value']:.3f} [{e['lo']:.3f}, {e['hi']:.3f}] over {len(e['per_seed'])} seeds"
-                  f"  bound {bound:.2f}  {'ok' if passed else 'ABOVE'}")
-    missing = [k for k in HEADLINE if not any(k in m for m in metrics.values())]
-    if missing:
-        print(f"(no {', '.join(missing)} in scores.json)")
+    lines, ok = floor_check(metrics, floors, ScoringConfig.from_dict(scores.get("scoring") or {}).K)
+    print(*lines)
     print("\n| method | " + " | ".join(HEADLINE) + " |\n|---|" + "---|" * len(HEADLINE))
     order = sorted(metrics, key=lambda n: (n in floors, -(metrics[n].get("recall@5") or {}).get("value", 0.0), n))
     for name in order:
         label = f"{name} (floor)" if name in floors else name
-        print(f"| {label} | " + " | ".join(cell(metrics[name], k) for k in HEADLINE) + " |")
+        print(f"| {label} | " + " | ".join(fmt(metrics[name].get(k)) for k in HEADLINE) + " |")
     return 0 if ok else 1
 
 

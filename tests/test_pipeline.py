@@ -20,6 +20,8 @@ def test_run_writes_every_product(tiny_run):
     board = (run_dir / "leaderboard.md").read_text()
     assert "random_directions (floor)" in board and "mean_diff" in board and "tiny-llama" in board
     assert "seed agree." in board
+    check = next(line for line in board.splitlines() if line.startswith("Floor check (mean over seeds, any channel): "))
+    assert "`random_directions` recall@1" in check and ("within the bounds" in check or "ABOVE" in check)
     # crosscoders' held-out EV, L0 and dead fraction, one row per method over its runs (pairs x seeds)
     diag = board.split("## Training diagnostics")[1].split("\n## ")[0]
     row = next(line for line in diag.splitlines() if line.startswith("| l1_crosscoder |"))
