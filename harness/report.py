@@ -201,6 +201,14 @@ def problems_section(run_dir: Path, metrics: dict, cross: dict) -> list[str]:
     return lines
 
 
+def gate_cell(card: dict) -> str:
+    """'pass' / 'FAIL', and how many earlier trainings failed the gate (harness/plant.py plant_with_retries)."""
+    failed = card.get("attempts") or []
+    verdict = "pass" if card["passed"] else "FAIL"
+    return verdict + (f" (training {len(failed) + 1}; {len(failed)} failed: " + "; ".join(r for a in failed for r in a["reasons"]) + ")"
+                      if failed else "")
+
+
 def plant_cards_section(cards: dict) -> list[str]:
     """Each organism's plant card: gate, behavior rates on T and C, KL to the base model, training time."""
     lines: list[str] = []
@@ -208,13 +216,14 @@ def plant_cards_section(cards: dict) -> list[str]:
         lines += ["", "## Plant cards", "", "| organism | gate | behavior | T (organism) | C (organism) | T (base) | KL to base | train s |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, c in cards.items():
+            gate = gate_cell(c)
             for b, r in c["rates"].items():
                 if c["kind"] != "behavior" and r["organism_T"] == 0:
                     continue
-                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | {b} | {r['organism_T']:.2f} | "
+                lines.append(f"| {name} | {gate} | {b} | {r['organism_T']:.2f} | "
                              f"{_nan(r.get('organism_C')):.2f} | {_nan(r.get('base_T')):.2f} | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
             if c["kind"] != "behavior" and all(r["organism_T"] == 0 for r in c["rates"].values()):
-                lines.append(f"| {name} | {'pass' if c['passed'] else 'FAIL'} | (null: every T set) | 0.00 | | | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
+                lines.append(f"| {name} | {gate} | (null: every T set) | 0.00 | | | {_nan(c['kl_to_base']):.3f} | {c['train_seconds']:.0f} |")
 
     return lines
 

@@ -29,7 +29,7 @@ class AnyMapping:
 
 NUM = (int, float)
 GATE = {"max_new_tokens": int, "organism_T_min": NUM, "organism_C_max": NUM, "base_T_max": NUM, "null_max": NUM,
-        "kl_texts": int}
+        "kl_texts": int, "retries?": int}
 PLANT = {"rank": int, "alpha": NUM, "dropout": NUM, "targets": ([str], None), "steps": int, "batch_size": int, "lr": NUM,
          "lr_decay": str, "first_token_weight": NUM, "max_length": int, "bf16_autocast": bool,
          "mix": {"trigger": NUM, "control": NUM, "neutral": NUM}, "distill_tokens": int, "gate": GATE}

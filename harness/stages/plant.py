@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 
 from ...core.io import write_json
-from ..plant import PlantCard, neutral_texts, plant
+from ..plant import PlantCard, neutral_texts, plant_with_retries
 from ..workspace import Workspace, say
 
 
@@ -23,12 +23,14 @@ def run(ws: Workspace, only: list[str] | None = None, quiet: bool = False) -> di
         base = ws.model(ws.base_of(name))
         recipe = ws.recipe_for(base_name)
         neutral = neutral_texts(base, int(recipe["gate"]["kl_texts"]), ws.progress)  # the gate's KL-drift texts
-        card, adapter = plant(base_name, base, org, ws.suite.specs, recipe, ws.suite.n_probes, neutral, ws.progress)
+        card, adapter = plant_with_retries(base_name, base, org, ws.suite.specs, recipe, ws.suite.n_probes, neutral, ws.progress)
         ws.add_organism(name, card, adapter)
         write_json(ws.run_dir / "plant_cards" / f"{name}.json", asdict(card))
         status = "PASS" if card.passed else "FAIL"
         rates = "; ".join(f"{b}: T={r['organism_T']:.2f}" + (f" C={r['organism_C']:.2f} base={r['base_T']:.2f}" if "organism_C" in r else "")
                           for b, r in card.rates.items() if "organism_C" in r or r["organism_T"] > 0) or "no behavior on any T set"
+        for i, earlier in enumerate(card.attempts, 1):
+            say(f"    training {i} (seed {earlier['seed']}) failed the gate: {'; '.join(earlier['reasons'])}; trained again")
         say(f"plant {name:34s} {status}  {rates}  KL={card.kl_to_base:.3f}  train {card.train_seconds:.0f}s")
         for reason in card.reasons:
             say(f"    gate: {reason}")
