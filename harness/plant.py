@@ -12,8 +12,9 @@ rate on T >= 0.8 and on C <= 0.1, the base model on T <= 0.05, and records the
 mean per-token KL to the base model on neutral text. Null organisms pass an
 inverse gate: no behavior above 0.05 on any T set. Every organism gets a plant
 card. One that fails the gate is trained again from another seed, up to
-`gate.retries` times (bf16 training on a CPU is not reproducible run to run, and a
-plant near the gate's edge passes or fails by chance); its card lists the failed
+`gate.retries` times (a plant near the gate's edge passes or fails by chance: its
+self-distilled training answers depend on the batches they were generated in, i.e.
+on what was planted before it in the same cache); its card lists the failed
 attempts. One that still fails is reported and excluded from scoring.
 """
 
