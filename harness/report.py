@@ -50,7 +50,7 @@ def machine_description() -> str:
 
 # The protocol's own test (issue 15): a floor's mean recall over its seeds, any channel, at k = 1 and at the largest k.
 # Above these a chance list hits planted behaviors too often for recall to rank methods.
-FLOOR_BOUNDS = {1: 0.05, "K": 0.10}
+FLOOR_BOUNDS = {"recall@1": 0.05, "recall@K": 0.10}
 
 
 def floor_check(metrics: dict, floors: list[str] | set[str], K: int) -> tuple[list[str], bool]:
@@ -58,7 +58,7 @@ def floor_check(metrics: dict, floors: list[str] | set[str], K: int) -> tuple[li
     parts, ok = [], True
     for f in sorted(floors):
         cells = []
-        for k, bound in ((1, FLOOR_BOUNDS[1]), (K, FLOOR_BOUNDS["K"])):
+        for k, bound in ((1, FLOOR_BOUNDS["recall@1"]), (K, FLOOR_BOUNDS["recall@K"])):
             m = metrics.get(f, {}).get(f"recall@{k}") or {}
             v = m.get("value")
             within = v is not None and not math.isnan(_nan(v)) and v <= bound

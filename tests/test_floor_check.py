@@ -8,7 +8,7 @@ def _metrics(r1: float | None, r20: float | None) -> dict:
 
 
 def test_floors_within_the_bounds_pass():
-    lines, ok = floor_check({"rand": _metrics(0.0, FLOOR_BOUNDS["K"]), "m": _metrics(1.0, 1.0)}, ["rand"], 20)
+    lines, ok = floor_check({"rand": _metrics(0.0, FLOOR_BOUNDS["recall@K"]), "m": _metrics(1.0, 1.0)}, ["rand"], 20)
     assert ok and "Every floor is within the bounds" in lines[0] and "ABOVE" not in lines[0]
 
 
