@@ -18,7 +18,7 @@ from pathlib import Path
 
 FILES = ["command.txt", "config.yaml", "flag_thresholds.json", "hit_matrix.png", "leaderboard.md", "matches.csv",
          "pair_results.csv", "recall_vs_false_alarms.png", "runs.csv", "scores.csv", "scores.json", "timing.json"]
-FOLDERS = ["corpus", "plant_cards", "html"]
+FOLDERS = ["corpus", "plant_cards", "html", "alignment"]  # alignment: cross-tokenizer pairs only
 REQUIRED = ["scores.json", "leaderboard.md", "timing.json"]
 
 
