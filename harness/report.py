@@ -268,6 +268,8 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
         label = f"{method} (floor)" if method in floors else method
         status = ", ".join(f"{k} {v}" for k, v in s["_status"].items())
         lines.append(f"| {label} | " + " | ".join(fmt(s.get(k)) for k, _ in cols) + f" | {status} |")
+    check, _ = floor_check(cross, floors & set(cross), cfg.K)
+    lines += [""] + check if check else []
     background = [p["id"] for p in pairs if p["kind"] == "null"]
     if background:
         lines += ["", "Findings on the unmodified pair (" + ", ".join(f"`{b}`" for b in background) + "), by the model they are "

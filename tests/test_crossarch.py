@@ -133,6 +133,11 @@ def test_cross_pipeline_runs_and_reports(tiny_cross_run):
     # mean_diff is not applicable across architectures, with the reason; it is not dropped
     assert rows[("mean_diff", bg)]["status"] == "not_applicable"
     assert "shared activation space" in rows[("mean_diff", bg)]["error"]
+    # the cross table ends with the floors' own check, as the same-architecture lead table does
+    board = (run_dir / "leaderboard.md").read_text()
+    cross_part = board.split("## Cross-architecture pairs")[1]
+    check = next(line for line in cross_part.splitlines() if line.startswith("Floor check (mean over seeds, any channel): "))
+    assert "`random_directions` recall@1" in check and ("within the bounds" in check or "ABOVE" in check)
     assert cross["mean_diff"]["_status"].get("not_applicable", 0) >= 1 and "failed" not in cross["mean_diff"]["_status"]
     assert cross["mean_diff"]["recall@20"]["value"] is None  # no value (NaN, written as null): not scored, not a miss
     for m in ("random_directions", "l1_crosscoder", "batchtopk_crosscoder", "dfc"):
