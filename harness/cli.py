@@ -2,7 +2,8 @@
 
     diffbench                         # quick suite on smollm2-135m, every stage
     diffbench run suite=full          # same, with Hydra overrides
-    diffbench plant|collect|diff|score [overrides]   # one stage (earlier products come from the caches)
+    diffbench plant|collect|score [overrides]   # one stage (earlier products come from the caches)
+    diffbench run stages=[diff] [overrides]     # the diff stage alone (`diffbench diff` is the two-model tool)
     diffbench report RUN_DIR [k=v]    # rescore saved findings and rebuild the report of a run (k=v: e.g. progress=false)
     diffbench report MULTIRUN_DIR     # merge the jobs of a multirun into MULTIRUN_DIR/merged, then score and report it
     diffbench diff model_a=A model_b=B [corpus=FILE] [method=[...]]   # methods on two models of your own (conf/diff.yaml)
