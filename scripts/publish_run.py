@@ -48,9 +48,12 @@ def main() -> int:
     bad = [f for f in copied if (tmp / f).stat().st_size != (a.run_dir / f).stat().st_size]
     if bad:
         sys.exit(f"copies differ in size from their sources: {bad[:5]} (left in {tmp})")
+    old = a.dest.with_name(a.dest.name + ".replaced")
+    shutil.rmtree(old, ignore_errors=True)
     if a.dest.exists():
-        shutil.rmtree(a.dest)
+        a.dest.rename(old)  # the old folder stays whole until the new one is in place
     tmp.rename(a.dest)
+    shutil.rmtree(old, ignore_errors=True)
     size = sum((a.dest / f).stat().st_size for f in copied)
     skipped = sorted(p.name for p in a.run_dir.iterdir() if p.name not in FILES + FOLDERS)
     print(f"{a.dest}: {len(copied)} files, {size / 1e6:.1f} MB; not copied: {', '.join(skipped) or '(nothing)'}")
