@@ -22,6 +22,21 @@ def test_every_shipped_suite_fits_the_schema(suite):
     check_config(OmegaConf.to_container(cfg_with(f"suite={suite}"), resolve=True))
 
 
+@pytest.mark.parametrize("suite", ["quick", "full", "gpu", "crossarch"])
+def test_every_shipped_suite_runs_both_floors(suite):
+    """A suite that lists its methods must not leave a floor out: recall means nothing without chance beside it."""
+    from diffbench.core.method import METHODS
+    from diffbench.methods import load_all_methods
+    from diffbench.harness.suite import Suite
+
+    load_all_methods()
+    cfg = cfg_with(f"suite={suite}")
+    floors = {n for n in METHODS.names() if METHODS.get(n).floor}
+    run = Suite.from_config(cfg.suite).methods or list(cfg.method)  # None: every configured method
+    names = {cfg.method[k].name for k in run}
+    assert floors and floors <= names, f"suite {suite} runs no {sorted(floors - names)}"
+
+
 def test_a_run_folder_written_before_newer_options_still_validates():
     """`diffbench report OLD_RUN` rescores a folder whose config.yaml predates options added since (here the
     floors' causal seeds and the run's thread count): they take their defaults instead of failing the check."""
