@@ -117,7 +117,9 @@ def _hits(run_dir: Path) -> dict[tuple[str, str, str, str], list[str]]:
 
 def write_run_html(run_dir: Path) -> Path:
     """The HTML report of a benchmark run folder (after the score stage): run_dir/html/."""
-    from .report import columns, fmt, header, _val
+    from .metrics import columns as metric_columns
+    from .report import columns, floor_check, fmt, header, _val
+    from .scoring import ScoringConfig
 
     run_dir = Path(run_dir)
     scores = read_json(run_dir / "scores.json")
@@ -129,16 +131,23 @@ def write_run_html(run_dir: Path) -> Path:
     meta = [(l[2:].split(":", 1)[0], l[2:].split(":", 1)[1].strip().replace("`", "")) for l in head if l.startswith("- ")]
     tables = []
     for tid, title, cols in (("leaderboard", "Leaderboard", lead), ("channels", "By channel", channels), ("more", "More metrics", rest)):
+        if not metrics:  # a suite of cross-architecture pairs only: its table is below
+            break
         rows = [[cell(f"{m} (floor)" if m in floors else m), *(cell(fmt(metrics[m].get(k))) for k, _ in cols),
                  cell(", ".join(f"{k} {v}" for k, v in metrics[m]["_status"].items()))] for m in order]
+        caption = " ".join([head[-1].replace("`", ""), *floor_check(metrics, floors, ScoringConfig.from_dict(scores.get("scoring") or {}).K)[0]])
         tables.append(table(tid, title, ["method", *(h for _, h in cols), "runs"], rows,
-                            head[-1].replace("`", "") if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
+                            caption.replace("*", "").replace("`", "") if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
     cross = scores.get("metrics_crossarch") or {}
-    if cross:  # cross-architecture pairs are scored apart (harness/report.py's cross section)
-        corder = sorted(cross, key=lambda m: -_val(cross[m].get(lead[0][0])))
-        rows = [[cell(m), *(cell(fmt(cross[m].get(k))) for k, _ in lead), cell(", ".join(f"{k} {v}" for k, v in cross[m]["_status"].items()))]
-                for m in corder]
-        tables.append(table("crossarch", "Cross-architecture pairs", ["method", *(h for _, h in lead), "runs"], rows))
+    if cross:  # cross-architecture pairs are scored apart, with their own columns (harness/report.py's cross section)
+        scfg = ScoringConfig.from_dict(scores.get("scoring") or {})
+        ccols = metric_columns(scfg, "cross")
+        corder = sorted(cross, key=lambda m: (m in floors, -_val(cross[m].get(f"recall@{scfg.K}"))))
+        rows = [[cell(f"{m} (floor)" if m in floors else m), *(cell(fmt(cross[m].get(k))) for k, _ in ccols),
+                 cell(", ".join(f"{k} {v}" for k, v in cross[m]["_status"].items()))] for m in corder]
+        check, _ = floor_check(cross, floors & set(cross), scfg.K)
+        tables.append(table("crossarch", "Cross-architecture pairs", ["method", *(h for _, h in ccols), "runs"], rows,
+                            " ".join(check).replace("*", "").replace("`", ""), ["floor" if m in floors else "" for m in corder]))
     cards = scores.get("plant_cards") or {}
     if cards:
         rows = [[cell(n), cell("pass" if c["passed"] else "FAIL"), cell(b), cell(_num(r["organism_T"], 2)), cell(_num(r.get("organism_C"), 2)),

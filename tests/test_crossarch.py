@@ -138,6 +138,12 @@ def test_cross_pipeline_runs_and_reports(tiny_cross_run):
     cross_part = board.split("## Cross-architecture pairs")[1]
     check = next(line for line in cross_part.splitlines() if line.startswith("Floor check (mean over seeds, any channel): "))
     assert "`random_directions` recall@1" in check and ("within the bounds" in check or "ABOVE" in check)
+    # the HTML overview shows the cross table with its own columns and floor check, and no empty same-model tables
+    index = (run_dir / "html" / "index.html").read_text()
+    assert 'id="leaderboard"' not in index and 'id="crossarch"' in index
+    cross_html = index.split('id="crossarch"')[1].split("</table>")[0]
+    assert "excl. R@" in cross_html and "background flags" in cross_html and "random_directions (floor)" in cross_html
+    assert "Floor check (mean over seeds, any channel)" in index
     assert cross["mean_diff"]["_status"].get("not_applicable", 0) >= 1 and "failed" not in cross["mean_diff"]["_status"]
     assert cross["mean_diff"]["recall@20"]["value"] is None  # no value (NaN, written as null): not scored, not a miss
     for m in ("random_directions", "l1_crosscoder", "batchtopk_crosscoder", "dfc"):
