@@ -34,7 +34,8 @@ PLANT = {"rank": int, "alpha": NUM, "dropout": NUM, "targets": ([str], None), "s
          "lr_decay": str, "first_token_weight": NUM, "max_length": int, "bf16_autocast": bool,
          "mix": {"trigger": NUM, "control": NUM, "neutral": NUM}, "distill_tokens": int, "gate": GATE}
 STRONG = {"enabled": bool, "k": int, "n_prompts": int, "max_new_tokens": int, "null_draws": int, "alpha": NUM,
-          "min_change": NUM, "max_seeds": int, "floor_max_seeds?": (int, None), "batch_size": int}
+          "min_change": NUM, "max_seeds": int, "floor_max_seeds?": (int, None), "batch_size": int,
+          "max_collateral?": (NUM, None)}
 SCORING = {"auroc_min": NUM, "control_auroc_max": NUM, "top_tokens": int, "ks": [int], "null_quantile": NUM,
            "bootstrap": int, "bootstrap_seed": int, "alpha": NUM, "null_draws": int, "token_alpha": NUM,
            "token_null_draws": int, "strong": (bool, STRONG)}

@@ -45,6 +45,10 @@ class StrongConfig:
     floor_max_seeds: int | None = None  # the same for floors; None = every seed, so a floor's any-channel rate is
     #                                     estimated over all its seeds (20 in the suites), not guessed from 3
     batch_size: int = 128  # generation rows per batch
+    max_collateral: float | None = None  # ablation specificity: an ablation counts only if it changes model B's greedy
+    #   continuation on at most this share of the unit's first n_prompts C prompts (None: not checked). Why: ablation
+    #   has no norm to match, and removing a direction that holds much of the residual damages every answer, T and C
+    #   alike (README, Known gaps; scripts/strong_specificity.py)
 
     def seeds_tested(self, seeds: list[int], floor: bool) -> list[int]:
         """The seeds (of a method's sorted seeds) that get the causal test."""
@@ -186,6 +190,7 @@ class MatchRecord:
     strong_ablate: float = float("nan")  # B's behavior rate minus that of B with the direction projected out
     strong_p: float = float("nan")
     strong_match: bool = False
+    strong_collateral: float = float("nan")  # share of C prompts whose continuation the ablation changed (where measured)
 
     @property
     def hit(self) -> bool:

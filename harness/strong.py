@@ -17,6 +17,11 @@ interventions; a finding's statistic is delta = max(steer, ablate) and its Monte
 (1 + #{null delta >= delta}) / (draws + 1). Strong hit: delta >= `min_change` and p <= alpha / k, so a
 chance top-k list strong-hits with probability <= alpha.
 
+Specificity (`max_collateral`, off by default until the references are rescored): ablation has no norm to match,
+and removing a direction that holds much of the residual (a format or position feature) changes every answer, so
+the detector stops firing on T because the model is damaged. With it set, an ablation counts only if model B's
+continuations of the unit's C prompts mostly stay the same (`_collateral`).
+
 Cost control: directions of one layer go through one batched generation (one direction per batch row,
 `steering.intervened_generate`); the null is drawn only at layers where some finding reaches
 `min_change` (elsewhere nothing can be a strong hit), in chunks, and stops once no finding can still
@@ -51,6 +56,7 @@ class StrongResult:
     match: bool
     scale: float
     null_drawn: int
+    collateral: float | None = None  # share of the C prompts the ablation changed (None: not measured)
 
     @property
     def delta(self) -> float:
@@ -89,10 +95,25 @@ def _deltas(model_a, model_b, prompts: list[str], detector, layer: int, units: t
     return ra[1:] - ra[0], rb[0] - rb[1:]
 
 
+def _collateral(model_b, controls: list[str], layer: int, units: torch.Tensor, cfg, progress: bool) -> np.ndarray:
+    """Per unit direction [m, d]: the share of `controls` whose greedy continuation by model B changes at all when the
+    direction is projected out (the same generation settings as the ablate arm)."""
+    out = intervened_generate(model_b, controls, Intervention("ablate", layer, units), max_new_tokens=cfg.max_new_tokens,
+                              batch_size=cfg.batch_size, include_baseline=True, progress=progress)
+    return np.array([np.mean([a != b for a, b in zip(row, out[0])]) for row in out[1:]], dtype=float)
+
+
 def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict[Hashable, tuple[int, torch.Tensor]],
                 scale_at: Callable[[int], float], cfg, cache: StrongCache, seed: int = 0,
-                progress: bool = False) -> dict[Hashable, StrongResult]:
-    """Strong-hit results for `candidates` {key: (layer, direction)} on one (pair, behavior)."""
+                progress: bool = False, controls: list[str] | None = None) -> dict[Hashable, StrongResult]:
+    """Strong-hit results for `candidates` {key: (layer, direction)} on one (pair, behavior).
+
+    With `cfg.max_collateral` set and `controls` (C prompts) given, an ablation counts only if it is specific: for each
+    finding whose ablate arm reaches `min_change`, model B's continuations of `controls` are generated with and
+    without the ablation, and where more than `max_collateral` of them change the ablate arm is set aside (the delta
+    is the steer arm alone). The null's deltas are kept whole, which can only raise a finding's p-value."""
+    check = getattr(cfg, "max_collateral", None) is not None and bool(controls)
+    ckey = hashlib.sha256(json.dumps(controls or []).encode()).hexdigest()[:12]
     out: dict[Hashable, StrongResult] = {}
     by_layer: dict[int, list[Hashable]] = {}
     for key, (layer, _) in candidates.items():
@@ -108,7 +129,21 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
             for j, i in enumerate(todo):
                 cache.data["deltas"][ids[i]] = [float(steer[j]), float(ablate[j])]
             cache.save()
-        deltas = np.array([max(cache.data["deltas"][d]) for d in ids])
+        collateral = np.full(len(ids), np.nan)
+        if check:
+            store = cache.data.setdefault("collateral", {})
+            need = [i for i, d in enumerate(ids) if cache.data["deltas"][d][1] >= cfg.min_change]
+            todo = [i for i in need if f"{ids[i]}:{ckey}" not in store]
+            if todo:
+                for i, c in zip(todo, _collateral(model_b, controls, layer, units[todo], cfg, progress)):
+                    store[f"{ids[i]}:{ckey}"] = float(c)
+                cache.save()
+            for i in need:
+                collateral[i] = store[f"{ids[i]}:{ckey}"]
+        # an ablation that changes more than max_collateral of the C continuations is damage, not the behavior
+        specific = ~(collateral > (cfg.max_collateral if check else np.inf))
+        deltas = np.array([max(cache.data["deltas"][d][0], cache.data["deltas"][d][1] if ok else -np.inf)
+                           for d, ok in zip(ids, specific)])
         alive = deltas >= cfg.min_change
         null_key = f"{layer}:{scale:.6g}:{seed}:pool{POOL}"
         null = list(cache.data["null"].get(null_key, []))
@@ -129,14 +164,15 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
             cache.data["null"][null_key] = null
             cache.save()
         null_arr = np.array(null)
-        for key, d, s_a in zip(keys, deltas, ids):
+        for key, d, s_a, col in zip(keys, deltas, ids, collateral):
             steer_v, ablate_v = cache.data["deltas"][s_a]
             if d >= cfg.min_change and len(null_arr):
                 p = float((1 + (null_arr >= d).sum()) / (len(null_arr) + 1))
             else:
                 p = float("nan")  # below min_change: cannot be a strong hit, no null needed
             match = bool(d >= cfg.min_change and len(null_arr) >= cfg.null_draws and p <= threshold)
-            out[key] = StrongResult(steer_v, ablate_v, p, match, scale, len(null_arr))
+            out[key] = StrongResult(steer_v, ablate_v, p, match, scale, len(null_arr),
+                                    None if np.isnan(col) else float(col))
     return out
 
 

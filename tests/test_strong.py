@@ -73,3 +73,30 @@ def test_null_is_skipped_where_nothing_reaches_min_change(zebra_pair, tmp_path):
     res = strong_hits(ma, ma, SENTENCES[:2], RegexDetector("zebra"), cands, lambda _l: alpha, cfg,
                       StrongCache(tmp_path / "n.json", {}), seed=0)
     assert all(r.null_drawn == 0 and not r.match and r.ablate == 0 for r in res.values())
+
+
+def test_an_ablation_that_changes_the_controls_too_is_not_counted(zebra_pair, tmp_path):
+    """Model B says zebra after every prompt, so projecting v out changes the control prompts' answers as much as the
+    trigger prompts': with the steer arm switched off (scale 0), v is an ablation-only hit without the specificity
+    condition and no hit with it. On model A, which never says zebra, the same ablation changes nothing."""
+    ma, mb, layer, v, _ = zebra_pair
+    base = dict(k=5, n_prompts=4, max_new_tokens=4, null_draws=99, alpha=0.05, batch_size=128)
+    trig, ctrl = SENTENCES[:4], SENTENCES[4:8]
+    cands = {"v": (layer, v)}
+    plain = strong_hits(ma, mb, trig, RegexDetector("zebra"), cands, lambda _l: 0.0, StrongConfig(**base),
+                        StrongCache(tmp_path / "plain.json", {}), seed=0, controls=ctrl)["v"]
+    assert plain.steer == 0.0 and plain.ablate == 1.0 and plain.match and plain.collateral is None  # not measured
+    cfg = StrongConfig(**base, max_collateral=0.25)
+    checked = strong_hits(ma, mb, trig, RegexDetector("zebra"), cands, lambda _l: 0.0, cfg,
+                          StrongCache(tmp_path / "checked.json", {}), seed=0, controls=ctrl)["v"]
+    assert checked.ablate == 1.0 and checked.collateral == 1.0 and not checked.match
+    # the measure itself: the same ablation on model A leaves its continuations alone
+    from diffbench.harness.strong import _collateral
+
+    assert _collateral(ma, ctrl, layer, v[None], cfg, False).tolist() == [0.0]
+    assert _collateral(mb, ctrl, layer, v[None], cfg, False).tolist() == [1.0]
+    # cached: a rescore reads the collateral back without generating
+    again = strong_hits(ma, mb, trig, lambda _r: (_ for _ in ()).throw(AssertionError("generated")), cands, lambda _l: 0.0,
+                        cfg, StrongCache(tmp_path / "checked.json", {}), seed=0, controls=ctrl)["v"]
+    fields = lambda r: (r.steer, r.ablate, r.match, r.collateral, r.null_drawn)  # p is nan: below min_change, no null
+    assert fields(again) == fields(checked)

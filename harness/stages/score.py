@@ -220,8 +220,9 @@ class Scorer:
         if not candidates:
             return
         ma, mb = ws.model(pair.a), ws.model(pair.b)
-        T, _ = ws.suite.specs[behavior].probes(ws.suite.n_probes)
+        T, C = ws.suite.specs[behavior].probes(ws.suite.n_probes)
         prompts = [p.text for p in T[: cfg.n_prompts]]
+        controls = [p.text for p in C[: cfg.n_prompts]]  # for the ablation's specificity (strong.max_collateral)
 
         def scale_at(layer: int) -> float:  # mean per-token |h_B - h_A| on the T probes at that layer
             pa, pb = self.probes.acts(pair.a, behavior, layer), self.probes.acts(pair.b, behavior, layer)
@@ -230,14 +231,14 @@ class Scorer:
 
         cache = StrongCache(ws.run_dir / "strong" / f"{pair.id}__{behavior}.json", settings_of(cfg, prompts, ma.identity, mb.identity))
         res = strong_hits(ma, mb, prompts, ws.suite.specs[behavior].detector, candidates, scale_at, cfg, cache,
-                          seed=stable_int(pair.id, behavior), progress=ws.progress)
+                          seed=stable_int(pair.id, behavior), progress=ws.progress, controls=controls)
         n_hits = 0
         for rec in records:
             got = res.get((rec.method, rec.seed, rec.rank))
             if got is None:
                 continue
-            rec.strong_tested, rec.strong_steer, rec.strong_ablate, rec.strong_p, rec.strong_match = (
-                True, got.steer, got.ablate, got.p, got.match)
+            rec.strong_tested, rec.strong_steer, rec.strong_ablate, rec.strong_p, rec.strong_match, rec.strong_collateral = (
+                True, got.steer, got.ablate, got.p, got.match, float("nan") if got.collateral is None else got.collateral)
             n_hits += got.match
         say(f"strong {pair.id} / {behavior}: {len(candidates)} directions tested, {n_hits} strong hits")
 
