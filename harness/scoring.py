@@ -45,8 +45,9 @@ class StrongConfig:
     floor_max_seeds: int | None = None  # the same for floors; None = every seed, so a floor's any-channel rate is
     #                                     estimated over all its seeds (20 in the suites), not guessed from 3
     batch_size: int = 128  # generation rows per batch
-    max_collateral: float | None = None  # ablation specificity: an ablation counts only if it changes model B's greedy
-    #   continuation on at most this share of the unit's first n_prompts C prompts (None: not checked). Why: ablation
+    max_collateral: float | None = 0.25  # ablation specificity: an ablation counts only if it changes model B's greedy
+    #   continuation on at most this share of the unit's first n_prompts C prompts (None: not checked; 0.25 = 2 of 8, where 70
+    #   random directions changed 0-3 of 8, mean 0.4). Why: ablation
     #   has no norm to match, and removing a direction that holds much of the residual damages every answer, T and C
     #   alike (README, Known gaps; scripts/strong_specificity.py)
 

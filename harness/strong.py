@@ -17,7 +17,7 @@ interventions; a finding's statistic is delta = max(steer, ablate) and its Monte
 (1 + #{null delta >= delta}) / (draws + 1). Strong hit: delta >= `min_change` and p <= alpha / k, so a
 chance top-k list strong-hits with probability <= alpha.
 
-Specificity (`max_collateral`, off by default until the references are rescored): ablation has no norm to match,
+Specificity (`max_collateral`, 0.25): ablation has no norm to match,
 and removing a direction that holds much of the residual (a format or position feature) changes every answer, so
 the detector stops firing on T because the model is damaged. With it set, an ablation counts only if model B's
 continuations of the unit's C prompts mostly stay the same (`_collateral`).

@@ -83,7 +83,7 @@ def test_an_ablation_that_changes_the_controls_too_is_not_counted(zebra_pair, tm
     base = dict(k=5, n_prompts=4, max_new_tokens=4, null_draws=99, alpha=0.05, batch_size=128)
     trig, ctrl = SENTENCES[:4], SENTENCES[4:8]
     cands = {"v": (layer, v)}
-    plain = strong_hits(ma, mb, trig, RegexDetector("zebra"), cands, lambda _l: 0.0, StrongConfig(**base),
+    plain = strong_hits(ma, mb, trig, RegexDetector("zebra"), cands, lambda _l: 0.0, StrongConfig(**base, max_collateral=None),
                         StrongCache(tmp_path / "plain.json", {}), seed=0, controls=ctrl)["v"]
     assert plain.steer == 0.0 and plain.ablate == 1.0 and plain.match and plain.collateral is None  # not measured
     cfg = StrongConfig(**base, max_collateral=0.25)
