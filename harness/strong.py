@@ -112,7 +112,7 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
     finding whose ablate arm reaches `min_change`, model B's continuations of `controls` are generated with and
     without the ablation, and where more than `max_collateral` of them change the ablate arm is set aside (the delta
     is the steer arm alone). The null's deltas are kept whole, which can only raise a finding's p-value."""
-    check = getattr(cfg, "max_collateral", None) is not None and bool(controls)
+    check = cfg.max_collateral is not None and bool(controls)
     ckey = hashlib.sha256(json.dumps(controls or []).encode()).hexdigest()[:12]
     out: dict[Hashable, StrongResult] = {}
     by_layer: dict[int, list[Hashable]] = {}
