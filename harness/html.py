@@ -129,25 +129,26 @@ def write_run_html(run_dir: Path) -> Path:
     order = sorted(metrics, key=lambda m: (m in floors, -_val(metrics[m].get(lead[0][0]))))
     head = header(run_dir, scores)
     meta = [(l[2:].split(":", 1)[0], l[2:].split(":", 1)[1].strip().replace("`", "")) for l in head if l.startswith("- ")]
+    scfg = ScoringConfig.from_dict(scores.get("scoring") or {})
+    plain = lambda text: text.replace("*", "").replace("`", "")  # Markdown emphasis and code marks, dropped in HTML
+    lead_caption = plain(" ".join([head[-1], *floor_check(metrics, floors, scfg.K)[0]]))
     tables = []
     for tid, title, cols in (("leaderboard", "Leaderboard", lead), ("channels", "By channel", channels), ("more", "More metrics", rest)):
         if not metrics:  # a suite of cross-architecture pairs only: its table is below
             break
         rows = [[cell(f"{m} (floor)" if m in floors else m), *(cell(fmt(metrics[m].get(k))) for k, _ in cols),
                  cell(", ".join(f"{k} {v}" for k, v in metrics[m]["_status"].items()))] for m in order]
-        caption = " ".join([head[-1].replace("`", ""), *floor_check(metrics, floors, ScoringConfig.from_dict(scores.get("scoring") or {}).K)[0]])
         tables.append(table(tid, title, ["method", *(h for _, h in cols), "runs"], rows,
-                            caption.replace("*", "").replace("`", "") if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
+                            lead_caption if tid == "leaderboard" else "", ["floor" if m in floors else "" for m in order]))
     cross = scores.get("metrics_crossarch") or {}
     if cross:  # cross-architecture pairs are scored apart, with their own columns (harness/report.py's cross section)
-        scfg = ScoringConfig.from_dict(scores.get("scoring") or {})
         ccols = metric_columns(scfg, "cross")
         corder = sorted(cross, key=lambda m: (m in floors, -_val(cross[m].get(f"recall@{scfg.K}"))))
         rows = [[cell(f"{m} (floor)" if m in floors else m), *(cell(fmt(cross[m].get(k))) for k, _ in ccols),
                  cell(", ".join(f"{k} {v}" for k, v in cross[m]["_status"].items()))] for m in corder]
         check, _ = floor_check(cross, floors & set(cross), scfg.K)
         tables.append(table("crossarch", "Cross-architecture pairs", ["method", *(h for _, h in ccols), "runs"], rows,
-                            " ".join(check).replace("*", "").replace("`", ""), ["floor" if m in floors else "" for m in corder]))
+                            plain(" ".join(check)), ["floor" if m in floors else "" for m in corder]))
     cards = scores.get("plant_cards") or {}
     if cards:
         rows = [[cell(n), cell("pass" if c["passed"] else "FAIL"), cell(b), cell(_num(r["organism_T"], 2)), cell(_num(r.get("organism_C"), 2)),
