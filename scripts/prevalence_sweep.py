@@ -72,7 +72,9 @@ def plot(out: Path, rows: list[dict]) -> None:
             lo = [max(0.0, r[metric] - (r[f"{metric}_lo"] if r[f"{metric}_lo"] is not None else r[metric])) for r in pts]
             hi = [max(0.0, (r[f"{metric}_hi"] if r[f"{metric}_hi"] is not None else r[metric]) - r[metric]) for r in pts]
             style = "--" if pts[0]["floor"] else "-"
-            ax.errorbar(x, y, yerr=[lo, hi], label=m, linestyle=style, marker="o", capsize=2)
+            # 14 methods: the default 10-colour cycle would give two methods one colour; tab20 keeps them apart
+            ax.errorbar(x, y, yerr=[lo, hi], label=m, linestyle=style, marker="os^Dv"[j % 5], capsize=2,
+                        color=plt.cm.tab20(j % 20))
         ax.set_xticks(range(len(ps)), [f"{p:.2%}" if p else "0" for p in ps])
         ax.set_xlabel("prevalence of each behavior's audit prompts (per side)")
         ax.set_title(title)
