@@ -95,12 +95,18 @@ def _deltas(model_a, model_b, prompts: list[str], detector, layer: int, units: t
     return ra[1:] - ra[0], rb[0] - rb[1:]
 
 
+def changed_share(out: list[list[str]]) -> np.ndarray:
+    """Per intervention row of `intervened_generate(..., include_baseline=True)`: the share of prompts whose
+    continuation differs at all from the baseline row (out[0])."""
+    return np.array([np.mean([a != b for a, b in zip(row, out[0])]) for row in out[1:]], dtype=float)
+
+
 def _collateral(model_b, controls: list[str], layer: int, units: torch.Tensor, cfg, progress: bool) -> np.ndarray:
     """Per unit direction [m, d]: the share of `controls` whose greedy continuation by model B changes at all when the
     direction is projected out (the same generation settings as the ablate arm)."""
-    out = intervened_generate(model_b, controls, Intervention("ablate", layer, units), max_new_tokens=cfg.max_new_tokens,
-                              batch_size=cfg.batch_size, include_baseline=True, progress=progress)
-    return np.array([np.mean([a != b for a, b in zip(row, out[0])]) for row in out[1:]], dtype=float)
+    return changed_share(intervened_generate(model_b, controls, Intervention("ablate", layer, units),
+                                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                             include_baseline=True, progress=progress))
 
 
 def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict[Hashable, tuple[int, torch.Tensor]],

@@ -20,7 +20,6 @@ import csv
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 
@@ -29,6 +28,7 @@ from diffbench.core.findings import load_findings
 from diffbench.harness.generate import chat_prompt
 from diffbench.harness.stages import plant as plant_stage
 from diffbench.harness.steering import Intervention, behavior_rates, intervened_generate
+from diffbench.harness.strong import changed_share
 from diffbench.harness.workspace import Workspace
 
 N_PROMPTS, N_RANDOM, NEW_TOKENS = 8, 10, 8
@@ -65,7 +65,7 @@ def main(run: Path, matches: Path) -> None:
             out = {s: intervened_generate(mb, p, Intervention("ablate", layer, units), max_new_tokens=NEW_TOKENS, batch_size=64,
                                           include_baseline=True, progress=False) for s, p in prompts.items()}
             rate = behavior_rates(out["T"], spec.detector)
-            changed = {s: [float(np.mean([a != b for a, b in zip(row, o[0])])) for row in o[1:]] for s, o in out.items()}
+            changed = {s: changed_share(o) for s, o in out.items()}
             print(f"== {pair} / {beh}, layer {layer}: behavior rate of B on T {rate[0]:.2f}", flush=True)
             for j, (name, _) in enumerate(items):
                 print(f"  {name:48s} |h.u|/|h| {float(proj[j]):.3f}  T rate {rate[j + 1]:.2f}  "
