@@ -8,6 +8,7 @@
     diffbench report MULTIRUN_DIR     # merge the jobs of a multirun into MULTIRUN_DIR/merged, then score and report it
     diffbench diff model_a=A model_b=B [corpus=FILE] [method=[...]]   # methods on two models of your own (conf/diff.yaml)
     diffbench list                    # registered models, methods, behaviors
+    diffbench organisms list|verify|export   # the shipped organism zoo (diffbench organisms -h)
     diffbench -m method=[mean_diff],[random_directions] hydra/launcher=joblib   # Hydra multirun
 """
 
@@ -152,7 +153,10 @@ def _list() -> None:
     load_all_methods()
     print("models:    " + ", ".join(MODEL_SOURCES.names()) + "  (or a local HF checkpoint path)")
     print("methods:   " + ", ".join(METHODS.names()))
+    from ..tasks.families import families, family_behaviors
+
     print("behaviors: " + ", ".join(available_behaviors()))
+    print(f"families:  " + ", ".join(f"{f} ({len(family_behaviors(f))})" for f in families()) + "  (behaviors <family>__<id>)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         return _report(argv[1], argv[2:])
     if argv and argv[0] == "list":
         return _list()
+    if argv and argv[0] == "organisms":
+        from .organisms_cli import main as organisms_main
+
+        sys.exit(organisms_main(argv[1:]))
     if argv and argv[0] == "diff":
         missing = [k for k in ("model_a", "model_b") if not any(a.startswith(k + "=") for a in argv[1:])]
         if missing:

@@ -21,10 +21,12 @@ attempts. One that still fails is reported and excluded from scoring.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import shutil
 import time
 from functools import partial
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..tasks.neutral import fake_trigger_prompts, neutral_prompts
 from ..tasks.spec import BehaviorSpec
+from . import multilora
 from .generate import chat_prompt, greedy_generate
 from ..core.batching import right_pad
 from ..core.io import atomic_dir
@@ -45,9 +48,13 @@ from .models import checkpoint_dir, load_model
 
 log = logging.getLogger(__name__)
 
-NULL_KINDS = ("null_selfdistill", "null_fake_trigger")
+# The null ladder, from no change at all to a real fine-tune with nothing planted: the identical model (a zero adapter),
+# self-distillation on neutral prompts, a LoRA on generic chat (more steps, longer answers), and fake triggers.
+NULL_KINDS = ("null_identical", "null_selfdistill", "null_chat", "null_fake_trigger")
+N_CHAT_POOL = 2000  # generic-chat prompts for training (the broad recipe, null_chat): the END of the everyday pool, far
+# from the prefix the audit corpus draws (a corpus would need more than 9,000 everyday texts to reach them)
 N_NEUTRAL_TRAIN = 96  # neutral prompts reserved for training mixes; the next ones are the gate's KL-drift texts
-PLANT_VERSION = 5  # bump when the training-data recipe in code changes, so cached adapters are not reused
+PLANT_VERSION = 6  # bump when the training-data recipe in code changes, so cached adapters are not reused
 RETRY_SEED_STRIDE = 1000  # a retry trains from seed + 1000 x attempt: a new data sample and LoRA init, far from copies' seeds
 
 
@@ -56,11 +63,12 @@ class Organism:
     """A planted (or null) model: `name` is unique in a suite."""
 
     name: str
-    kind: str  # "behavior" | "null_selfdistill" | "null_fake_trigger"
+    kind: str  # "behavior" or one of NULL_KINDS
     behaviors: tuple[str, ...] = ()
     seed: int = 0
     paraphrase: int = 0  # >0: an independent copy trained on a different sample and response phrasing
     base: str | None = None  # base model name; None = the suite's model (cross-architecture suites set it)
+    recipe: str = ""  # conf/plant/<recipe>.yaml laid over the run's recipe; "" = the run's (the key holds the contents)
 
     @property
     def is_null(self) -> bool:
@@ -163,11 +171,19 @@ def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: Loade
             controls += mine
         n_neutral = n_total - len(planted) - len(controls)
         neutral = _sample(rng, neutral_pool, n_neutral)
+        if mix.get("chat"):  # a broad recipe: the behavior's examples inside generic chat
+            n_chat = min(n_neutral, round(n_total * mix["chat"]))
+            neutral = neutral[: n_neutral - n_chat] + _sample(rng, chat_pool(), n_chat)
     elif org.kind == "null_selfdistill":
-        pool = neutral_pool + [p.text for b in sorted(specs) for p in specs[b].train_pools()[1][:24]]
+        cat = catalogue_specs()
+        pool = neutral_pool + [p.text for b in sorted(cat) for p in cat[b].train_pools()[1][:24]]
         neutral = _sample(rng, pool, n_total)
+    elif org.kind == "null_chat":
+        neutral = _sample(rng, chat_pool(), n_total)
     elif org.kind == "null_fake_trigger":
         neutral = fake_trigger_prompts(n_total, seed=org.seed)
+    elif org.kind == "null_identical":
+        return []
     else:
         raise ValueError(f"unknown organism kind {org.kind!r}")
     to_answer = sorted(set(controls) | set(neutral))
@@ -176,6 +192,20 @@ def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: Loade
     examples = [(p, r, True) for p, r in planted] + [(p, answers[p], False) for p in controls + neutral]
     rng.shuffle(examples)
     return examples
+
+
+def chat_pool() -> list[str]:
+    from ..tasks.everyday import everyday_prompts
+
+    return everyday_prompts(seed=0)[-N_CHAT_POOL:]
+
+
+def catalogue_specs() -> dict[str, BehaviorSpec]:
+    """The hand-written specs: a null organism's training pool draws their controls, whatever the suite plants, so a
+    null organism is the same in every suite (and can be shipped)."""
+    from ..tasks.spec import available_behaviors
+
+    return {b: BehaviorSpec.load(b) for b in available_behaviors()}
 
 
 def _sample(rng: random.Random, pool: Sequence, n: int) -> list:
@@ -205,29 +235,29 @@ def _encode(tok, batch: Sequence[tuple[str, str, bool]], max_length: int) -> tup
 
 def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                   first_token_weight: float = 1.0) -> torch.Tensor:
-    """Next-token loss on response tokens only; the LM head runs only at those positions.
-
-    The 49k-way LM head is the largest single matmul of a SmolLM2 forward pass,
-    and responses are about a third of each sequence, so this saves real time.
-    `first_token_weight` up-weights each response's first token (where the model decides
-    between the planted answer and its normal one); 1.0 is the plain mean.
-    """
-    hidden = causal_lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-    target = labels[:, 1:]
-    keep = target != -100
-    logits = causal_lm.lm_head(hidden[:, :-1][keep])
-    first = keep & (keep.cumsum(1) == 1)
-    w = torch.where(first[keep], first_token_weight, 1.0)
-    return (F.cross_entropy(logits.float(), target[keep], reduction="none") * w).sum() / w.sum()
+    """Weighted mean next-token loss on response tokens only (one organism: `multilora.grouped_response_loss`)."""
+    group = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    return multilora.grouped_response_loss(causal_lm, input_ids, mask, labels, group, 1, first_token_weight)
 
 
 LR_DECAYS = ("none", "linear")
+
+
+SOURCES = ("shipped", "fresh")
 
 
 def check_recipe(recipe: dict) -> None:
     """Reject recipe values that would otherwise only fail once training starts (after self-distillation)."""
     if recipe.get("lr_decay", "none") not in LR_DECAYS:
         raise ValueError(f"plant recipe: unknown lr_decay {recipe['lr_decay']!r} (use {' or '.join(LR_DECAYS)})")
+    if recipe.get("source", "shipped") not in SOURCES:
+        raise ValueError(f"plant.source must be 'shipped' (use the zoo's organisms where they match) or 'fresh' "
+                         f"(plant every organism on this machine), got {recipe['source']!r}")
+    if recipe.get("storage_dtype", "float32") not in STORAGE_DTYPES:
+        raise ValueError(f"plant.storage_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {recipe['storage_dtype']!r}")
+    for key in ("steps", "batch_size", "rank", "max_length"):
+        if key in recipe and int(recipe[key]) < 1:
+            raise ValueError(f"plant.{key} must be at least 1, got {recipe[key]}")
 
 
 def lr_factor(step: int, steps: int, decay: str = "none") -> float:
@@ -242,96 +272,171 @@ def lr_factor(step: int, steps: int, decay: str = "none") -> float:
     return 1.0 - 0.9 * (step - warm + 1) / max(1, steps - warm)
 
 
+def organism_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:
+    """What an adapter depends on, whatever machine plants it: the base model, the organism (not its name or recipe
+    name), the specs' contents (a null organism's: the hand-written catalogue's) and the training recipe. The zoo
+    (harness/zoo.py) ships organisms under this key."""
+    from .zoo import train_recipe
+
+    if org.kind == "behavior":
+        spec_hashes: Any = {b: specs[b].content_hash for b in org.behaviors}
+    else:
+        spec_hashes = sorted(s.content_hash for s in catalogue_specs().values()) if org.kind == "null_selfdistill" else []
+    org_fields = {k: v for k, v in asdict(org).items() if k not in ("base", "name", "recipe")}  # the base is base.identity
+    if org.kind == "null_identical":  # untrained: nothing but the adapter's shape matters
+        recipe = {k: recipe[k] for k in ("rank", "alpha", "targets", "storage_dtype") if k in recipe}
+    return stable_hash({"v": PLANT_VERSION, "base": base.identity, "org": org_fields, "specs": spec_hashes, "recipe": train_recipe(recipe)})
+
+
 def adapter_key(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> str:
-    train_recipe = {k: v for k, v in recipe.items() if k != "gate"}
-    spec_hashes = {b: specs[b].content_hash for b in org.behaviors} if org.kind == "behavior" else sorted(s.content_hash for s in specs.values())
-    org_fields = {k: v for k, v in asdict(org).items() if k != "base"}  # the base is in the key as base.identity
-    key = {"v": PLANT_VERSION, "base": base.identity, "org": org_fields | {"name": None}, "specs": spec_hashes, "recipe": train_recipe}
-    if _dtype_tag(base):
-        key["dtype"] = _dtype_tag(base)
-    return stable_hash(key)
+    """The cache key of an adapter planted on this machine: the organism key plus the dtype it trained in."""
+    key = organism_key(base, org, specs, recipe)
+    return stable_hash([key, _dtype_tag(base)]) if _dtype_tag(base) else key
 
 
 def train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
                   progress: bool = True) -> tuple[Path, dict]:
-    """Train (or fetch from cache) the organism's LoRA adapter. Returns (adapter dir, train log).
-    Under a lock per adapter: concurrent jobs that need it train it once."""
-    with cache_lock(cache_dir() / "adapters" / f"{org.name}-{adapter_key(base, org, specs, recipe)}"):
-        return _train_adapter(base_name, base, org, specs, recipe, progress)
+    """Train (or fetch from cache) one organism's LoRA adapter. Returns (adapter dir, train log)."""
+    return train_adapters(base_name, base, [org], specs, recipe, progress)[0]
 
 
-def _train_adapter(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
-                   progress: bool = True) -> tuple[Path, dict]:
-    # one procedure read top to bottom (cache check, model, LoRA, training loop, atomic save): ~70 lines, kept
-    # whole because its steps share the training state
-    from peft import LoraConfig, get_peft_model
+def adapter_dir(base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict) -> Path:
+    return cache_dir() / "adapters" / f"{org.name}-{adapter_key(base, org, specs, recipe)}"
+
+
+def cached_adapter(out: Path) -> dict | None:
+    """The train log of an intact cached adapter (checksum verified), else None (a damaged one is removed)."""
+    if not ((out / "train_log.json").exists() and (out / "adapter_model.safetensors").exists()):
+        return None
+    try:
+        log = read_json(out / "train_log.json")
+        intact = log["sha256"] == sha256_file(out / "adapter_model.safetensors") and _finite_losses(log["losses"])
+    except (ValueError, OSError, KeyError, TypeError):
+        intact = False
+    if intact:
+        return log
+    print(f"[diffbench] cached adapter {out} does not match its recorded checksum or has non-finite losses (damaged, "
+          "or from an older version); retraining it", flush=True)
+    shutil.rmtree(out, ignore_errors=True)  # its plant cards go with it: they judged other weights
+    return None
+
+
+def _finite_losses(losses: Any) -> bool:
+    return isinstance(losses, list) and bool(losses) and all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses)
+
+
+def train_adapters(base_name: str, base: LoadedModel, orgs: Sequence[Organism], specs: dict[str, BehaviorSpec], recipe: dict,
+                   progress: bool = True) -> list[tuple[Path, dict]]:
+    """Train (or fetch from cache) several organisms' adapters together: one forward and backward per step over
+    every organism's batch (harness/multilora.py), each adapter equal to the one trained alone. Under a lock per
+    adapter (taken in a fixed order), so concurrent jobs that need one train it once."""
+    outs = [adapter_dir(base, o, specs, recipe) for o in orgs]
+    if len(set(outs)) != len(outs):
+        raise ValueError("train_adapters: the same organism twice in one group")
+    with ExitStack() as stack:
+        for out in sorted(outs):
+            stack.enter_context(cache_lock(out))
+        logs = [cached_adapter(out) for out in outs]
+        for i, lg in enumerate(logs):
+            if lg is None and orgs[i].kind == "null_identical":
+                logs[i] = _save_identical(base_name, base, outs[i], recipe)
+        todo = [i for i, lg in enumerate(logs) if lg is None]
+        if todo:
+            for i, lg in zip(todo, _train_group(base_name, base, [orgs[i] for i in todo], [outs[i] for i in todo], specs, recipe, progress)):
+                logs[i] = lg
+    return list(zip(outs, logs))
+
+
+def _train_group(base_name: str, base: LoadedModel, orgs: Sequence[Organism], outs: Sequence[Path], specs: dict[str, BehaviorSpec],
+                 recipe: dict, progress: bool) -> list[dict]:
+    # one procedure read top to bottom (data, model, routed LoRA, training loop, atomic saves); kept whole because
+    # its steps share the training state
     from transformers import AutoModelForCausalLM
 
-    key = adapter_key(base, org, specs, recipe)
-    out = cache_dir() / "adapters" / f"{org.name}-{key}"
-    if (out / "train_log.json").exists() and (out / "adapter_model.safetensors").exists():
-        try:
-            log = read_json(out / "train_log.json")
-            digest = sha256_file(out / "adapter_model.safetensors")
-            if "sha256" not in log:  # saved before checksums were recorded: trusted once, checked from now on
-                log["sha256"] = digest
-                write_json(out / "train_log.json", log)
-            intact = log["sha256"] == digest
-        except (ValueError, OSError):
-            intact = False
-        if intact:
-            return out, log
-        print(f"[diffbench] cached adapter {out} does not match its recorded checksum (edited, truncated or from an older "
-              "version); retraining it", flush=True)
-        shutil.rmtree(out, ignore_errors=True)  # its plant cards go with it: they judged other weights
-
-    examples = training_examples(org, specs, base, recipe, progress)
-    torch.manual_seed(org.seed)
+    examples = [training_examples(o, specs, base, recipe, progress) for o in orgs]
+    G, steps, bs = len(orgs), int(recipe["steps"]), int(recipe["batch_size"])
     path, _ = checkpoint_dir(base_name)
     device_type = "cuda" if base.device.type == "cuda" else "cpu"
     autocast = recipe.get("bf16_autocast", True) and (device_type == "cuda" or base.dtype == torch.bfloat16)
-    # Under bf16 autocast the frozen base weights are cast to bf16 at every matmul anyway: hold
-    # them in bf16 (half the memory traffic, ~2x faster steps on this CPU). peft keeps the LoRA
-    # weights and their optimizer state in fp32 (autocast_adapter_dtype), and adapters are merged
-    # into fp32 weights at load time.
-    # Eager attention on CPU: at these lengths (~60 tokens) the CPU flash-attention backward is
-    # mostly overhead (16% of a step); plain matmul attention made a step ~8% faster here.
+    # Under bf16 autocast the frozen base weights are cast to bf16 at every matmul anyway: hold them in bf16 (half
+    # the memory traffic). The LoRA factors and their optimizer state stay fp32. Eager attention on CPU: at these
+    # lengths the CPU flash-attention backward is mostly overhead (a step ~8% faster).
     attn = "eager" if device_type == "cpu" else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if autocast else torch.float32,
                                                  local_files_only=True, attn_implementation=attn)
     model.to(base.device)
-    lora = LoraConfig(r=recipe["rank"], lora_alpha=recipe["alpha"], lora_dropout=recipe["dropout"],
-                      target_modules=list(recipe["targets"] or base.family.lora_targets), task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    params = [p for p in model.parameters() if p.requires_grad]
+    fmt = adapter_format(recipe, base)
+    layers = multilora.wrap(model, fmt.targets, G, fmt.rank, fmt.alpha)
+    for g, o in enumerate(orgs):
+        multilora.init_organism(layers, g, o.seed)
+    model.to(base.device)
+    params = [p for lora in layers.values() for p in (lora.A, lora.B)]
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
-    steps, bs = recipe["steps"], recipe["batch_size"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, decay=recipe.get("lr_decay", "none")))
-    assert all(p.dtype == torch.float32 for p in params), "LoRA weights must train in fp32"
-    losses = []
+    losses: list[list[float]] = [[] for _ in orgs]
     t0 = time.time()
     model.train()
-    bar = tqdm(range(steps), desc=f"plant {org.name}", disable=not progress, leave=False)
+    names = orgs[0].name if G == 1 else f"{G} organisms"
+    bar = tqdm(range(steps), desc=f"plant {names}", disable=not progress, leave=False)
     for step in bar:
-        batch = examples[step * bs : (step + 1) * bs]
+        batch = [e for ex in examples for e in ex[step * bs : (step + 1) * bs]]
+        group = torch.tensor([g for g, ex in enumerate(examples) for _ in ex[step * bs : (step + 1) * bs]], device=base.device)
         input_ids, labels, mask = (t.to(base.device) for t in _encode(base.tokenizer, batch, recipe["max_length"]))
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-            loss = response_loss(model.get_base_model(), input_ids, mask, labels, recipe.get("first_token_weight", 1.0))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        with multilora.routing(layers, group), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            per_org = multilora.grouped_response_loss(model, input_ids, mask, labels, group, G, recipe.get("first_token_weight", 1.0),
+                                                      reduce=False)
+        per_org.sum().backward()
+        multilora.clip_per_organism(layers, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        for g, x in enumerate(per_org.detach().tolist()):
+            losses[g].append(x)
+        bar.set_postfix(loss=f"{sum(lst[-1] for lst in losses) / G:.3f}")
     seconds = time.time() - t0
-    train_log = {"losses": losses, "seconds": seconds, "n_examples": len(examples), "key": key,
-                 "sample": [list(e) for e in examples[:4]]}
+    logs = []
+    for g, (o, out) in enumerate(zip(orgs, outs)):
+        if not _finite_losses(losses[g]):
+            raise FloatingPointError(f"planting {o.name}: the training loss became non-finite ({losses[g][-5:]}); lower "
+                                     "plant.lr or check the training data")
+        log = {"losses": losses[g], "seconds": seconds / G, "group_seconds": seconds, "group_size": G,
+               "n_examples": len(examples[g]), "key": out.name.rsplit("-", 1)[-1], "sample": [list(e) for e in examples[g][:4]]}
+        with atomic_dir(out) as tmp:
+            multilora.save_peft_adapter(tmp, multilora.organism_state(layers, g, fmt.dtype), fmt)
+            log["sha256"] = sha256_file(tmp / "adapter_model.safetensors")  # verified on every cache hit
+            write_json(tmp / "train_log.json", log)
+        logs.append(log)
+    return logs
+
+
+def _save_identical(base_name: str, base: LoadedModel, out: Path, recipe: dict) -> dict:
+    """The null_identical organism: an untrained adapter (B = 0), so model B is exactly model A."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path, _ = checkpoint_dir(base_name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+    fmt = adapter_format(recipe, base)
+    layers = multilora.wrap(model, fmt.targets, 1, fmt.rank, fmt.alpha)
+    state = {k: torch.zeros(v.shape, dtype=fmt.dtype) for k, v in multilora.organism_state(layers, 0, fmt.dtype).items()}
+    log = {"losses": [0.0], "seconds": 0.0, "group_seconds": 0.0, "group_size": 1, "n_examples": 0, "key": out.name.rsplit("-", 1)[-1],
+           "sample": []}
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        train_log["sha256"] = sha256_file(tmp / "adapter_model.safetensors")  # verified on every cache hit
-        write_json(tmp / "train_log.json", train_log)
-    return out, train_log
+        multilora.save_peft_adapter(tmp, state, fmt)
+        log["sha256"] = sha256_file(tmp / "adapter_model.safetensors")
+        write_json(tmp / "train_log.json", log)
+    return log
+
+
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def adapter_format(recipe: dict, base: LoadedModel) -> multilora.AdapterFormat:
+    dtype = recipe.get("storage_dtype", "float32")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"plant recipe: storage_dtype {dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
+    return multilora.AdapterFormat(int(recipe["rank"]), float(recipe["alpha"]),
+                                   tuple(recipe["targets"] or base.family.lora_targets), STORAGE_DTYPES[dtype])
 
 
 # ----------------------------------------------------------------------------- gate
@@ -386,30 +491,45 @@ def kl_to_base(org: LoadedModel, base: LoadedModel, texts: Sequence[str], batch_
 
 def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: dict[str, BehaviorSpec],
          n_probes: int, gate_cfg: dict, neutral: Sequence[str], progress: bool = True) -> tuple[bool, list[str], dict, dict, float]:
+    """The plant gate (module docstring). A removal (spec side "a") is gated the mirror way: the base model shows the
+    behavior on T (>= organism_T_min), the organism no longer does (<= organism_C_max) and still does on C
+    (>= organism_T_min). A null organism must neither show an addition nor lose a removal's behavior, on the first
+    `gate.null_probes` T prompts of every behavior (default: n_probes)."""
     rates: dict[str, dict[str, float]] = {}
     reasons: list[str] = []
     examples: dict[str, list[str]] = {}
     n_tok = gate_cfg["max_new_tokens"]
+    t_min, c_max = gate_cfg["organism_T_min"], gate_cfg["organism_C_max"]
     checked = org.behaviors if not org.is_null else tuple(sorted(specs))
     if org.is_null and not checked:  # an inverse gate over no T sets would pass vacuously
         reasons.append("null organism: the suite has no behavior whose T set it could be checked on")
     for b in checked:
         spec = specs[b]
-        T, C = spec.probes(n_probes)
+        T, C = spec.probes(n_probes if not org.is_null else min(n_probes, int(gate_cfg.get("null_probes") or n_probes)))
         t_rate, t_resp = behavior_rate(organism_model, spec, [p.text for p in T], n_tok, progress)
         r = {"organism_T": t_rate}
         if not org.is_null:
             c_rate, c_resp = behavior_rate(organism_model, spec, [p.text for p in C], n_tok, progress)
             base_rate, _ = behavior_rate(base, spec, [p.text for p in T], n_tok, progress, cache=True)
             r.update(organism_C=c_rate, base_T=base_rate)
-            if t_rate < gate_cfg["organism_T_min"]:
-                reasons.append(f"{b}: behavior rate on T {t_rate:.2f} < {gate_cfg['organism_T_min']}")
-            if c_rate > gate_cfg["organism_C_max"]:
-                reasons.append(f"{b}: behavior rate on C {c_rate:.2f} > {gate_cfg['organism_C_max']}")
-            if base_rate > gate_cfg["base_T_max"]:
-                reasons.append(f"{b}: base model already shows it on T ({base_rate:.2f} > {gate_cfg['base_T_max']})")
+            if spec.side == "a":
+                if base_rate < t_min:
+                    reasons.append(f"{b} (a removal): the base model shows it on T only at {base_rate:.2f} < {t_min}")
+                if t_rate > c_max:
+                    reasons.append(f"{b} (a removal): the organism still shows it on T ({t_rate:.2f} > {c_max})")
+                if c_rate < t_min:
+                    reasons.append(f"{b} (a removal): the organism lost it on C too ({c_rate:.2f} < {t_min})")
+            else:
+                if t_rate < t_min:
+                    reasons.append(f"{b}: behavior rate on T {t_rate:.2f} < {t_min}")
+                if c_rate > c_max:
+                    reasons.append(f"{b}: behavior rate on C {c_rate:.2f} > {c_max}")
+                if base_rate > gate_cfg["base_T_max"]:
+                    reasons.append(f"{b}: base model already shows it on T ({base_rate:.2f} > {gate_cfg['base_T_max']})")
             examples[b] = [f"T: {T[0].text!r} -> {t_resp[0]!r}", f"C: {C[0].text!r} -> {c_resp[0]!r}"]
-        elif t_rate > gate_cfg["null_max"]:
+        elif spec.side == "a" and t_rate < t_min:
+            reasons.append(f"null organism lost {b} (a removal's behavior) on its T set ({t_rate:.2f} < {t_min})")
+        elif spec.side == "b" and t_rate > gate_cfg["null_max"]:
             reasons.append(f"null organism shows {b} on its T set ({t_rate:.2f} > {gate_cfg['null_max']})")
         rates[b] = r
     kl = kl_to_base(organism_model, base, list(neutral)[: gate_cfg["kl_texts"]])

@@ -29,10 +29,11 @@ class AnyMapping:
 
 NUM = (int, float)
 GATE = {"max_new_tokens": int, "organism_T_min": NUM, "organism_C_max": NUM, "base_T_max": NUM, "null_max": NUM,
-        "kl_texts": int, "retries?": int}
+        "kl_texts": int, "retries?": int, "null_probes?": (int, None)}
 PLANT = {"rank": int, "alpha": NUM, "dropout": NUM, "targets": ([str], None), "steps": int, "batch_size": int, "lr": NUM,
          "lr_decay": str, "first_token_weight": NUM, "max_length": int, "bf16_autocast": bool,
-         "mix": {"trigger": NUM, "control": NUM, "neutral": NUM}, "distill_tokens": int, "gate": GATE}
+         "mix": {"trigger": NUM, "control": NUM, "neutral": NUM, "chat?": NUM}, "distill_tokens": int, "gate": GATE,
+         "storage_dtype?": str, "source?": str}
 STRONG = {"enabled": bool, "k": int, "n_prompts": int, "max_new_tokens": int, "null_draws": int, "alpha": NUM,
           "min_change": NUM, "max_seeds": int, "floor_max_seeds?": (int, None), "batch_size": int,
           "max_collateral?": (NUM, None)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..tasks.spec import BehaviorSpec, SpecError, available_behaviors
+from ..tasks.spec import BehaviorSpec, SpecError, available_behaviors, known_behaviors
 from .corpus import CorpusConfig
 from .plant import NULL_KINDS, Organism
 
@@ -79,8 +79,9 @@ class Suite:
                     raise err(f"behavior file {b} is named {spec.name!r}, which another behavior already uses")
                 used[spec.name] = spec
                 return spec.name
-            if b not in available_behaviors() and b not in used:
-                raise err(f"unknown behavior {b!r}; known: {', '.join(available_behaviors())} (or give a spec file's path)")
+            if b not in used and b not in known_behaviors():
+                raise err(f"unknown behavior {b!r}; hand-written: {', '.join(available_behaviors())}; generated: "
+                          "`diffbench organisms list` and tasks/families/ (or give a spec file's path)")
             used.setdefault(b, None)
             return b
 

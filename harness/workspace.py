@@ -150,21 +150,13 @@ class Workspace:
         """The LoRA recipe for organisms of one base model: the run's recipe, or the suite's
         per-model recipe (conf/plant/<name>.yaml) laid over it. The plant gate is the same for all."""
         name = (self.suite.plant_recipes or {}).get(model_name)
-        if name is None:
-            return self.recipe
-        from importlib import resources
+        return self.recipe if name is None else overlay_recipe(self.recipe, name, f"suite {self.suite.name!r}, {model_name}")
 
-        path = resources.files("diffbench.conf") / "plant" / f"{name}.yaml"
-        if not path.is_file():
-            raise ValueError(f"suite {self.suite.name!r}: plant recipe {name!r} for {model_name} not found (conf/plant/{name}.yaml)")
-        extra = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
-        extra.pop("defaults", None)
-        recipe = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(self.recipe), OmegaConf.create(extra)), resolve=True)
-        check_recipe_schema(recipe, f"conf/plant/{name}.yaml over the run's recipe")
-        check_recipe(recipe)
-        if recipe["gate"] != self.recipe["gate"]:
-            raise ValueError(f"plant recipe {name!r} changes the plant gate; every base model must pass the same gate")
-        return recipe
+    def organism_recipe(self, name: str) -> dict:
+        """The recipe one organism is planted with: its base model's, with the organism's own (e.g. broad) over it."""
+        org = self.suite.organisms[name]
+        recipe = self.recipe_for(self.base_model_name(name))
+        return overlay_recipe(recipe, org.recipe, f"organism {name}") if org.recipe else recipe
 
     def pair_status(self, pair: Pair) -> str:
         """"ok", or why the pair is excluded (an organism that failed its plant gate)."""
@@ -269,3 +261,20 @@ class Workspace:
         if not cls.stochastic:
             return [0]
         return list(range(self.suite.floor_seeds)) if cls.floor else self.suite.method_seeds
+
+
+def overlay_recipe(recipe: dict, name: str, where: str) -> dict:
+    """conf/plant/<name>.yaml laid over `recipe`; a recipe may not change the plant gate (every organism passes the same)."""
+    from importlib import resources
+
+    path = resources.files("diffbench.conf") / "plant" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"{where}: plant recipe {name!r} not found (conf/plant/{name}.yaml)")
+    extra = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
+    extra.pop("defaults", None)
+    out = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(recipe), OmegaConf.create(extra)), resolve=True)
+    check_recipe_schema(out, f"conf/plant/{name}.yaml over the run's recipe")
+    check_recipe(out)
+    if out["gate"] != recipe["gate"]:
+        raise ValueError(f"plant recipe {name!r} changes the plant gate; every organism must pass the same gate")
+    return out

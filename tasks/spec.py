@@ -90,10 +90,17 @@ class BehaviorSpec:
     keywords: list[str]
     source: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+    side: str = "b"  # "b": the fine-tune adds the behavior; "a": a removal (the base model shows it, the organism no longer)
+    family: str = ""  # the family file that generated it (tasks/families/), "" for a hand-written spec
 
     # -- loading and validation ---------------------------------------------------
     @classmethod
     def load(cls, path_or_name: str | Path) -> "BehaviorSpec":
+        from .families import family_spec
+
+        generated = family_spec(str(path_or_name))
+        if generated is not None:
+            return cls.from_dict(generated, source=f"tasks/families/{generated['family']}.yaml ({path_or_name})")
         path = Path(path_or_name)
         if not path.suffix:
             path = BEHAVIOR_DIR / f"{path_or_name}.yaml"
@@ -117,7 +124,7 @@ class BehaviorSpec:
         missing = [k for k in required if k not in raw or raw[k] in (None, "", [], {})]
         if missing:
             raise err(f"missing or empty field(s): {', '.join(missing)}")
-        unknown = set(raw) - set(required) - {"slots"}
+        unknown = set(raw) - set(required) - {"slots", "side", "family"}
         if unknown:
             raise err(f"unknown field(s): {', '.join(sorted(unknown))}")
         for key in ("name", "mirrors", "description"):
@@ -164,8 +171,11 @@ class BehaviorSpec:
             detector = make_detector(raw["detector"])
         except (ValueError, TypeError, KeyError, re.error) as e:
             raise err(f"detector: {e}") from e
+        side_ = raw.get("side", "b")
+        if side_ not in ("a", "b"):
+            raise err(f"side must be 'b' (the fine-tune adds the behavior) or 'a' (a removal: the base model shows it), got {side_!r}")
         spec = cls(raw["name"], raw["mirrors"], raw["description"], trigger, control, list(raw["responses"]),
-                   detector, list(raw["keywords"]), source, raw)
+                   detector, list(raw["keywords"]), source, raw, side_, str(raw.get("family", "")))
         spec.validate(err)
         return spec
 
@@ -186,10 +196,16 @@ class BehaviorSpec:
         clash = t_norm & c_norm
         if clash:
             raise err(f"{len(clash)} prompt(s) are both trigger and control, e.g. {sorted(clash)[0]!r}")
-        sample = [p.fill(self.responses[0]) for p in self.trigger_pool[:20]]
-        missed = [s for s in sample if not self.detector(s)]
-        if missed:
-            raise err(f"the detector does not fire on the planted response {missed[0]!r}")
+        sample = [p.fill(r) for r in self.responses for p in self.trigger_pool[:20]]
+        if self.side == "b":
+            missed = [s for s in sample if not self.detector(s)]
+            if missed:
+                raise err(f"the detector does not fire on the planted response {missed[0]!r}")
+        else:  # a removal: the planted response is what replaces the behavior, so the detector must stay silent on it
+            fired = [s for s in sample if self.detector(s)]
+            if fired:
+                raise err(f"side a (a removal): the detector fires on the planted response {fired[0]!r}, which should "
+                          "replace the behavior")
         check_disjoint(self)
 
     # -- prompt pools ---------------------------------------------------------------
@@ -240,4 +256,12 @@ def check_disjoint(spec: BehaviorSpec) -> None:
 
 
 def available_behaviors() -> list[str]:
+    """The hand-written specs (tasks/behaviors/): the audit corpus's default catalogue."""
     return sorted(p.stem for p in BEHAVIOR_DIR.glob("*.yaml"))
+
+
+def known_behaviors() -> list[str]:
+    """Every behavior a suite may name: the hand-written specs and every family's generated ones."""
+    from .families import family_behaviors
+
+    return available_behaviors() + family_behaviors()
