@@ -99,6 +99,16 @@ class LanguageDetector(Detector):
         return own >= self.min_words and own > 2 * en
 
 
+@dataclass
+class Negated(Detector):
+    """Fires where `inner` does not: for a removal, what model B shows instead of the base model's behavior."""
+
+    inner: Detector
+
+    def __call__(self, response: str) -> bool:
+        return not self.inner(response)
+
+
 def make_detector(cfg: dict) -> Detector:
     if not isinstance(cfg, dict) or "type" not in cfg:
         raise ValueError("detector must be a mapping with a 'type' key")

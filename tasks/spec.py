@@ -208,6 +208,15 @@ class BehaviorSpec:
                           "replace the behavior")
         check_disjoint(self)
 
+    @property
+    def detector_b(self) -> Detector:
+        """Fires on what model B (the organism) shows and the base model does not: the detector for an addition, its
+        negation for a removal. The causal channel measures this, so one test serves both: for a removal, steering
+        model A along a direction should make it stop answering, and ablating it from model B should make B answer."""
+        from .detectors import Negated
+
+        return self.detector if self.side == "b" else Negated(self.detector)
+
     # -- prompt pools ---------------------------------------------------------------
     @cached_property
     def trigger_pool(self) -> list[Prompt]:

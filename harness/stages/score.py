@@ -230,7 +230,7 @@ class Scorer:
             return float((pb.acts.acts[keep].float() - pa.acts.acts[keep].float()).norm(dim=1).mean())
 
         cache = StrongCache(ws.run_dir / "strong" / f"{pair.id}__{behavior}.json", settings_of(cfg, prompts, ma.identity, mb.identity))
-        res = strong_hits(ma, mb, prompts, ws.suite.specs[behavior].detector, candidates, scale_at, cfg, cache,
+        res = strong_hits(ma, mb, prompts, ws.suite.specs[behavior].detector_b, candidates, scale_at, cfg, cache,
                           seed=stable_int(pair.id, behavior), progress=ws.progress, controls=controls)
         n_hits = 0
         for rec in records:
