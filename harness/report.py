@@ -10,6 +10,7 @@ from pathlib import Path
 from ..core.io import atomic_path, atomic_write, read_json
 from .metrics import columns as metric_columns, null_percent
 from .scoring import ScoringConfig
+from .significance import significance_section
 
 def columns(scoring: dict) -> tuple[list, list, list]:
     """(lead, channels, rest): the leaderboard's columns for this run's ks and strong-channel k, from the metric
@@ -136,6 +137,8 @@ def write_report(run_dir: Path) -> None:
                 lines += [""] + check if check else []
     if cross:
         lines += cross_section(run_dir, scores, cross)
+    if metrics:
+        lines += [""] + significance_section(run_dir)
     lines += problems_section(run_dir, metrics, cross)
     lines += training_section(run_dir, list(dict.fromkeys([*order, *cross])))
 

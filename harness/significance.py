@@ -2,7 +2,7 @@
 rate, and the power of the suite.
 
 Everything here reads a finished run folder (scores.json, pair_results.csv, matches.csv and, for the pair scores,
-findings/ or else the report's html pages) and nothing else; no model is loaded, and nothing from the harness is
+runs.csv's top_uniqueness or else findings/) and nothing else; no model is loaded, and nothing from the harness is
 imported, so report.py can import this module.
 
 - `load_hit_table`: per method, one hit value per *unit* (a planted (pair, behavior) combination of a
@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from ..core.io import read_json, safe_name
+from ..core.io import read_json
 
 ALPHA = 0.05
 FA_RATES = (0.01, 0.05)
@@ -387,9 +386,6 @@ class PairScores:
         return ([v for p, v in s.items() if self.kinds.get(p) == "planted"], [v for p, v in s.items() if self.kinds.get(p) == "null"])
 
 
-_HTML_UNIQUENESS = re.compile(r'<span class="badge">uniqueness ([^<]+)</span>')
-
-
 def _top_from_findings(path: Path) -> float | None:
     try:
         recs = json.loads(path.read_text())["findings"]
@@ -398,14 +394,9 @@ def _top_from_findings(path: Path) -> float | None:
     return max((float(r["uniqueness"]) for r in recs), default=float("-inf"))
 
 
-def _top_from_html(path: Path) -> float | None:
-    if not path.exists():
-        return None
-    m = _HTML_UNIQUENESS.search(path.read_text(errors="replace"))
-    if not m:
-        return float("-inf")  # a page without findings
+def _float_or_none(x: str | None) -> float | None:
     try:
-        return float(m.group(1))
+        return float(x) if x not in (None, "") else None
     except ValueError:
         return None
 
@@ -415,9 +406,9 @@ def load_pair_scores(run_dir: str | Path) -> PairScores:
     top finding; organism_auroc's score), averaged over the seeds with a successful run; a run with no findings
     scores -inf. Runs that failed, were not applicable or excluded have no score.
 
-    Read from findings/<method>/<pair>@s<seed>.json (exact, every seed). A published run folder may lack findings/
-    (scripts/publish_run.py leaves it out); then the first finding of html/<method>--<pair>.html is read instead
-    (the report's pages: one seed per method, 4 significant digits), and `source` says so."""
+    Read from runs.csv's `top_uniqueness` column (the score stage records it for every run with findings), else from
+    findings/<method>/<pair>@s<seed>.json; a published run folder scored before that column existed has neither
+    (scripts/publish_run.py leaves findings/ out), and then every method's scores are empty and `source` says so."""
     run_dir = Path(run_dir)
     scores_json = read_json(run_dir / "scores.json")
     kinds = {p["id"]: p["kind"] for p in scores_json.get("pairs") or [] if not p.get("cross") and p["kind"] in ("planted", "null")}
@@ -426,23 +417,27 @@ def load_pair_scores(run_dir: str | Path) -> PairScores:
         if r["pair"] in kinds and r["status"] == "ok":
             ok.setdefault((r["method"], r["pair"]), []).append(int(r["seed"]))
     methods = list((scores_json.get("seeds") or {}).keys()) or sorted({m for m, _ in ok})
+    runs = _read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else []
+    recorded = {(r["method"], r["pair"], int(r["seed"])): _float_or_none(r.get("top_uniqueness")) for r in runs
+                if "top_uniqueness" in r}
     have_findings = (run_dir / "findings").is_dir()
     out: dict[str, dict[str, float]] = {}
     for m in methods:
         for pair in kinds:
             seeds = sorted(ok.get((m, pair), []))
-            if have_findings:
-                vals = [_top_from_findings(run_dir / "findings" / m / f"{pair}@s{s}.json") for s in seeds]
-            else:  # harness/html.py page_name; the pages show the method's first seed
-                first = ((scores_json.get("seeds") or {}).get(m) or [0])[0]
-                page = run_dir / "html" / f"{safe_name(m, 80)}--{safe_name(pair, 120)}.html"
-                vals = [_top_from_html(page)] if first in seeds else []
+            if recorded:
+                vals = [recorded.get((m, pair, s_)) for s_ in seeds]
+                vals = [float("-inf") if v is None and (m, pair, s_) in recorded else v for v, s_ in zip(vals, seeds)]
+            elif have_findings:
+                vals = [_top_from_findings(run_dir / "findings" / m / f"{pair}@s{s_}.json") for s_ in seeds]
+            else:
+                vals = []
             vals = [v for v in vals if v is not None]
             if vals:
                 out.setdefault(m, {})[pair] = float(np.mean(vals))
-    source = ("findings/ (top finding per run, mean over seeds)" if have_findings else
-              "the report's html pages (findings/ is not in this run folder): the top finding of each method's first seed, "
-              "to 4 significant digits")
+    source = ("runs.csv (top finding per run, mean over seeds)" if recorded else
+              "findings/ (top finding per run, mean over seeds)" if have_findings else
+              "not recorded in this run folder (scored before runs.csv had top_uniqueness; rescore it with diffbench report)")
     return PairScores(out, kinds, source)
 
 
@@ -581,14 +576,14 @@ def _detection_lines(run_dir: Path, rates: Sequence[float], n_boot: int) -> list
         lines += ["", f"Not available on this run: it has {n_planted_pairs} planted and {n_null_pairs} null same-architecture pair(s)."]
         return lines
     if not methods:
-        lines += ["", "Not available on this run: no pair scores (neither findings/ nor the report's html pages are in the run folder)."]
+        lines += ["", f"Not available on this run: no pair scores ({ps.source})."]
         return lines
     allowed = {r: int(math.floor(r * n_null_pairs + 1e-9)) for r in rates}
     note = "; ".join(f"{pct(r)} of {n_null_pairs} allows {a} null pair(s)" + (" (threshold = the largest null score)" if a == 0 else "")
                      for r, a in allowed.items())
     lines += ["", f"This run has {n_null_pairs} null pair(s): {note}. The FA column is what the threshold realises."
-              + (" With so few null pairs the thresholds are the null maximum and estimate no rate below "
-                 f"1/{n_null_pairs}." if all(a == 0 for a in allowed.values()) else "")]
+              + (" With so few null pairs every threshold is the largest null score (realised rate 0): a false-alarm rate "
+                 f"below 1/{n_null_pairs} cannot be measured on {n_null_pairs} null pair(s)." if all(a == 0 for a in allowed.values()) else "")]
     lines += ["", "| method | planted / null pairs | AUROC [95% CI] | " + " | ".join(f"detected at FA ≤ {pct(r)} [95% CI] (FA)" for r in rates) + " |",
               "|---|---|---|" + "---|" * len(rates)]
     dets = []

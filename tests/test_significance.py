@@ -249,7 +249,7 @@ def test_section_says_when_units_are_too_few(tmp_path):
 def test_section_tabulates_pairs_with_enough_units(tmp_path):
     text = "\n".join(significance_section(make_run(tmp_path, n_units=8, with_findings=False), n_boot=500))
     assert "| method A | method B |" in text and "| good | bad | 7 |" in text
-    assert "Not available on this run" in text  # neither findings/ nor html pages: no pair scores
+    assert "Not available on this run" in text  # neither runs.csv's top_uniqueness nor findings/: no pair scores
 
 
 @pytest.mark.skipif(not all((QUICK / f).exists() for f in ("scores.json", "pair_results.csv", "matches.csv")),
@@ -264,5 +264,5 @@ def test_section_on_the_committed_quick_run():
     assert "## Significance (recall@5" in text and "### Power" in text and f"With {len(t.units)} units" in text
     if len(t.units) <= 5:
         assert "Too few units" in text
-    if (QUICK / "findings").is_dir() or (QUICK / "html").is_dir():
+    if (QUICK / "findings").is_dir() or "top_uniqueness" in (QUICK / "runs.csv").read_text().split("\n")[0]:
         assert "| logprob_diff |" in text.split("### Detection")[1]

@@ -124,13 +124,15 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
     return payload
 
 
-def side_counts(findings: list) -> dict[str, int]:
-    """How many findings a run reported and flagged on each model ("both" counts as B, the changed model)."""
-    out = {"reported_a": 0, "reported_b": 0, "flagged_a": 0, "flagged_b": 0}
+def side_counts(findings: list) -> dict[str, float]:
+    """How many findings a run reported and flagged on each model ("both" counts as B, the changed model), and its top
+    finding's uniqueness (the pair-level score of detection at a fixed false-alarm rate; empty without findings)."""
+    out: dict = {"reported_a": 0, "reported_b": 0, "flagged_a": 0, "flagged_b": 0}
     for f in findings:
         side = "a" if f.side == "a" else "b"
         out["reported_" + side] += 1
         out["flagged_" + side] += int(bool(f.flagged))
+    out["top_uniqueness"] = max((float(f.uniqueness) for f in findings), default="")
     return out
 
 
