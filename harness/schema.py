@@ -40,7 +40,7 @@ STRONG = {"enabled": bool, "k": int, "n_prompts": int, "max_new_tokens": int, "n
 SCORING = {"auroc_min": NUM, "control_auroc_max": NUM, "top_tokens": int, "ks": [int], "null_quantile": NUM,
            "bootstrap": int, "bootstrap_seed": int, "alpha": NUM, "null_draws": int, "token_alpha": NUM,
            "token_null_draws": int, "strong": (bool, STRONG)}
-SUITE = {"name": str, "behaviors": [str], "multi": ([[str]], None), "nulls": ([str], None), "analogs": ([str], None),
+SUITE = {"name": str, "behaviors": [str], "zoo?": bool, "multi": ([[str]], None), "nulls": ([str], None), "analogs": ([str], None),
          "n_probes": int, "corpus": ({"tokens?": int, "prevalence?": NUM, "answer_tokens?": int, "seed?": int}, None),
          "method_seeds?": ([int], None), "floor_seeds?": (int, None), "methods?": ([str], None),
          "n_neutral?": NUM,  # gone; Suite.from_config says what replaced it

@@ -113,6 +113,8 @@ class Suite:
             copy = f"{b}@copy2"
             organisms[copy] = Organism(copy, "behavior", (b,), seed=1, paraphrase=1)
             pairs.append(Pair(f"{first.name}__{copy}", "analog", first.name, copy, (b,)))
+        if cfg.get("zoo"):
+            _zoo_pairs(known, organisms, pairs, err)
         cross = cfg.get("cross")
         recipes = _cross_pairs(cross, known, organisms, pairs, err) if cross else {}
         if not pairs:
@@ -133,6 +135,25 @@ class Suite:
             raise err(f"corpus: {e}") from e
         return cls(cfg.name, organisms, pairs, specs, n_probes, corpus, list(cfg.get("method_seeds") or [0]),
                    plant_recipes=recipes or None, methods=methods, floor_seeds=int(cfg.get("floor_seeds") or 20))
+
+
+def _zoo_pairs(known, organisms: dict[str, Organism], pairs: list[Pair], err) -> None:
+    """`zoo: true`: every organism of zoo/zoo.yaml (harness/zoo.py) against the base model (planted and null pairs), and
+    its analog pairs. An analog copy is diffed only against its original: its units would repeat the original's."""
+    from .zoo import ZooSpec
+
+    spec = ZooSpec.load()
+    copies = {b for _, b in spec.analogs}
+    for org in spec.organisms:
+        if org.name in organisms and organisms[org.name] != org:
+            raise err(f"zoo organism {org.name!r} is also listed, differently, in the suite's own sections")
+        for b in org.behaviors:
+            known(b)
+        organisms[org.name] = org
+        if org.name not in copies:
+            pairs.append(Pair(f"base__{org.name}", "planted" if org.kind == "behavior" else "null", BASE, org.name, org.behaviors))
+    for a, b in spec.analogs:
+        pairs.append(Pair(f"{a}__{b}", "analog", a, b, organisms[a].behaviors))
 
 
 def _cross_pairs(cross: Any, known, organisms: dict[str, Organism], pairs: list[Pair], err) -> dict[str, str]:

@@ -105,3 +105,29 @@ def test_the_shipped_zoo_verifies():
     assert zoo.size_bytes() <= 60e6
     spec = zoo.ZooSpec.load()
     assert set(manifest) <= {o.name for o in spec.organisms}
+
+
+def test_the_zoo_definition_meets_its_targets():
+    """zoo/zoo.yaml as a suite (`zoo: true`): at least 100 planted (behavior, organism) units from at least 8 families and
+    2 recipes, removals among them, at least 20 null organisms of several kinds and 10 analog pairs; analog copies are
+    diffed only against their originals."""
+    from omegaconf import OmegaConf
+
+    from diffbench.harness.suite import Suite
+
+    suite = Suite.from_config(OmegaConf.create({"name": "zoo", "zoo": True, "behaviors": [], "n_probes": 8}))
+    planted = [p for p in suite.pairs if p.kind == "planted"]
+    units = [(p.b, b) for p in planted for b in p.behaviors]
+    assert len(units) >= 100
+    families = {suite.specs[b].family for _, b in units} - {""}
+    assert len(families) >= 8
+    assert {suite.organisms[o].recipe for o, _ in units} >= {"", "broad"}
+    assert any(suite.specs[b].side == "a" for _, b in units)
+    nulls = [suite.organisms[p.b] for p in suite.pairs if p.kind == "null"]
+    assert len(nulls) >= 20 and len({o.kind for o in nulls}) == 4
+    analogs = [p for p in suite.pairs if p.kind == "analog"]
+    assert len(analogs) >= 10 and all(suite.organisms[p.a].behaviors == suite.organisms[p.b].behaviors for p in analogs)
+    assert not {p.b for p in analogs} & {p.b for p in planted}
+    for o in suite.organisms.values():  # never two behaviors of one family in an organism: each one's controls are the other's triggers
+        fams = [suite.specs[b].family for b in o.behaviors if suite.specs[b].family]
+        assert len(fams) == len(set(fams)), o.name
