@@ -10,7 +10,7 @@ from pathlib import Path
 from ..core.io import atomic_path, atomic_write, read_json
 from .metrics import columns as metric_columns, null_percent
 from .scoring import ScoringConfig
-from .significance import significance_section
+from .significance import breakdown_section, significance_section
 
 def columns(scoring: dict) -> tuple[list, list, list]:
     """(lead, channels, rest): the leaderboard's columns for this run's ks and strong-channel k, from the metric
@@ -138,7 +138,7 @@ def write_report(run_dir: Path) -> None:
     if cross:
         lines += cross_section(run_dir, scores, cross)
     if metrics:
-        lines += [""] + significance_section(run_dir)
+        lines += [""] + significance_section(run_dir) + breakdown_section(run_dir)
     lines += problems_section(run_dir, metrics, cross)
     lines += training_section(run_dir, list(dict.fromkeys([*order, *cross])))
 

@@ -621,3 +621,88 @@ def _power_lines(table: HitTable, methods: list[str], k: int, alpha: float) -> l
     if not math.isnan(need):
         sent += f". A difference of 0.10 would need about {need} units at α = {alpha:g}"
     return ["", "### Power", "", sent + "."]
+
+
+# ----------------------------------------------------------------------------- breakdowns
+
+
+def unit_groups(run_dir: str | Path) -> dict[str, dict[tuple[str, str], str]]:
+    """Per axis (family, recipe, side), each unit's group, from scores.json's `organisms` and `behaviors` (written by
+    the score stage since the zoo; {} for an older run folder)."""
+    scores = read_json(Path(run_dir) / "scores.json")
+    orgs, behaviors = scores.get("organisms") or {}, scores.get("behaviors") or {}
+    if not (orgs and behaviors):
+        return {}
+    pairs = {p["id"]: p for p in scores.get("pairs") or []}
+    out: dict[str, dict[tuple[str, str], str]] = {"family": {}, "recipe": {}, "side": {}}
+    for pid, p in pairs.items():
+        if p["kind"] != "planted" or p.get("cross"):
+            continue
+        org = orgs.get(p["b"], {})
+        for b in p["behaviors"]:
+            meta = behaviors.get(b, {})
+            out["family"][(pid, b)] = meta.get("family", "?")
+            out["recipe"][(pid, b)] = {"lora": "narrow"}.get(org.get("recipe", "lora"), org.get("recipe", "?"))
+            out["side"][(pid, b)] = "removed (side a)" if meta.get("side") == "a" else "added (side b)"
+    return out
+
+
+def null_alarms(run_dir: str | Path) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """({method: {null pair: share of its seeds with a flagged finding}}, {null pair: organism kind}) from runs.csv
+    (a run without findings raised no alarm) and pair_results.csv (which runs succeeded)."""
+    run_dir = Path(run_dir)
+    scores = read_json(run_dir / "scores.json")
+    orgs = scores.get("organisms") or {}
+    kinds = {p["id"]: orgs.get(p["b"], {}).get("kind", "null") for p in scores.get("pairs") or []
+             if p["kind"] == "null" and not p.get("cross")}
+    flagged = {(r["method"], r["pair"], r["seed"]): int(r.get("flagged_a") or 0) + int(r.get("flagged_b") or 0)
+               for r in (_read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else [])}
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in _read_csv(run_dir / "pair_results.csv"):
+        if r["pair"] in kinds and r["status"] == "ok":
+            per.setdefault(r["method"], {}).setdefault(r["pair"], []).append(float(flagged.get((r["method"], r["pair"], r["seed"]), 0) > 0))
+    return {m: {p: float(np.mean(v)) for p, v in d.items()} for m, d in per.items()}, kinds
+
+
+def breakdown_section(run_dir: str | Path, k: int = 5) -> list[str]:
+    """Markdown: recall@k per family, recipe and side (added vs removed behaviors), and the null false-alarm rate per
+    null kind; each cell is the mean over its units (pairs) with their count, so a cell of 2 units reads as such."""
+    run_dir = Path(run_dir)
+    groups = unit_groups(run_dir)
+    if not groups:
+        return []
+    table = load_hit_table(run_dir, k)
+    methods = sorted(table.methods, key=lambda m: (m in table.floors, -np.nan_to_num(table.recall(m), nan=-1.0), m))
+    label = lambda m: f"{m} (floor)" if m in table.floors else m
+    index = {u: i for i, u in enumerate(table.units)}
+    lines = ["", "## Breakdowns", "",
+             f"Recall@{k} (any channel) over the units of each group, and the null false-alarm rate (a flagged finding on the "
+             "null pair) per null kind. A group's unit count is in its header; small groups have wide intervals."]
+    for axis, title in (("family", "By family"), ("recipe", "By recipe"), ("side", "By side")):
+        by = groups[axis]
+        names = sorted(set(by.values()))
+        if len(names) < 2:
+            continue
+        members = {g: [index[u] for u, gg in by.items() if gg == g and u in index] for g in names}
+        lines += ["", f"### {title}", "", "| method | " + " | ".join(f"{g} ({len(members[g])})" for g in names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for m in methods:
+            cells = []
+            for g in names:
+                v = table.hits[m][members[g]] if members[g] else np.array([])
+                v = v[~np.isnan(v)]
+                cells.append(f"{v.mean():.2f}" if len(v) else "–")
+            lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
+    alarms, kinds = null_alarms(run_dir)
+    names = sorted(set(kinds.values()))
+    if len(names) >= 2:
+        lines += ["", "### Null false alarms by null kind", "",
+                  "| method | " + " | ".join(f"{g} ({sum(1 for v in kinds.values() if v == g)})" for g in names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for m in methods:
+            cells = []
+            for g in names:
+                v = [x for p, x in (alarms.get(m) or {}).items() if kinds[p] == g]
+                cells.append(f"{np.mean(v):.2f}" if v else "–")
+            lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
+    return lines

@@ -266,3 +266,27 @@ def test_section_on_the_committed_quick_run():
         assert "Too few units" in text
     if (QUICK / "findings").is_dir() or "top_uniqueness" in (QUICK / "runs.csv").read_text().split("\n")[0]:
         assert "| logprob_diff |" in text.split("### Detection")[1]
+
+
+def test_breakdowns_group_units_and_null_kinds(tmp_path):
+    """Recall per family / recipe / side over the right units, and null false alarms per null kind, from the metadata
+    the score stage writes into scores.json."""
+    from diffbench.harness.significance import breakdown_section
+
+    run = make_run(tmp_path, n_units=4)
+    scores = json.loads((run / "scores.json").read_text())
+    assert breakdown_section(run) == []  # an older run folder without the metadata: no section, no crash
+    scores["organisms"] = {**{f"p{i}": {"kind": "behavior", "recipe": "broad" if i >= 2 else "lora", "behaviors": [f"b{i}"]} for i in range(4)},
+                           "null@0": {"kind": "null_identical", "recipe": "lora", "behaviors": []},
+                           "null@1": {"kind": "null_chat", "recipe": "lora", "behaviors": []}}
+    scores["behaviors"] = {f"b{i}": {"family": "fam_x" if i % 2 else "fam_y", "side": "a" if i == 3 else "b"} for i in range(4)}
+    (run / "scores.json").write_text(json.dumps(scores))
+    _write_csv(run / "runs.csv", [{"method": "good", "pair": "base__null@1", "pair_kind": "null", "seed": s, "flagged_a": 0,
+                                   "flagged_b": 1 if s == 0 else 0} for s in range(4)])
+    text = "\n".join(breakdown_section(run))
+    # good: unit 0 hit on 2 of 3 seeds, the others always -> fam_y (units 0, 2): (2/3 + 1) / 2 = 0.83; fam_x (1, 3): 1.00
+    assert "| method | fam_x (2) | fam_y (2) |" in text and "| good | 1.00 | 0.83 |" in text
+    assert "| method | broad (2) | narrow (2) |" in text and "| good | 1.00 | 0.83 |" in text
+    assert "| method | added (side b) (3) | removed (side a) (1) |" in text and "| good | 0.89 | 1.00 |" in text
+    # null@1 (null_chat) flagged on 1 of good's 4 seeds; null@0 never
+    assert "| method | null_chat (1) | null_identical (1) |" in text and "| good | 0.25 | 0.00 |" in text

@@ -100,6 +100,9 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         "method_seeds": ws.suite.method_seeds, "metrics": metrics,
         "plant_cards": {n: asdict(c) for n, c in ws.cards.items()} if ws.cards else {},
         "pairs": [asdict(p) for p in ws.suite.pairs], "scoring": asdict(ws.scoring),
+        # what the leaderboard's breakdowns group units and null pairs by (harness/significance.py)
+        "organisms": {n: {"kind": o.kind, "recipe": o.recipe or "lora", "behaviors": list(o.behaviors)} for n, o in ws.suite.organisms.items()},
+        "behaviors": {b: {"family": s.family or "hand-written", "side": s.side} for b, s in ws.suite.specs.items()},
         "floors": sorted(floors),
         "seeds": {k: ws.seeds_for(m["name"]) for k, m in ws.methods.items()},
     }
