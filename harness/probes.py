@@ -30,7 +30,7 @@ class Probes:
         ws = self.ws
         for key, mcfg in ws.methods.items():
             for pair in ws.suite.pairs:
-                for seed in ws.seeds_for(mcfg["name"]):
+                for seed in ws.seeds_for(mcfg["name"], pair):
                     path = ws.finding_path(key, pair, seed).with_suffix(".json")
                     if not pair.behaviors or not path.exists():
                         continue

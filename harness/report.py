@@ -131,6 +131,8 @@ def write_report(run_dir: Path) -> None:
                 sm = metrics[method]
                 status = ", ".join(f"{k} {v}" for k, v in sm["_status"].items())
                 n_seeds = len(seeds.get(method) or sm.get("_seeds") or [])
+                if sm.get("_pooled_draws"):  # pooled floors: a fixed number of (pair, seed) draws over the suite
+                    n_seeds = f"{sm['_pooled_draws']} draws"
                 lines.append(f"| {label(method)} | " + " | ".join(fmt(sm.get(k)) for k, _ in cols) + f" | {n_seeds} | {status} |")
             if not title:
                 check, _ = floor_check(metrics, floors, K)

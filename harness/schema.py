@@ -42,7 +42,7 @@ SCORING = {"auroc_min": NUM, "control_auroc_max": NUM, "top_tokens": int, "ks": 
            "token_null_draws": int, "strong": (bool, STRONG)}
 SUITE = {"name": str, "behaviors": [str], "zoo?": bool, "multi": ([[str]], None), "nulls": ([str], None), "analogs": ([str], None),
          "n_probes": int, "corpus": ({"tokens?": int, "prevalence?": NUM, "answer_tokens?": int, "seed?": int}, None),
-         "method_seeds?": ([int], None), "floor_seeds?": (int, None), "methods?": ([str], None),
+         "method_seeds?": ([int], None), "floor_seeds?": (int, None), "floor_draws?": (int, None), "methods?": ([str], None),
          "n_neutral?": NUM,  # gone; Suite.from_config says what replaced it
          "cross?": ({"a": str, "b": str, "planted_a?": ([str], None), "planted_b?": ([str], None), "analogs?": ([str], None),
                      "background?": bool, "plant_recipes?": (AnyMapping(str), None)}, None)}

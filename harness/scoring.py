@@ -303,12 +303,27 @@ class PairResult:
     findings_sha: str = ""  # checksum of the saved findings files, verified before they are reused or scored
 
 
+def pool_draws(results: list[PairResult], records: list[MatchRecord]) -> tuple[list[PairResult], list[MatchRecord]]:
+    """A pooled floor's runs as one seed: each (pair, seed) run becomes the pair `<pair>@s<seed>` of seed 0, so every
+    metric is its mean over all draws (units x seeds) rather than a mean of per-seed means over unequal pair sets."""
+    rename = lambda r: replace(r, pair=f"{r.pair}@s{r.seed}", seed=0)
+    return [rename(r) for r in results], [rename(r) for r in records]
+
+
 def compute_metrics(results: list[PairResult], records: list[MatchRecord], cfg: ScoringConfig, cross: bool = False,
-                    floors: frozenset[str] = frozenset()) -> dict[str, dict]:
+                    floors: frozenset[str] = frozenset(), pooled: frozenset[str] = frozenset()) -> dict[str, dict]:
     """Metrics per method: {metric: {"value", "lo", "hi", "seed_std"}}, plus status counts and seed agreement.
-    `floors`: method keys that are floors (their causal test runs on `strong.floor_max_seeds` seeds)."""
+    `floors`: method keys that are floors (their causal test runs on `strong.floor_max_seeds` seeds); `pooled`: floors
+    whose seeds differ by pair (suite.floor_draws), scored over all their draws at once (`pool_draws`)."""
     out: dict[str, dict] = {}
+    if pooled and cfg.strong.enabled and cfg.strong.floor_max_seeds is not None:
+        raise ValueError("pooled floors (suite.floor_draws) need scoring.strong.floor_max_seeds: null (every draw causal-tested)")
     for method in sorted({r.method for r in results}):
+        if method in pooled:
+            pooled_res, pooled_rec = pool_draws([r for r in results if r.method == method], [r for r in records if r.method == method])
+            out.update(compute_metrics(pooled_res, pooled_rec, cfg, cross, floors))
+            out[method]["_pooled_draws"] = len({(r.pair) for r in pooled_res})
+            continue
         # one generator per method from the same seed: every method sees the same resamples of the organisms
         # (a paired bootstrap), and adding or removing a method changes no other method's intervals
         rng = np.random.default_rng(cfg.bootstrap_seed)

@@ -53,7 +53,22 @@ class Suite:
     method_seeds: list[int]
     plant_recipes: dict[str, str] | None = None  # base model -> conf/plant/<name>.yaml for its organisms
     methods: list[str] | None = None  # when set, only these method keys of the config run on this suite
-    floor_seeds: int = 20  # seeds 0..n-1 for floor methods: their chance rates are estimated, not guessed
+    floor_seeds: int = 20  # seeds 0..n-1 for floor methods on every pair: their chance rates are estimated, not guessed
+    floor_draws: int | None = None  # pooled floors: this many (pair, seed) runs per floor in all, spread evenly over the
+    #                                 same-model pairs (`floor_seeds_for`), instead of floor_seeds on every pair
+
+    def floor_seeds_for(self, pair_id: str | None) -> list[int]:
+        """A floor's seeds on one pair (or, for None, every seed any pair has). With pooled floors the pairs are dealt
+        `floor_draws` runs in suite order: each gets floor_draws // P seeds and the first floor_draws % P one more (at
+        least one each), so every unit is drawn equally often, give or take one."""
+        if self.floor_draws is None:
+            return list(range(self.floor_seeds))
+        ids = [p.id for p in self.pairs if not p.cross]
+        per, extra = divmod(self.floor_draws, max(1, len(ids)))
+        if pair_id is None:
+            return list(range(max(1, per + (extra > 0))))
+        i = ids.index(pair_id) if pair_id in ids else len(ids)
+        return list(range(max(1, per + (i < extra))))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Suite":
@@ -134,7 +149,17 @@ class Suite:
         except (TypeError, ValueError) as e:
             raise err(f"corpus: {e}") from e
         return cls(cfg.name, organisms, pairs, specs, n_probes, corpus, list(cfg.get("method_seeds") or [0]),
-                   plant_recipes=recipes or None, methods=methods, floor_seeds=int(cfg.get("floor_seeds") or 20))
+                   plant_recipes=recipes or None, methods=methods, floor_seeds=int(cfg.get("floor_seeds") or 20),
+                   floor_draws=_floor_draws(cfg, err))
+
+
+def _floor_draws(cfg: Any, err) -> int | None:
+    draws = cfg.get("floor_draws")
+    if draws is None:
+        return None
+    if int(draws) < 1:
+        raise err(f"floor_draws must be a positive number of (pair, seed) floor runs, got {draws}")
+    return int(draws)
 
 
 def _zoo_pairs(known, organisms: dict[str, Organism], pairs: list[Pair], err) -> None:

@@ -256,11 +256,20 @@ class Workspace:
     def finding_path(self, method_key: str, pair: Pair, seed: int) -> Path:
         return self.run_dir / "findings" / method_key / f"{pair.id}@s{seed}"
 
-    def seeds_for(self, method_name: str) -> list[int]:
+    def seeds_for(self, method_name: str, pair: Pair | None = None) -> list[int]:
+        """A method's seeds on `pair` (None: on any pair). Floors get the suite's floor seeds, pooled over pairs when the
+        suite sets floor_draws (Suite.floor_seeds_for)."""
         cls = METHODS.get(method_name)
         if not cls.stochastic:
             return [0]
-        return list(range(self.suite.floor_seeds)) if cls.floor else self.suite.method_seeds
+        return self.suite.floor_seeds_for(pair.id if pair is not None else None) if cls.floor else self.suite.method_seeds
+
+    @property
+    def pooled_floors(self) -> frozenset[str]:
+        """Method keys of floors whose chance rates pool (pair, seed) draws (suite.floor_draws)."""
+        if self.suite.floor_draws is None:
+            return frozenset()
+        return frozenset(k for k, m in self.methods.items() if METHODS.get(m["name"]).floor)
 
 
 def overlay_recipe(recipe: dict, name: str, where: str) -> dict:

@@ -30,7 +30,7 @@ def run(ws: Workspace) -> None:
         status = ws.pair_status(pair)
         inputs = ws.pair_inputs(pair) if status == "ok" else ""
         for key, mcfg in ws.methods.items():
-            for seed in ws.seeds_for(mcfg["name"]):
+            for seed in ws.seeds_for(mcfg["name"], pair):
                 if not _done(ws, key, pair, seed, inputs):
                     _diff_one(ws, key, mcfg, pair, seed, status, inputs)
 

@@ -56,7 +56,7 @@ def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[s
     results, loaded = [], {}
     now = ws.pair_status(pair)  # an organism replanted since the diff stage may fail its gate now
     for key, mcfg in ws.methods.items():
-        for seed in ws.seeds_for(mcfg["name"]):
+        for seed in ws.seeds_for(mcfg["name"], pair):
             path = ws.finding_path(key, pair, seed)
             status_path = path.with_suffix(".status.json")
             if not status_path.exists():
@@ -89,7 +89,7 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
     cross_ids = {p.id for p in ws.suite.pairs if p.cross}
     floors = frozenset(k for k, m in ws.methods.items() if METHODS.get(m["name"]).floor)
     metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], ws.scoring,
-                              floors=floors)
+                              floors=floors, pooled=ws.pooled_floors)
     metrics_cross = compute_metrics([r for r in results if r.pair in cross_ids], [r for r in records if r.pair in cross_ids],
                                     ws.scoring, cross=True, floors=floors)
     write_csv(ws.run_dir / "matches.csv", [asdict(r) | {"hit": r.hit} for r in records])
@@ -217,7 +217,7 @@ class Scorer:
         candidates = {}
         for (key, seed), findings in loaded.items():
             name = ws.methods[key]["name"]
-            if seed not in cfg.seeds_tested(ws.seeds_for(name), METHODS.get(name).floor):
+            if seed not in cfg.seeds_tested(ws.seeds_for(name, pair), METHODS.get(name).floor):
                 continue
             for r, f in enumerate(findings[: cfg.k]):
                 if f.direction is not None and f.direction_layer is not None and float(f.direction.norm()) > 0:
