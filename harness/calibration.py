@@ -220,12 +220,14 @@ class NullSampler:
 
 
 class TokenNull:
-    """The token channel's null: how often does the logit lens of a random direction put a behavior's keyword
-    among its top tokens? Lens top-token lists of `draws` random unit directions, per model (the lens is
-    scale-invariant and the same at every layer: W_U (g * v)). A finding's token match is a binary event, so
-    its p-value is (1 + #{random lists with a keyword}) / (draws + 1), the same for every finding read
-    through that model on that behavior; where keywords are so common in random lens lists that this
-    exceeds the level, the channel cannot show anything for the behavior and no finding token-matches."""
+    """The token channel's null: how early does the logit lens of a random direction show one of a behavior's
+    keywords? Lens top-token lists of `draws` random unit directions, per model (the lens is scale-invariant and the
+    same at every layer: W_U (g * v)). The statistic is rank-aware: a finding whose best keyword sits at rank r (1 =
+    its top token) gets p(r) = (1 + #{random lists with a keyword at rank <= r}) / (draws + 1), a Monte-Carlo p-value
+    of the statistic "best keyword rank", so a chance finding still matches with probability <= alpha/K whatever r
+    is. A keyword that random lists often show somewhere in their top 20 can still count when a finding puts it
+    first (rank-1 p is far smaller than rank-20 p); where even p(1) exceeds the level, the channel cannot show
+    anything for the behavior."""
 
     def __init__(self, draws: int, top_tokens: int, seed: int = 0):
         self.draws, self.top_tokens, self.seed = int(draws), int(top_tokens), int(seed)
@@ -244,12 +246,22 @@ class TokenNull:
             self._ids[model.identity] = torch.cat(rows)
         return self._ids[model.identity]
 
-    def p_value(self, model, keyword_ids: set[int]) -> float:
+    def rank_p_values(self, model, keyword_ids: set[int]) -> tuple[float, ...]:
+        """p(r) for r = 1..top_tokens (all 1.0 without keywords)."""
         if not keyword_ids:
-            return 1.0
-        ids = self.lists(model)
-        hit = torch.isin(ids, torch.tensor(sorted(keyword_ids))).any(dim=1)
-        return float((1 + int(hit.sum())) / (self.draws + 1))
+            return (1.0,) * self.top_tokens
+        return rank_p_values(self.lists(model), keyword_ids, self.draws)
+
+    def p_value(self, model, keyword_ids: set[int]) -> float:
+        """p at the last rank: the chance that a random list shows a keyword anywhere in its top tokens."""
+        return self.rank_p_values(model, keyword_ids)[-1]
+
+
+def rank_p_values(lists: torch.Tensor, keyword_ids: set[int], draws: int) -> tuple[float, ...]:
+    """From random lens lists [draws, top]: p(r) = (1 + #{lists whose first keyword is at rank <= r}) / (draws + 1)."""
+    hit = torch.isin(lists, torch.tensor(sorted(keyword_ids)))  # [draws, top]
+    first_by_rank = hit.cumsum(dim=1).clamp(max=1).sum(dim=0)  # lists with a keyword within the first r, per r
+    return tuple(float((1 + int(n)) / (draws + 1)) for n in first_by_rank)
 
 
 def null_quantile(null: np.ndarray, level: float) -> float:

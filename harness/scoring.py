@@ -150,19 +150,36 @@ def keyword_token_ids(tokenizer, keywords: Sequence[str]) -> set[int]:
 
 @dataclass(frozen=True)
 class Keywords:
-    """A behavior's keyword token ids in one model's vocabulary, and the token channel's p-value there (TokenNull):
-    the chance that a random direction's logit lens shows one of them. p = 0 means uncalibrated (tests)."""
+    """A behavior's keyword token ids in one model's vocabulary, and the token channel's rank-aware p-values there
+    (TokenNull): `rank_p[r - 1]` is the chance that a random direction's logit lens shows a keyword at rank <= r.
+    Empty `rank_p` means uncalibrated (tests): every keyword counts."""
 
     ids: frozenset[int]
-    p: float = 0.0
+    rank_p: tuple[float, ...] = ()
+
+    @property
+    def p(self) -> float:
+        """The p-value of a keyword anywhere in the top tokens (the rank-blind one; 0 when uncalibrated)."""
+        return self.rank_p[-1] if self.rank_p else 0.0
+
+    def best_rank(self, token_ids: Sequence[int], cfg: "ScoringConfig") -> int | None:
+        """1-based rank of the first keyword among the finding's top tokens, or None."""
+        return next((i + 1 for i, t in enumerate(token_ids[: cfg.top_tokens]) if t in self.ids), None)
+
+    def p_for(self, token_ids: Sequence[int], cfg: "ScoringConfig") -> float:
+        """The finding's token p-value: p at its best keyword rank (the rank-blind p when it shows none)."""
+        r = self.best_rank(token_ids, cfg)
+        if not self.rank_p:
+            return 0.0
+        return self.rank_p[min(r, len(self.rank_p)) - 1] if r is not None else self.p
 
     def match(self, token_ids: Sequence[int], cfg: "ScoringConfig") -> bool:
-        return self.p <= cfg.token_alpha / cfg.K and bool(self.ids & set(token_ids[: cfg.top_tokens]))
+        return self.best_rank(token_ids, cfg) is not None and self.p_for(token_ids, cfg) <= cfg.token_alpha / cfg.K
 
 
 def keywords_for(model, keywords: Sequence[str], token_null: TokenNull | None) -> Keywords:
     ids = frozenset(keyword_token_ids(model.tokenizer, keywords))
-    return Keywords(ids, token_null.p_value(model, set(ids)) if token_null is not None else 0.0)
+    return Keywords(ids, token_null.rank_p_values(model, set(ids)) if token_null is not None else ())
 
 
 @dataclass
@@ -185,7 +202,7 @@ class MatchRecord:
     planted_side: str = ""  # cross pairs: where the behavior was planted ("a", "b", "both")
     null_q: float = float("nan")  # (1 - alpha/K) quantile of the family's random-readout AUROCs (where auroc >= auroc_min)
     act_p: float = float("nan")  # Monte-Carlo p-value of the AUROC against that null
-    token_p: float = float("nan")  # the token channel's p-value for this behavior in the finding's model (Keywords.p)
+    token_p: float = float("nan")  # the finding's token p-value: at its best keyword rank, else the rank-blind one (Keywords.p_for)
     strong_tested: bool = False
     strong_steer: float = float("nan")  # behavior rate of A + direction minus A's
     strong_ablate: float = float("nan")  # B's behavior rate minus that of B with the direction projected out

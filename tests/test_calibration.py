@@ -167,15 +167,48 @@ def _stats(r, pa, pb):
 
 def test_token_channel_is_off_where_random_lens_lists_show_the_keyword(tiny):
     """The token null counts random directions whose logit lens shows a keyword: a token the lens of random
-    directions shows often cannot make a token match; one it never shows can."""
+    directions shows often, even first, cannot make a token match; one it never shows can."""
     cfg = ScoringConfig(bootstrap=0)
     null = TokenNull(cfg.token_null_draws, cfg.top_tokens, seed=0)
     lists = null.lists(tiny)
-    counts = torch.bincount(lists.flatten(), minlength=tiny.model.get_output_embeddings().weight.shape[0])
-    common, never = int(counts.argmax()), int((counts == 0).nonzero()[0])
-    assert counts[common] > cfg.token_null_draws * cfg.token_alpha / cfg.K  # a tiny vocabulary: some tokens are everywhere
+    first = torch.bincount(lists[:, 0], minlength=tiny.model.get_output_embeddings().weight.shape[0])
+    counts = torch.bincount(lists.flatten(), minlength=len(first))
+    common, never = int(first.argmax()), int((counts == 0).nonzero()[0])
+    assert first[common] > cfg.token_null_draws * cfg.token_alpha / cfg.K  # a tiny vocabulary: some tokens often come first
     f = Finding("f", 1.0, True, Readout(0, 0, w_b=torch.ones(tiny.hidden_size)), token_ids=[common, never])
-    loud = Keywords(frozenset({common}), null.p_value(tiny, {common}))
-    quiet = Keywords(frozenset({never}), null.p_value(tiny, {never}))
-    assert loud.p > cfg.token_alpha / cfg.K and not loud.match(f.token_ids, cfg)
+    loud = Keywords(frozenset({common}), null.rank_p_values(tiny, {common}))
+    quiet = Keywords(frozenset({never}), null.rank_p_values(tiny, {never}))
+    assert loud.p_for(f.token_ids, cfg) > cfg.token_alpha / cfg.K and not loud.match(f.token_ids, cfg)
     assert quiet.p == 1 / (cfg.token_null_draws + 1) and quiet.match(f.token_ids, cfg)
+
+
+def test_token_channel_is_rank_aware(tiny):
+    """A keyword that random lens lists show somewhere in their top 20 too often to count there, but rarely first,
+    counts when a finding puts it first and not when the finding shows it 20th; and a chance finding (a fresh random
+    direction's lens list) still token-matches at most at the level alpha/K."""
+    from diffbench.core.lens import lens_ids
+
+    cfg = ScoringConfig(bootstrap=0)
+    null = TokenNull(cfg.token_null_draws, cfg.top_tokens, seed=0)
+    lists = null.lists(tiny)
+    level = cfg.token_alpha / cfg.K
+    vocab = tiny.model.get_output_embeddings().weight.shape[0]
+    first = torch.bincount(lists[:, 0], minlength=vocab)
+    anywhere = torch.bincount(lists.unique(dim=1).flatten(), minlength=vocab)
+    ok = ((first + 1) <= level * (cfg.token_null_draws + 1)) & ((anywhere + 1) > level * (cfg.token_null_draws + 1))
+    assert ok.any(), "no token that is rare first but common in the top 20 (tiny vocabulary)"
+    kw_id = int(ok.nonzero()[0])
+    filler = [t for t in range(vocab) if t != kw_id][: cfg.top_tokens]
+    kw = Keywords(frozenset({kw_id}), null.rank_p_values(tiny, {kw_id}))
+    assert kw.match([kw_id] + filler[:-1], cfg)  # rank 1
+    assert not kw.match(filler[:-1] + [kw_id], cfg)  # rank 20
+    assert list(kw.rank_p) == sorted(kw.rank_p)  # p(r) grows with r
+    # chance findings: fresh random directions, every token of the vocabulary a keyword in turn would be costly, so
+    # take the 50 tokens random lists show most (the hardest case) as one keyword set
+    busy = frozenset(int(t) for t in torch.topk(torch.bincount(lists.flatten(), minlength=vocab), 50).indices)
+    g = torch.Generator().manual_seed(123)
+    fresh = lens_ids(tiny, torch.randn(4000, tiny.hidden_size, generator=g), cfg.top_tokens)
+    for ids in (busy, frozenset({kw_id}), frozenset(int(t) for t in ok.nonzero()[:20, 0])):
+        kw = Keywords(ids, null.rank_p_values(tiny, set(ids)))
+        rate = sum(kw.match(list(row), cfg) for row in fresh) / len(fresh)
+        assert rate <= level + 3 * (level / len(fresh)) ** 0.5 + 1 / len(fresh), (sorted(ids)[:5], rate)

@@ -204,7 +204,8 @@ class Scorer:
                 kw = self.keywords(ws.model(pair.b if f.side != "a" else pair.a), behavior)
                 act, tok = match_finding(f, pa, pb, kw, ws.scoring, null)
                 out.append(MatchRecord(key, seed, pair.id, pair.kind, behavior, r, f.id, float(f.uniqueness), bool(f.flagged),
-                                       act.auroc, act.control, act.match, tok, null_q=act.null_q, act_p=act.p, token_p=kw.p))
+                                       act.auroc, act.control, act.match, tok, null_q=act.null_q, act_p=act.p,
+                                       token_p=kw.p_for(f.token_ids, ws.scoring)))
         return out
 
     def strong_channel(self, pair: Pair, behavior: str, loaded: dict, records: list[MatchRecord]) -> None:
@@ -269,7 +270,7 @@ class Scorer:
                     self._cross_nulls[nk] = probe_null(probe, lambda _s, lay, _n=node: acts(_n, behavior, lay),
                                                        ws.scoring, seed=stable_int(pair.id, behavior, side))
                 act, tok = match_finding_one_side(f, side, probe, control, kw, ws.scoring, self._cross_nulls[nk])
-                res = (side, act, tok, kw.p)
+                res = (side, act, tok, kw.p_for(f.token_ids, ws.scoring))
                 if best is None or (act.match or tok, act.auroc) > (best[1].match or best[2], best[1].auroc):
                     best = res
             side, act, tok, token_p = best
