@@ -9,6 +9,7 @@
     diffbench diff model_a=A model_b=B [corpus=FILE] [method=[...]]   # methods on two models of your own (conf/diff.yaml)
     diffbench list                    # registered models, methods, behaviors
     diffbench organisms list|verify|export   # the shipped organism zoo (diffbench organisms -h)
+    diffbench evaluate REFERENCE plugins=[my.py] +method.mine.name=NAME   # one new method against a published run
     diffbench -m method=[mean_diff],[random_directions] hydra/launcher=joblib   # Hydra multirun
 """
 
@@ -119,7 +120,7 @@ def _report(run_dir: str, overrides: list[str]) -> None:
     scores come from."""
     from omegaconf import OmegaConf
 
-    from ..core.io import atomic_write
+    from ..core.io import atomic_write, read_json
     from . import pipeline
     from .merge import is_multirun, merge
     from .schema import check_config
@@ -139,7 +140,34 @@ def _report(run_dir: str, overrides: list[str]) -> None:
             check_config(OmegaConf.to_container(cfg, resolve=True))  # a misspelt key fails here, before any work
             atomic_write(path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             _append_command(path, "diffbench report " + " ".join(shlex.quote(a) for a in [run_dir, *overrides]))
-        pipeline.run(cfg, path, ["score", "report"])
+        evaluated = (path / "scores.json").exists() and "evaluated" in read_json(path / "scores.json")
+        # an evaluate folder holds the reference's published rows, not their findings: rebuild its report only
+        pipeline.run(cfg, path, ["report"] if evaluated else ["score", "report"])
+    except _known_errors() as e:
+        _fail(str(e))
+
+
+def _evaluate(reference: str, overrides: list[str]) -> None:
+    """Compose the user's methods (and plug-ins) like a run's, then `evaluate.run` them against the reference."""
+    import time
+
+    from hydra import compose, initialize_config_module
+
+    from . import evaluate
+
+    own_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")), None)
+    overrides = [o for o in overrides if not o.startswith("run_dir=")]
+    try:
+        with initialize_config_module(config_module="diffbench.conf", version_base=None):
+            cfg = compose("config", overrides=[*method_overrides(overrides), "run_dir=unused"])
+        name = Path(reference).name if "/" in reference else reference
+        run_dir = Path(own_dir or f"runs/evaluate-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if cfg.get("plugins"):
+            from ..core.plugins import load_plugins
+
+            load_plugins(list(cfg.plugins))  # a method the overrides name must be registered before anything runs
+        evaluate.run(reference, cfg, run_dir)
+        _append_command(run_dir, "diffbench evaluate " + " ".join(shlex.quote(a) for a in [reference, *overrides]))
     except _known_errors() as e:
         _fail(str(e))
 
@@ -173,6 +201,11 @@ def main(argv: list[str] | None = None) -> None:
         return _report(argv[1], argv[2:])
     if argv and argv[0] == "list":
         return _list()
+    if argv and argv[0] == "evaluate":
+        if len(argv) < 2 or "=" in argv[1]:
+            _fail("usage: diffbench evaluate REFERENCE [plugins=[file.py]] [+method.KEY.name=NAME | method=[NAME]] [run_dir=DIR]; "
+                  "REFERENCE is quick, full, zoo or a run folder")
+        return _evaluate(argv[1], argv[2:])
     if argv and argv[0] == "organisms":
         from .organisms_cli import main as organisms_main
 

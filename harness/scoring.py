@@ -57,6 +57,12 @@ class StrongConfig:
         return list(seeds) if limit is None else list(seeds)[:limit]
 
 
+# Bumped whenever a change of the scoring code changes what a reference's numbers mean (a channel's statistic, a
+# metric's definition): `diffbench evaluate` refuses to add rows to a reference made under another version.
+# 2: the rank-aware token channel.
+PROTOCOL_VERSION = 2
+
+
 @dataclass
 class ScoringConfig:
     auroc_min: float = 0.85

@@ -16,7 +16,7 @@ from ..calibration import TokenNull
 from ..flags import FILE as FLAGS_FILE, null_thresholds, payload as flags_payload
 from ..probes import Probes
 from ..report import TRAINING_INFO
-from ..scoring import Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
+from ..scoring import PROTOCOL_VERSION, Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
 from ..status import findings_intact, read_status
 from ..suite import Pair
 from ..workspace import Workspace, say
@@ -104,6 +104,8 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         "organisms": {n: {"kind": o.kind, "recipe": o.recipe or "lora", "behaviors": list(o.behaviors)} for n, o in ws.suite.organisms.items()},
         "behaviors": {b: {"family": s.family or "hand-written", "side": s.side} for b, s in ws.suite.specs.items()},
         "floors": sorted(floors),
+        # what `diffbench evaluate` checks before adding a method to this run as a reference (harness/evaluate.py)
+        "protocol": {"version": PROTOCOL_VERSION, "pair_inputs": {p.id: ws.pair_inputs(p) for p in ws.suite.pairs}},
         "seeds": {k: ws.seeds_for(m["name"]) for k, m in ws.methods.items()},
     }
     if cross_ids:

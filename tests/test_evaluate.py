@@ -1,0 +1,63 @@
+"""`diffbench evaluate` (harness/evaluate.py) on the tiny suite: a method evaluated against a reference run gets the
+same row as in a full run with that method added, and a reference from another protocol or other inputs is refused."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_cfg
+from omegaconf import OmegaConf
+
+from diffbench.harness import evaluate, pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+OUTSIDE = Path(__file__).parent / "fixtures" / "outside_method.py"
+# a tiny random model cannot learn a plant in a test's budget: the gate is opened (T >= 0) so the suite has planted units
+# to score; what is tested is that evaluate reproduces a full run's scoring, not the plant
+BASE_METHODS = ["method=[mean_diff,random_directions]", "suite.floor_seeds=3", "plant.gate.organism_T_min=0.0", "plant.gate.retries=0"]
+WITH_OUTSIDE = [f"plugins=[{OUTSIDE}]", "+method.outside.name=outside_mean_diff"]
+
+
+def _run(folder: Path, overrides: list[str]) -> Path:
+    cfg = make_cfg(folder, overrides)
+    OmegaConf.save(cfg, folder / "config.yaml", resolve=True)  # as the command line writes it
+    pipeline.run(cfg, folder, ["plant", "collect", "diff", "score", "report"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return (_run(tmp_path_factory.mktemp("reference"), BASE_METHODS),
+            _run(tmp_path_factory.mktemp("full"), BASE_METHODS + WITH_OUTSIDE))
+
+
+def test_evaluate_gives_the_row_of_a_full_run(runs, tmp_path):
+    ref, full = runs
+    out = evaluate.run(str(ref), make_cfg(tmp_path, BASE_METHODS + WITH_OUTSIDE), tmp_path / "eval")
+    got = json.loads((out / "scores.json").read_text())
+    want = json.loads((full / "scores.json").read_text())
+    assert set(got["metrics"]) == {"mean_diff", "random_directions", "outside"}
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("_errors",)}
+    assert strip(got["metrics"]["outside"]) == strip(want["metrics"]["outside"])
+    assert got["metrics"]["mean_diff"] == json.loads((ref / "scores.json").read_text())["metrics"]["mean_diff"]  # reused as published
+    board = (out / "leaderboard.md").read_text()
+    assert "| outside |" in board and "## Significance" in board
+    matches = (out / "matches.csv").read_text()
+    assert "outside," in matches and "mean_diff," in matches
+    assert (out / "html" / "index.html").exists()
+
+
+def test_a_reference_from_another_protocol_or_other_inputs_is_refused(runs, tmp_path):
+    ref, _ = runs
+    for edit, message in ((lambda s: s["protocol"].update(version=-1), "protocol version"),
+                          (lambda s: s["protocol"]["pair_inputs"].update({k: "x" for k in s["protocol"]["pair_inputs"]}), "pair inputs")):
+        bad = tmp_path / f"bad-{message.split()[0]}"
+        shutil.copytree(ref, bad)
+        scores = json.loads((bad / "scores.json").read_text())
+        edit(scores)
+        (bad / "scores.json").write_text(json.dumps(scores))
+        with pytest.raises(evaluate.ReferenceMismatch, match=message):
+            evaluate.run(str(bad), make_cfg(tmp_path, BASE_METHODS + WITH_OUTSIDE), tmp_path / f"eval-{message.split()[0]}")
+    with pytest.raises(ValueError, match="no new method"):
+        evaluate.run(str(ref), make_cfg(tmp_path, BASE_METHODS), tmp_path / "eval-nothing")
