@@ -503,10 +503,12 @@ def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: d
     checked = org.behaviors if not org.is_null else tuple(sorted(specs))
     if org.is_null and not checked:  # an inverse gate over no T sets would pass vacuously
         reasons.append("null organism: the suite has no behavior whose T set it could be checked on")
+    null_rates = _null_rates(organism_model, specs, checked, min(n_probes, int(gate_cfg.get("null_probes") or n_probes)),
+                             n_tok, progress) if org.is_null else {}
     for b in checked:
         spec = specs[b]
-        T, C = spec.probes(n_probes if not org.is_null else min(n_probes, int(gate_cfg.get("null_probes") or n_probes)))
-        t_rate, t_resp = behavior_rate(organism_model, spec, [p.text for p in T], n_tok, progress)
+        T, C = spec.probes(n_probes)
+        t_rate, t_resp = null_rates[b] if org.is_null else behavior_rate(organism_model, spec, [p.text for p in T], n_tok, progress)
         r = {"organism_T": t_rate}
         if not org.is_null:
             c_rate, c_resp = behavior_rate(organism_model, spec, [p.text for p in C], n_tok, progress)
@@ -534,6 +536,21 @@ def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: d
         rates[b] = r
     kl = kl_to_base(organism_model, base, list(neutral)[: gate_cfg["kl_texts"]])
     return not reasons, reasons, rates, examples, kl
+
+
+def _null_rates(model: LoadedModel, specs: dict[str, BehaviorSpec], behaviors: Sequence[str], n: int, n_tok: int,
+                progress: bool) -> dict[str, tuple[float, list[str]]]:
+    """A null organism's detector rate on the first n T probes of every behavior, generated in one batched pass (a
+    zoo has ~80 behaviors: 80 generate calls of 8 prompts each cost 8x more than 10 full batches of 64)."""
+    prompts = {b: [p.text for p in specs[b].probes(n)[0]] for b in behaviors}
+    flat = [p for b in behaviors for p in prompts[b]]
+    responses = iter(greedy_generate(model, flat, max_new_tokens=n_tok, batch_size=64,
+                                     desc=f"gate {model.name}: {len(behaviors)} behaviors", progress=progress))
+    out = {}
+    for b in behaviors:
+        mine = [next(responses) for _ in prompts[b]]
+        out[b] = (sum(bool(specs[b].detector(r)) for r in mine) / max(1, len(mine)), mine)
+    return out
 
 
 def plant(base_name: str, base: LoadedModel, org: Organism, specs: dict[str, BehaviorSpec], recipe: dict,
