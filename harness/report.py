@@ -147,18 +147,25 @@ def write_report(run_dir: Path) -> None:
     lines += plant_cards_section(scores.get("plant_cards") or {})
 
     matrix = hit_matrix(run_dir, K)
+    shares = hit_shares(run_dir, K)
     if matrix and metrics:
         units = sorted({u for row in matrix.values() for u in row})
-        lines += ["", f"## Hits per planted behavior (hit by a top-{K} finding, any seed; A = activation match, T = token match, S = strong/causal)", "",
+        lines += ["", f"## Hits per planted behavior (hit by a top-{K} finding, any seed; A = activation match, T = token match, S = strong/causal; "
+                  "a percentage is the share of the method's seeds that hit, where not all did)", "",
                   "| method | " + " | ".join(units) + " |", "|---|" + "---|" * len(units)]
+
+        def cell(method: str, unit: str) -> str:
+            tag, share = matrix[method].get(unit, ""), shares.get(method, {}).get(unit)
+            return f"{tag} ({share:.0%})" if tag not in ("", "-") and share is not None and share < 1 else tag
+
         for method in order:
             if method in matrix:
-                lines.append(f"| {method} | " + " | ".join(matrix[method].get(u, "") for u in units) + " |")
+                lines.append(f"| {method} | " + " | ".join(cell(method, u) for u in units) + " |")
     if metrics:
         lines += ["", "![recall vs false alarms](recall_vs_false_alarms.png)", "", "![hit matrix](hit_matrix.png)", ""]
     atomic_write(run_dir / "leaderboard.md", "\n".join(lines) + ("" if metrics else "\n"))
     if metrics:
-        plot(run_dir, metrics, matrix, order, scfg.ks)
+        plot(run_dir, metrics, matrix, order, scfg.ks, floors, shares)
     print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
 
 
@@ -180,7 +187,7 @@ def header(run_dir: Path, scores: dict) -> list[str]:
         f"- machine: {machine_description()}",
         f"- method seeds (stochastic methods): {scores['method_seeds']}",
         f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
-        f"- config: `{cfg_path.name}` in the run folder; metric definitions in DESIGN.md / README",
+        f"- config: `{cfg_path.name}` in the run folder; metric definitions in docs/protocol.md (glossary) and DESIGN.md",
         "",
         "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
         "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
@@ -357,15 +364,77 @@ def hit_matrix(run_dir: Path, K: int, cross: bool = False) -> dict[str, dict[str
     return out
 
 
-def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str], ks: tuple[int, ...]) -> None:
+def hit_shares(run_dir: Path, K: int) -> dict[str, dict[str, float]]:
+    """method -> {unit: share of the method's seeds whose top-K findings hit the unit on any channel}, planted
+    same-architecture pairs only, units named as in `hit_matrix`. A floor's hit in 1 of 20 seeds is 0.05, a method's
+    hit on every seed 1.0: the hit matrix shades its cells by this share."""
+    seeds: dict[tuple[str, str], set] = {}
+    hits: dict[tuple[str, str], set] = {}
+    for r in _read_csv(run_dir / "matches.csv"):
+        if r["pair_kind"] != "planted" or r.get("cross") == "True":
+            continue
+        unit = r["behavior"] if r["pair"].endswith("__" + r["behavior"]) else f"{r['behavior']} ({r['pair'].split('__')[-1]})"
+        key = (r["method"], unit)
+        seeds.setdefault(key, set()).add(r.get("seed", "0"))
+        if int(r["rank"]) < K and any(r.get(c) == "True" for c in ("act_match", "token_match", "strong_match")):
+            hits.setdefault(key, set()).add(r.get("seed", "0"))
+    out: dict[str, dict[str, float]] = {}
+    for (method, unit), ss in seeds.items():
+        out.setdefault(method, {})[unit] = len(hits.get((method, unit), ())) / len(ss)
+    return out
+
+
+# tab20 pairs a dark and a light shade of each hue: the dark ones first, then the light ones, without its grey pair
+# (14, 15), which is the floors' colour. Markers cycle with the colours: no two methods share both.
+_TAB20_ORDER = [0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19]
+_MARKERS = "osD^vP*"
+
+
+def method_styles(methods: list[str], floors: set[str] | list[str] = ()) -> dict[str, dict]:
+    """One matplotlib style per method, so no two methods share colour and marker: methods get tab20 colours (in the
+    order given) and a marker; floors are grey, dashed and hollow. Shared by the report's and the prevalence plots."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    floors = set(floors)
+    styles, i, j = {}, 0, 0
+    for m in methods:
+        if m in floors:
+            styles[m] = {"color": ("0.45", "0.6", "0.3")[j % 3], "marker": "osD"[j % 3], "mfc": "none",
+                         "linestyle": "--", "floor": True}
+            j += 1
+        else:
+            c = cmap(_TAB20_ORDER[i % len(_TAB20_ORDER)])
+            marker = _MARKERS[(i + 2 * (i // len(_TAB20_ORDER))) % len(_MARKERS)]
+            styles[m] = {"color": c, "marker": marker, "mfc": c, "linestyle": "-", "floor": False}
+            i += 1
+    return styles
+
+
+def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str], ks: tuple[int, ...],
+         floors: set[str] | list[str] = (), shares: dict[str, dict[str, float]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.3 * len(ks), 4), sharey=True, squeeze=False)
+    floors = set(floors)
+    styles = method_styles(sorted(order), floors)  # by name: a method keeps its colour across runs and plots
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.3 * len(ks) + 2.6, 4.4), sharey=True, squeeze=False)
     axes = axes[0]
+    def chance_top(k: int) -> float:
+        """The top of the chance region for recall@k: the highest floor value or upper interval bound (NaN: no floor)."""
+        vals = []
+        for f in floors & set(metrics):
+            r = metrics[f].get(f"recall@{k}") or {}
+            vals += [v for v in (_nan(r.get("value")), _nan(r.get("hi"))) if not math.isnan(v)]
+        return max(vals) if vals else float("nan")
+
     for ax, k in zip(axes, ks):
+        band = chance_top(k)
+        if not math.isnan(band) and band >= 0:  # the chance region: at or below the floors' recall (upper bound)
+            ax.axhspan(-0.08, band, color="0.85", alpha=0.6, zorder=0, lw=0,
+                       label="chance (at or below the floors)" if ax is axes[-1] else None)
         for i, method in enumerate(order):
             s = metrics[method]
             x, y = _val(s.get("null_false_alarm_rate")), _val(s.get(f"recall@{k}"))
@@ -375,33 +444,54 @@ def plot(run_dir: Path, metrics: dict, matrix: dict, order: list[str], ks: tuple
             r = s[f"recall@{k}"]
             lo, hi = _nan(r.get("lo")), _nan(r.get("hi"))
             yerr = [[max(0.0, y - lo) if not math.isnan(lo) else 0], [max(0.0, hi - y) if not math.isnan(hi) else 0]]
-            ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, label=method, alpha=0.85)
-        ax.set_title(f"recall@{k} vs null false-alarm rate")
-        ax.set_xlabel("null false-alarm rate (share of null pairs with a flag)")
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_ylim(-0.05, 1.05)
+            st = styles[method]
+            eb = ax.errorbar(x, y, yerr=yerr, fmt=st["marker"], color=st["color"], mfc=st["mfc"], ms=6, capsize=3,
+                             label=f"{method} (floor)" if st["floor"] else method, alpha=0.9, zorder=3)
+            if st["floor"]:
+                for line in eb[2]:
+                    line.set_linestyle("--")
+        ax.set_title(f"recall@{k} vs null false-alarm rate", fontsize=10)
+        ax.set_xlabel("null false-alarm rate\n(share of null pairs with a flag)")
+        span = 0.012 * len(order) / 2 + 0.06
+        ax.set_xlim(-span, 1 + span)
+        ax.set_ylim(-0.08, 1.08)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("recall")
-    if axes[-1].get_legend_handles_labels()[0]:  # nothing to plot when no method has a defined recall
-        axes[-1].legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("recall (any channel)")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    if handles:  # nothing to plot when no method has a defined recall
+        axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     with atomic_path(run_dir / "recall_vs_false_alarms.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
 
+    shares = shares or {}
     units = sorted({u for row in matrix.values() for u in row})
     methods = [m for m in order if m in matrix]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(1, len(units)), 0.9 + 0.45 * max(1, len(methods))))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * max(1, len(units)), 1.4 + 0.45 * max(1, len(methods))))
     if units and methods:
-        grid = [[0 if matrix[m].get(u, "-") == "-" else 1 for u in units] for m in methods]
-        ax.imshow(grid, cmap="Greens", vmin=0, vmax=1.5, aspect="auto")
+        # a cell's shade is the share of the method's seeds that hit the unit (a floor's 1-in-20 hit is pale)
+        grid = [[shares.get(m, {}).get(u, 0.0 if matrix[m].get(u, "-") == "-" else 1.0) for u in units] for m in methods]
+        from matplotlib.colors import LinearSegmentedColormap
+
+        greens = plt.get_cmap("Greens")  # its lower three quarters: the darkest cell still shows its black tag
+        cmap = LinearSegmentedColormap.from_list("hit_share", [greens(0.75 * t / 255) for t in range(256)])
+        im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
         for i, m in enumerate(methods):
             for j, u in enumerate(units):
-                ax.text(j, i, matrix[m].get(u, "-"), ha="center", va="center", fontsize=9)
+                tag = matrix[m].get(u, "-")
+                share = grid[i][j]
+                text = tag if tag == "-" or share >= 0.999 else f"{tag}\n{share:.0%}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(units)), units, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(methods)), methods, fontsize=8)
-    ax.set_title(f"hit@{max(ks)} per planted behavior\n(A: activation, T: token, S: strong/causal)", fontsize=9)
+        ax.set_yticks(range(len(methods)), [f"{m} (floor)" if m in floors else m for m in methods], fontsize=8)
+        cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+        cb.set_ticks([0, 0.5, 1])
+        cb.set_label("share of seeds that hit", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    ax.set_title(f"hit@{max(ks)} per planted behavior\n(A: activation, T: token, S: strong/causal; shade: share of seeds)",
+                 fontsize=9)
     fig.tight_layout()
     with atomic_path(run_dir / "hit_matrix.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)

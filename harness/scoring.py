@@ -49,7 +49,7 @@ class StrongConfig:
     #   continuation on at most this share of the unit's first n_prompts C prompts (None: not checked; 0.25 = 2 of 8, where 70
     #   random directions changed 0-3 of 8, mean 0.4). Why: ablation
     #   has no norm to match, and removing a direction that holds much of the residual damages every answer, T and C
-    #   alike (README, Known gaps; scripts/strong_specificity.py)
+    #   alike (docs/known-gaps.md; scripts/strong_specificity.py)
 
     def seeds_tested(self, seeds: list[int], floor: bool) -> list[int]:
         """The seeds (of a method's sorted seeds) that get the causal test."""

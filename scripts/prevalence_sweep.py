@@ -61,8 +61,18 @@ def plot(out: Path, rows: list[dict]) -> None:
     methods = sorted({r["method"] for r in rows})
     ps = sorted({r["prevalence"] for r in rows})
     xs = {p: i for i, p in enumerate(ps)}  # p = 0 and 0.25% .. 4%: evenly spaced categories, labelled
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    from diffbench.harness.report import method_styles
+
+    floors = {r["method"] for r in rows if r["floor"] in (True, "True")}
+    methods = [m for m in methods if m not in floors] + [m for m in methods if m in floors]  # floors last in the legend
+    styles = method_styles(methods, floors)  # one colour and marker per method, floors grey, dashed and hollow
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4.6), sharey=True)
     for ax, metric, title in zip(axes, ("recall@5", "recall_strong@5"), ("recall@5, any channel", "strong (causal) recall@5")):
+        band = [r[f"{metric}_hi"] if r[f"{metric}_hi"] is not None else r[metric] for r in rows
+                if r["method"] in floors and r[metric] is not None]
+        if band:  # the chance region: at or below the floors' recall (upper interval bound)
+            ax.axhspan(-0.08, max(band), color="0.85", alpha=0.6, zorder=0, lw=0,
+                       label="chance (at or below the floors)" if ax is axes[1] else None)
         for j, m in enumerate(methods):
             pts = [r for r in rows if r["method"] == m and r[metric] is not None]
             if not pts:
@@ -71,18 +81,19 @@ def plot(out: Path, rows: list[dict]) -> None:
             y = [r[metric] for r in pts]
             lo = [max(0.0, r[metric] - (r[f"{metric}_lo"] if r[f"{metric}_lo"] is not None else r[metric])) for r in pts]
             hi = [max(0.0, (r[f"{metric}_hi"] if r[f"{metric}_hi"] is not None else r[metric]) - r[metric]) for r in pts]
-            style = "--" if pts[0]["floor"] else "-"
-            # 14 methods: the default 10-colour cycle would give two methods one colour; tab20 keeps them apart
-            ax.errorbar(x, y, yerr=[lo, hi], label=m, linestyle=style, marker="os^Dv"[j % 5], capsize=2,
-                        color=plt.cm.tab20(j % 20))
+            st = styles[m]
+            ax.errorbar(x, y, yerr=[lo, hi], label=f"{m} (floor)" if st["floor"] else m, linestyle=st["linestyle"],
+                        marker=st["marker"], color=st["color"], mfc=st["mfc"], capsize=2, zorder=3)
         ax.set_xticks(range(len(ps)), [f"{p:.2%}" if p else "0" for p in ps])
+        ax.set_xlim(-0.4, len(ps) - 0.6)
         ax.set_xlabel("prevalence of each behavior's audit prompts (per side)")
         ax.set_title(title)
-        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylim(-0.08, 1.08)
+        ax.grid(alpha=0.3)
     axes[0].set_ylabel("recall")
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(out / "recall_vs_prevalence.png", dpi=120)
+    fig.savefig(out / "recall_vs_prevalence.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
