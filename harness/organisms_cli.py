@@ -48,8 +48,8 @@ def _list(args) -> int:
         fams = ",".join(sorted({f or "hand-written" for f in e.family})) or "-"
         print(f"{e.name:48s} {e.kind:18s} {fams:22s} {e.recipe:6s} KL {e.gate.get('kl_to_base', 0):.3f}  {_rates(e)}")
     units = sum(len(e.behaviors) for e in rows)
-    print(f"{len(rows)} organisms ({units} planted (behavior, organism) units); {zoo.size_bytes() / 1e6:.1f} MB in "
-          f"{zoo.zoo_dir() / 'organisms'}")
+    print(f"{len(rows)} organisms, {units} planted behaviors among them (analog copies included); "
+          f"{zoo.size_bytes() / 1e6:.1f} MB in {zoo.zoo_dir() / 'organisms'}")
     return 0
 
 
