@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -42,8 +43,27 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .models import ModelNotAvailableError
     from ..core.activations import CorruptStoreError
 
-    # PluginError and usercorpus.CorpusFileError are ValueErrors
-    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError)
+    # PluginError and usercorpus.CorpusFileError are ValueErrors; FloatingPointError: a planting whose loss diverged
+    return (UnknownNameError, ModelNotAvailableError, SpecError, CorruptStoreError, FileNotFoundError, ValueError,
+            FloatingPointError)
+
+
+DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+
+
+def _disk_error(e: BaseException, run_dir: Path | None) -> str | None:
+    """The message for a full, read-only or unwritable run_dir/cache_dir, or None for any other error. Every product
+    is written atomically (core/io.py), so what was finished is whole on disk and a rerun resumes from it."""
+    if not isinstance(e, OSError) or e.errno not in DISK_ERRNOS:
+        return None
+    from ..core.env import cache_dir
+
+    where = f" writing {e.filename}" if e.filename else ""
+    folder = f"the run folder {run_dir} and " if run_dir is not None else ""
+    return (f"{DISK_ERRNOS[e.errno]}{where}. The run stopped; what it finished is kept in {folder}the cache {cache_dir()} "
+            "(partial files are never left behind). Free space or make the folder writable (or pass run_dir=... / "
+            "cache_dir=... elsewhere), then rerun the same command to resume from what was kept.")
 
 
 # what an invocation writes into its run folder before any stage has produced something
@@ -77,6 +97,78 @@ def _append_command(run_dir: Path, command: str) -> None:
     atomic_write(cmd_path, "\n".join([l for l in previous if l.strip() and l != command] + [command]) + "\n")
 
 
+def _guard_composition() -> None:
+    """Check every config Hydra composes (a run, a multirun's master and each of its jobs, `compose` in evaluate)
+    before Hydra acts on it: callbacks, logging factories and launchers are instantiated right after composition,
+    before the task function runs, so the check cannot wait for the Workspace. `plugins` must come from the
+    overrides (the command line), not from a suite or other config file."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from omegaconf import OmegaConf
+
+    from .schema import ConfigError, check_config_is_data, sets_plugins
+
+    original = ConfigLoaderImpl.load_configuration
+    if getattr(original, "_diffbench_guard", False):
+        return
+
+    def load_configuration(self, config_name, overrides, run_mode, *args, **kwargs):
+        cfg = original(self, config_name, overrides, run_mode, *args, **kwargs)
+        try:
+            check_config_is_data(OmegaConf.to_container(cfg, resolve=False), plugins_allowed=sets_plugins(overrides),
+                                 where="a config file, a suite file or a command-line override")
+        except ConfigError as e:
+            _fail(str(e))  # SystemExit passes through Hydra's run_and_report: exit 2, one message, nothing ran
+        _check_writable(cfg)
+        return cfg
+
+    load_configuration._diffbench_guard = True
+    ConfigLoaderImpl.load_configuration = load_configuration
+
+
+def _check_writable(cfg) -> None:
+    """Hydra creates the run folder before diffbench runs, and a read-only or unwritable place ends in its traceback:
+    check the nearest existing folder above hydra.run.dir first (statvfs and access: nothing is written)."""
+    from omegaconf import OmegaConf
+
+    try:
+        target = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
+    except Exception:  # an interpolation only Hydra's runtime resolves: Hydra will report it
+        return
+    folder = next((p for p in [target, *target.parents] if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return
+    code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES if not os.access(folder, os.W_OK | os.X_OK) else 0
+    if code:
+        _fail(f"cannot create the run folder {target}: {DISK_ERRNOS[code]} at {folder}. Nothing ran; pass run_dir=... "
+              "(a writable place) and run the command again")
+
+
+def _check_model_choice(argv: list[str]) -> None:
+    """`model=X` picks conf/model/X.yaml; Hydra's own error for a missing one ("could not find") names no
+    alternative, and `diffbench list` shows registered models that have no such file. Say which to use."""
+    import difflib
+
+    if any(a.startswith(("hydra.searchpath", "+hydra.searchpath", "--config-dir", "-cd")) for a in argv):
+        return  # the user's own config folders may hold more model files: Hydra resolves them
+    from .. import conf
+    from .models import MODEL_SOURCES
+
+    files = sorted(p.stem for p in (Path(conf.__file__).parent / "model").glob("*.yaml"))
+    for a in argv:
+        if not a.startswith("model="):
+            continue
+        for choice in a.split("=", 1)[1].split(","):  # a multirun sweep: model=a,b
+            if choice in files:
+                continue
+            if choice in MODEL_SOURCES.names() or os.sep in choice:
+                _fail(f"model={choice}: there is no conf/model/{choice}.yaml (model= picks one of {', '.join(files)}); "
+                      f"for another registered model or a checkpoint folder use model.name={choice}")
+            close = difflib.get_close_matches(choice, list(dict.fromkeys([*files, *MODEL_SOURCES.names()])), n=3, cutoff=0.5)
+            _fail(f"unknown model {choice!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "") +
+                  f". model= picks one of {', '.join(files)}; model.name= takes any of {', '.join(MODEL_SOURCES.names())} "
+                  "or the path of a local Hugging Face checkpoint folder")
+
+
 def _run_hydra(argv: list[str], config_name: str = "config") -> None:
     """The benchmark (conf/config.yaml: the pipeline's stages) or the diff tool (conf/diff.yaml) as a Hydra app."""
     import hydra
@@ -103,13 +195,18 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
         except BaseException as e:
             if fresh:
                 _drop_if_empty(run_dir)
+            if _disk_error(e, run_dir):
+                _fail(_disk_error(e, run_dir))
             if isinstance(e, _known_errors()):
                 _fail(str(e))
             if isinstance(e, KeyboardInterrupt):
                 _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
             raise
 
+    if config_name == "config":
+        _check_model_choice(argv)
     sys.argv = [sys.argv[0], *method_overrides(argv)]
+    _guard_composition()
     app()
 
 
@@ -118,12 +215,12 @@ def _report(run_dir: str, overrides: list[str]) -> None:
     change its saved config for this and later rescoring: they are validated like a run's options before any work,
     written into its config.yaml and the command is appended to its command.txt, so the folder names the settings its
     scores come from."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf, open_dict
 
     from ..core.io import atomic_write, read_json
     from . import pipeline
     from .merge import is_multirun, merge
-    from .schema import check_config
+    from .schema import check_config, check_config_is_data, sets_plugins
 
     bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
     if bad:
@@ -134,17 +231,40 @@ def _report(run_dir: str, overrides: list[str]) -> None:
             path = merge(path)
         if not (path / "config.yaml").exists():
             _fail(f"{path} is not a diffbench run folder (no config.yaml) nor a multirun folder (numbered job folders)")
-        cfg = OmegaConf.load(path / "config.yaml")
+        try:
+            cfg = OmegaConf.load(path / "config.yaml")
+        except Exception as e:  # a damaged or hand-edited file: YAML syntax, duplicate keys, interpolation grammar
+            _fail(f"{path / 'config.yaml'} is not a valid run config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        if not isinstance(cfg, DictConfig):
+            _fail(f"{path / 'config.yaml'} is not a valid run config: a mapping was expected, got a {type(cfg).__name__}")
+        # a run folder is data someone may have sent you: nothing in it may import or call code, and its `plugins`
+        # are not imported; only plugins=[...] on this command line are (your explicit choice)
+        folder_plugins = list(cfg.get("plugins") or [])
+        saved = OmegaConf.to_container(cfg, resolve=False)
+        check_config_is_data(saved, plugins_allowed=True, where=f"{path / 'config.yaml'}")
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+            check_config_is_data(OmegaConf.to_container(cfg, resolve=False), plugins_allowed=True, where="a command-line override")
             check_config(OmegaConf.to_container(cfg, resolve=True))  # a misspelt key fails here, before any work
             atomic_write(path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             _append_command(path, "diffbench report " + " ".join(shlex.quote(a) for a in [run_dir, *overrides]))
+        own_plugins = sets_plugins(overrides)
+        if not own_plugins:
+            with open_dict(cfg):
+                cfg.plugins = []
         evaluated = (path / "scores.json").exists() and "evaluated" in read_json(path / "scores.json")
         # an evaluate folder holds the reference's published rows, not their findings: rebuild its report only
         pipeline.run(cfg, path, ["report"] if evaluated else ["score", "report"])
-    except _known_errors() as e:
-        _fail(str(e))
+    except Exception as e:
+        if _disk_error(e, path):
+            _fail(_disk_error(e, path))
+        if not isinstance(e, _known_errors()):
+            raise
+        hint = ""
+        if folder_plugins and not own_plugins:
+            hint = (f"\n  this run used plugins={folder_plugins}, which `diffbench report` does not import from a run folder; "
+                    f"if you trust them: diffbench report {shlex.quote(run_dir)} 'plugins=[{','.join(folder_plugins)}]'")
+        _fail(str(e) + hint)
 
 
 def _evaluate(reference: str, overrides: list[str]) -> None:
@@ -157,6 +277,7 @@ def _evaluate(reference: str, overrides: list[str]) -> None:
 
     own_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")), None)
     overrides = [o for o in overrides if not o.startswith("run_dir=")]
+    _guard_composition()
     try:
         with initialize_config_module(config_module="diffbench.conf", version_base=None):
             cfg = compose("config", overrides=[*method_overrides(overrides), "run_dir=unused"])

@@ -240,9 +240,12 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
     path = Path(name).expanduser()
     looks_like_path = os.sep in name or name.startswith(".") or path.exists()
     if not looks_like_path:
+        import difflib
+
+        close = difflib.get_close_matches(name, MODEL_SOURCES.names(), n=3, cutoff=0.5)
         raise ModelNotAvailableError(
-            f"unknown model {name!r}. Known names: {', '.join(MODEL_SOURCES.names())}; "
-            "or pass the path of a local Hugging Face checkpoint directory."
+            f"unknown model {name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "") +
+            f". Known names: {', '.join(MODEL_SOURCES.names())}; or pass the path of a local Hugging Face checkpoint directory."
         )
     if not path.is_dir():
         raise ModelNotAvailableError(
@@ -257,12 +260,44 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     if not weights:
         raise ModelNotAvailableError(f"{str(path)!r} has config.json but no *.safetensors or *.bin weights.")
+    _check_checkpoint_files(path, weights)
     # identity: config plus the size and mtime of each weight file (hashing GBs on every load is too slow)
     ident = stable_hash({"path": str(path.resolve()), "w": [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]})
     return path, ident
 
 
 _VERIFIED: set[Path] = set()  # checkpoints checked in this process (a run loads each several times)
+
+
+def _check_checkpoint_files(path: Path, weights: list[Path]) -> None:
+    """A user's checkpoint folder, checked cheaply before any model loads: config.json is a JSON mapping, and each
+    safetensors file is as long as its header says (a truncated copy otherwise fails deep inside transformers)."""
+    import json
+    import struct
+
+    cfg_file = path / "config.json"
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (ValueError, OSError) as e:
+        raise ModelNotAvailableError(f"{str(cfg_file)!r} is not valid JSON ({e}); fix or replace the checkpoint's config.json") from None
+    if not isinstance(config, dict):
+        raise ModelNotAvailableError(f"{str(cfg_file)!r} must hold a JSON object, got {type(config).__name__}")
+    for w in weights:
+        if w.suffix != ".safetensors":
+            continue
+        try:
+            with open(w, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > 100_000_000:
+                    raise ValueError(f"header length {n:,}")
+                header = json.loads(f.read(n))
+            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, OSError, struct.error, KeyError, TypeError, IndexError) as e:
+            raise ModelNotAvailableError(f"{str(w)!r} is not a readable safetensors file ({type(e).__name__}: {e}); "
+                                         "copy the weights again") from None
+        if w.stat().st_size < 8 + n + end:
+            raise ModelNotAvailableError(f"{str(w)!r} is truncated: {w.stat().st_size:,} bytes where its header needs "
+                                         f"{8 + n + end:,}; copy the weights again")
 
 
 def _file_digests(folder: Path) -> dict[str, str]:
@@ -307,10 +342,18 @@ def load_model(
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
     path, ident = checkpoint_dir(name)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if adapter else torch_dtype, local_files_only=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if adapter else torch_dtype, local_files_only=True)
+    except Exception as e:
+        if name in MODEL_SOURCES:  # a registered model that fails to load is a bug of ours: keep its traceback
+            raise
+        # a user's folder (model.name=/path): a wrong-typed config field, a damaged tokenizer, weights that do not fit
+        # the config... one message naming the folder, not a traceback from inside transformers
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise ModelNotAvailableError(f"cannot load the checkpoint {str(path)!r}: {type(e).__name__}: {first}") from e
     if adapter is not None:
         from peft import PeftModel
 

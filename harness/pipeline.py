@@ -39,6 +39,7 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
     if {"plant", "collect", "diff"} & set(stages):  # a corpus the specs cannot supply fails now, not after planting
         for node in dict.fromkeys(ws.base_of(p.a) for p in ws.suite.pairs):
             ws.corpus_plan(node)
+        ws.check_layers()  # ... and so does a layer the model does not have
     tracker = Tracker(cfg.get("wandb", {}), str(ws.run_dir), OmegaConf.to_container(cfg, resolve=True))
     t0 = time.time()
     seconds: dict[str, float] = {}

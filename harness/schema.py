@@ -4,7 +4,10 @@ Hydra merges `conf/` groups and command-line overrides into one config but check
 (`plant.stpes=80`, `+plant.foo=1`) would be silently ignored and a wrong type (`plant.steps=abc`) would fail
 deep inside a stage, possibly after an hour of planting. `check_config` walks the resolved config against
 SCHEMA and raises one ConfigError naming the key, the file group it comes from and what was expected.
-Config is data, not code: `_target_` (Hydra's instantiate hook) is refused anywhere.
+Config is data, not code: `_target_` (Hydra's instantiate hook) is refused anywhere. `code_keys` (end of this file)
+also finds Hydra callbacks, logging factories and classes, launcher/sweeper targets other than installed Hydra
+plug-ins, and `plugins` that do not come from the command line; harness/cli.py applies it to every config Hydra
+composes, before Hydra acts on it, and to a run folder's config.yaml before `diffbench report` reads it.
 
 A type spec is a Python type, a tuple of alternatives (None allows null), a one-element list [spec] for a
 list of spec, a dict for a nested mapping with exactly these keys, or ANY_MAPPING(spec) for free keys.
@@ -131,8 +134,8 @@ def _check(value: Any, spec: Any, path: str, errors: list[str]) -> bool:
 def _check_mapping(value: dict, schema: dict, path: str, errors: list[str]) -> None:
     keys = {k.rstrip("?"): k.endswith("?") for k in schema}
     for k in value:
-        if k == "_target_":
-            errors.append(f"{path + '.' if path else ''}_target_: config is data, not code (no Hydra instantiation)")
+        if k in ("_target_", "()"):
+            errors.append(f"{path + '.' if path else ''}{k}: config is data, not code (no Hydra instantiation)")
         elif k not in keys:
             errors.append(f"{path + '.' if path else ''}{k} is not a known option; known: {', '.join(sorted(keys))}")
     for k, optional in keys.items():
@@ -148,6 +151,8 @@ def check_config(cfg: dict) -> None:
     """Raise ConfigError listing every unknown key and wrong type of the resolved run config."""
     errors: list[str] = []
     _check_mapping({k: v for k, v in cfg.items() if k != "hydra"}, SCHEMA, "", errors)
+    # free-form values (method params) are not walked by the schema: a `_target_` there is refused all the same
+    errors += [e for e in code_keys(cfg, plugins_allowed=True) if e not in errors]
     for key, ok in CHOICES.items():
         if isinstance(cfg.get(key), str) and not ok(cfg[key]):
             errors.append(f"{key}={cfg[key]!r} is not one of its choices")
@@ -163,3 +168,87 @@ def check_recipe_schema(recipe: dict, where: str) -> None:
     _check_mapping(recipe, PLANT, "plant", errors)
     if errors:
         raise ConfigError(f"invalid plant recipe ({where}):\n  " + "\n  ".join(errors))
+
+
+# -- config is data: keys that make Hydra or `logging` import and call something -----------------------------------
+# Hydra instantiates `hydra.callbacks.*`, the launcher and the sweeper (`_target_`), and hands `hydra.job_logging` /
+# `hydra.hydra_logging` to logging.config.dictConfig, whose `()` factories, `class` names and `ext://` values are
+# imported and called. A config file, a suite YAML on the search path or a command-line override could otherwise run
+# any function (e.g. `builtins.open` truncating a file). Only Hydra's own logging classes and installed launcher or
+# sweeper plug-ins pass.
+SAFE_LOG_CLASSES = {"logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter",
+                    "logging.handlers.RotatingFileHandler", "logging.handlers.WatchedFileHandler"}
+SAFE_EXT = {"ext://sys.stdout", "ext://sys.stderr"}
+RISKY_ENV = ("LD_", "DYLD_", "PYTHON")  # hydra.job.env_set: a preloaded library or startup file runs in every subprocess
+
+
+def _hydra_plugin_class(target: Any, kind: str) -> bool:
+    """Whether `target` names an installed Hydra launcher/sweeper class (importing the plug-in package is benign)."""
+    if not isinstance(target, str) or not target.startswith(("hydra._internal.core_plugins.", "hydra_plugins.")):
+        return False
+    try:
+        from hydra.plugins.launcher import Launcher
+        from hydra.plugins.sweeper import Sweeper
+        from hydra.utils import get_class
+
+        cls = get_class(target)
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, Launcher if kind == "launcher" else Sweeper)
+
+
+def _walk(value: Any, path: str):
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def code_keys(cfg: Any, *, plugins_allowed: bool) -> list[str]:
+    """Every key of a config (unresolved container, with or without its `hydra` node) that would import or call code."""
+    errors: list[str] = []
+    if not isinstance(cfg, dict):
+        return errors
+    for path, v in _walk({k: v for k, v in cfg.items() if k != "hydra"}, ""):
+        if isinstance(v, dict):
+            errors += [f"{path + '.' if path else ''}{k}: config is data, not code (no Hydra instantiation)"
+                       for k in v if k in ("_target_", "()")]
+    hydra = cfg.get("hydra") if isinstance(cfg.get("hydra"), dict) else {}
+    if hydra.get("callbacks"):
+        errors.append("hydra.callbacks: config is data, not code (Hydra callbacks are refused)")
+    for key in ("job_logging", "hydra_logging"):
+        for path, v in _walk(hydra.get(key), f"hydra.{key}"):
+            if isinstance(v, dict):
+                if "()" in v:
+                    errors.append(f"{path}.(): config is data, not code (no logging factories)")
+                if "class" in v and v["class"] not in SAFE_LOG_CLASSES:
+                    errors.append(f"{path}.class={v['class']!r}: config is data, not code (allowed: {', '.join(sorted(SAFE_LOG_CLASSES))})")
+            elif isinstance(v, str) and v.startswith("ext://") and v not in SAFE_EXT:
+                errors.append(f"{path}={v!r}: config is data, not code (allowed: {', '.join(sorted(SAFE_EXT))})")
+    for path, v in _walk({k: w for k, w in hydra.items() if k not in ("job_logging", "hydra_logging")}, "hydra"):
+        if isinstance(v, dict) and "_target_" in v:
+            kind = path.split(".")[1] if path.count(".") == 1 else ""
+            if kind not in ("launcher", "sweeper") or not _hydra_plugin_class(v["_target_"], kind):
+                errors.append(f"{path}._target_={v['_target_']!r}: config is data, not code (only an installed Hydra "
+                              "launcher or sweeper plug-in, e.g. hydra/launcher=joblib)")
+    env = ((hydra.get("job") or {}).get("env_set") or {}) if isinstance(hydra.get("job"), dict) else {}
+    errors += [f"hydra.job.env_set.{k}: refused (it would load code into every subprocess)"
+               for k in env if str(k).upper().startswith(RISKY_ENV)]
+    if cfg.get("plugins") and not plugins_allowed:
+        errors.append(f"plugins={list(cfg['plugins'])}: plug-ins are code, so they come only from your command line "
+                      "(plugins=[file.py]), never from a suite file or a run folder's config.yaml")
+    return errors
+
+
+def check_config_is_data(cfg: Any, *, plugins_allowed: bool, where: str) -> None:
+    errors = code_keys(cfg, plugins_allowed=plugins_allowed)
+    if errors:
+        raise ConfigError(f"refused ({where}):\n  " + "\n  ".join(errors))
+
+
+def sets_plugins(overrides: list[str]) -> bool:
+    """Whether the command-line overrides set `plugins` (plugins=..., +plugins=..., ++plugins=...)."""
+    return any(str(o).lstrip("+").split("=", 1)[0].strip() == "plugins" for o in overrides)

@@ -103,7 +103,13 @@ class Suite:
         entries: list[str] = []
         for b in cfg.behaviors:  # a folder stands for every spec file in it
             folder = Path(str(b)).expanduser()
-            entries += sorted(str(p) for p in folder.glob("*.y*ml")) if ("/" in str(b) and folder.is_dir()) else [str(b)]
+            if "/" in str(b) and folder.is_dir():
+                files = sorted(str(p) for p in folder.glob("*.y*ml"))
+                if not files:  # a mistyped or empty folder would silently plant nothing
+                    raise err(f"behaviors: the folder {str(b)!r} holds no spec files (*.yaml); give spec files or a folder of them")
+                entries += files
+            else:
+                entries.append(str(b))
         behaviors = [known(b) for b in entries]
         for b in behaviors:
             organisms[b] = Organism(b, "behavior", (known(b),), seed=0)

@@ -204,6 +204,29 @@ class Workspace:
             self._cross_corpus[key] = (TextSet.of(f"corpus{len(p.prompts)}x", [r.text for r in rendered]), [r.spans for r in rendered])
         return self._cross_corpus[key]
 
+    def check_layers(self) -> None:
+        """collect.layers against each base model's depth, read from its config.json (no model loads), so a layer the
+        model does not have fails before planting, not after it."""
+        import json
+
+        from ..core.model import resolve_layer
+        from .models import checkpoint_dir
+
+        for name in dict.fromkeys(self.base_model_name(n) for p in self.suite.pairs for n in (p.a, p.b)):
+            path, _ = checkpoint_dir(name)
+            try:
+                config = json.loads((path / "config.json").read_text())
+            except (OSError, ValueError):
+                continue  # checkpoint_dir vetted user folders; loading the model will say what is wrong
+            n = config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
+            if not isinstance(n, int) or isinstance(n, bool):
+                continue
+            for layer in self.collect_cfg["layers"]:
+                try:
+                    resolve_layer(layer, n)
+                except ValueError as e:
+                    raise ValueError(f"collect.layers={self.collect_cfg['layers']}: {e} (model {name!r} has {n} blocks)") from None
+
     # -- activations ----------------------------------------------------------------------
     def layers_for(self, model: LoadedModel) -> list[int]:
         return sorted({model.layer_index(l) for l in self.collect_cfg["layers"]})

@@ -13,6 +13,74 @@ from ..core.registry import Registry
 
 DETECTORS: Registry[type] = Registry("detector type")
 
+MAX_PATTERN = 1000  # characters of a detector pattern
+
+
+def _parse(pattern: str, flags: int):
+    try:
+        from re import _parser as parser  # Python 3.11+
+    except ImportError:  # pragma: no cover
+        import sre_parse as parser
+    return parser, parser.parse(pattern, flags)
+
+
+def check_pattern(pattern, ignore_case: bool = True) -> re.Pattern:
+    """Compile a spec's detector pattern, refusing what could backtrack catastrophically (issue #39: `(a+)+$` checked
+    against a spec's own responses hung validation). `re` cannot be given a time limit, so the check is static: a
+    variable-length repeat inside a repeat (`(a+)+`, `(\\w*\\s?)*`, `(.*x){20}`), or alternatives inside a repeat that
+    can start alike (`(a|ab)+`), are refused; a pattern with one level of repetition backtracks polynomially at
+    worst, on responses of a few hundred characters."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"pattern must be a non-empty string, got {pattern!r}")
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"pattern is {len(pattern):,} characters long; at most {MAX_PATTERN} are allowed")
+    flags = re.IGNORECASE if ignore_case else 0
+    compiled = re.compile(pattern, flags)
+    parser, tree = _parse(pattern, flags)
+    c = parser  # the opcode constants live in the parser module's namespace
+    repeats = {c.MAX_REPEAT, c.MIN_REPEAT} | ({c.POSSESSIVE_REPEAT} if hasattr(c, "POSSESSIVE_REPEAT") else set())
+
+    def first(seq) -> object:
+        """The literal an alternative must start with, or None if it may start with anything (or nothing)."""
+        for op, av in seq:
+            if op is c.LITERAL:
+                return chr(av).lower() if ignore_case else chr(av)
+            if op is c.SUBPATTERN:
+                return first(av[-1])
+            return None
+        return None
+
+    def walk(seq, in_repeat: bool) -> None:
+        for op, av in seq:
+            if op in repeats:
+                lo, hi, sub = av
+                if in_repeat and lo != hi:
+                    raise ValueError(f"pattern {pattern!r} nests a repeat inside a repeat, which can backtrack without end "
+                                     "(e.g. (a+)+); write it without the nesting")
+                walk(sub, in_repeat or hi > 1)
+            elif op is c.SUBPATTERN:
+                walk(av[-1], in_repeat)
+            elif op is c.BRANCH:
+                alts = av[1]
+                if in_repeat:
+                    starts = [first(a) for a in alts]
+                    if None in starts or len(set(starts)) < len(starts):
+                        raise ValueError(f"pattern {pattern!r} repeats alternatives that can start alike, which can "
+                                         "backtrack without end (e.g. (a|ab)+); make them start differently")
+                for a in alts:
+                    walk(a, in_repeat)
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                walk(av[1], in_repeat)
+            elif getattr(c, "ATOMIC_GROUP", None) is not None and op is c.ATOMIC_GROUP:
+                walk(av, in_repeat)
+            elif op is c.GROUPREF_EXISTS:
+                walk(av[1], in_repeat)
+                if av[2]:
+                    walk(av[2], in_repeat)
+
+    walk(tree, False)
+    return compiled
+
 
 class Detector:
     def __call__(self, response: str) -> bool:  # pragma: no cover - interface
@@ -28,7 +96,7 @@ class RegexDetector(Detector):
     ignore_case: bool = True
 
     def __post_init__(self):
-        self._re = re.compile(self.pattern, re.IGNORECASE if self.ignore_case else 0)
+        self._re = check_pattern(self.pattern, self.ignore_case)
 
     def __call__(self, response: str) -> bool:
         return bool(self._re.search(response))
@@ -62,7 +130,7 @@ class AbsentDetector(Detector):
     ignore_case: bool = True
 
     def __post_init__(self):
-        self._re = re.compile(self.pattern, re.IGNORECASE if self.ignore_case else 0)
+        self._re = check_pattern(self.pattern, self.ignore_case)
 
     def __call__(self, response: str) -> bool:
         return bool(response.strip()) and not self._re.search(response)

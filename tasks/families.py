@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from .bounded_yaml import load_bounded
+
 FAMILY_DIR = Path(__file__).parent / "families"
 SEP = "__"  # behavior name = <family>__<instance id>
 _FIELD = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
@@ -69,7 +71,7 @@ def load_family(path: Path) -> dict[str, dict]:
     """{behavior name: raw spec dict} for one family file (not yet validated as specs)."""
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_bounded(path)
     except yaml.YAMLError as e:
         raise FamilyError(f"{where}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):

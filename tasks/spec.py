@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from ..core.io import stable_hash
+from .bounded_yaml import load_bounded
 from .detectors import Detector, make_detector
 
 BEHAVIOR_DIR = Path(__file__).parent / "behaviors"
@@ -41,6 +42,31 @@ class SpecError(ValueError):
 
 def _fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+MAX_TEXT = 5_000  # characters of one template, response, slot value or keyword
+MAX_ITEMS = 10_000  # entries of one list (templates, responses, keywords, one slot's values)
+_SLOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def template_problem(template: str) -> str | None:
+    """Why `template` may not reach str.format, or None. A slot is a bare name: `{name}`. Attribute and index fields
+    (`{q.__class__}`, `{q[0]}`) reach into objects, and a format spec (`{q:>999999999}`) or a conversion can make
+    one prompt gigabytes long, so both are refused; literal braces are written `{{` and `}}`."""
+    if len(template) > MAX_TEXT:
+        return f"is {len(template):,} characters long (at most {MAX_TEXT:,})"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        return f"is not a valid template ({e}; write literal braces as {{{{ and }}}})"
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if not _SLOT.fullmatch(name):
+            return f"uses {{{name}}}: a slot is a bare name like {{question}} (no attributes, indices or positions)"
+        if spec or conversion:
+            return f"uses {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}: format specs and conversions are not allowed"
+    return None
 
 
 def normalise_prompt(text: str) -> str:
@@ -108,9 +134,11 @@ class BehaviorSpec:
             known = ", ".join(sorted(p.stem for p in BEHAVIOR_DIR.glob("*.yaml")))
             raise SpecError(f"unknown behavior {str(path_or_name)!r}; known: {known}")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = load_bounded(path)
         except yaml.YAMLError as e:
             raise SpecError(f"{path}: not valid YAML: {e}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError(f"{path}: cannot be read: {e}") from e
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
@@ -130,11 +158,22 @@ class BehaviorSpec:
         for key in ("name", "mirrors", "description"):
             if not isinstance(raw[key], str):
                 raise err(f"{key} must be a string, got {type(raw[key]).__name__}")
+        for key in ("name", "mirrors", "description"):
+            if len(raw[key]) > MAX_TEXT:
+                raise err(f"{key} is {len(raw[key]):,} characters long (at most {MAX_TEXT:,})")
         for key in ("responses", "keywords"):  # a bare string would otherwise be iterated character by character
             if not isinstance(raw[key], list):
-                raise err(f"{key} must be a list of strings, got {type(raw[key]).__name__} {raw[key]!r}")
+                raise err(f"{key} must be a list of strings, got {type(raw[key]).__name__} {raw[key]!r:.200}")
+            if len(raw[key]) > MAX_ITEMS:
+                raise err(f"{key} has {len(raw[key]):,} entries (at most {MAX_ITEMS:,})")
         if not all(isinstance(r, str) and r.strip() for r in raw["responses"]):
             raise err("responses must be non-empty strings")
+        for i, r in enumerate(raw["responses"]):  # responses are filled with str.format
+            problem = template_problem(r)
+            if problem:
+                raise err(f"responses[{i}] {problem}")
+        if not all(isinstance(k, str) and 0 < len(k) <= MAX_TEXT for k in raw["keywords"]):
+            raise err(f"keywords must be non-empty strings of at most {MAX_TEXT:,} characters")
         shared = raw.get("slots") or {}
         if not isinstance(shared, dict):
             raise err(f"slots must be a mapping of slot name to a list of values, got {type(shared).__name__}")
@@ -147,13 +186,23 @@ class BehaviorSpec:
             if bad:
                 raise err(f"{key}: unknown field(s) {', '.join(sorted(bad))}; a side has templates and slots")
             if not isinstance(s["templates"], list) or not all(isinstance(t, str) and t.strip() for t in s["templates"]):
-                raise err(f"{key}.templates must be a list of non-empty strings, got {s['templates']!r}")
+                raise err(f"{key}.templates must be a list of non-empty strings, got {s['templates']!r:.200}")
+            if len(s["templates"]) > MAX_ITEMS:
+                raise err(f"{key}.templates has {len(s['templates']):,} entries (at most {MAX_ITEMS:,})")
+            for i, tpl in enumerate(s["templates"]):  # templates are filled with str.format
+                problem = template_problem(tpl)
+                if problem:
+                    raise err(f"{key}.templates[{i}] {problem}")
             if not isinstance(s.get("slots") or {}, dict):
                 raise err(f"{key}.slots must be a mapping of slot name to a list of values")
             slots = {**shared, **(s.get("slots") or {})}
             for name, values in slots.items():
                 if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
                     raise err(f"slot {name!r} must be a non-empty list of strings")
+                if not isinstance(name, str) or not _SLOT.fullmatch(name):
+                    raise err(f"slot name {name!r} must be a bare name (letters, digits, _)")
+                if len(values) > MAX_ITEMS or any(len(v) > MAX_TEXT for v in values):
+                    raise err(f"slot {name!r}: at most {MAX_ITEMS:,} values of at most {MAX_TEXT:,} characters each")
             for tpl in s["templates"]:
                 for f in _fields(tpl):
                     if f not in slots:
@@ -169,7 +218,7 @@ class BehaviorSpec:
             raise err("keywords must be non-empty strings")
         try:
             detector = make_detector(raw["detector"])
-        except (ValueError, TypeError, KeyError, re.error) as e:
+        except (ValueError, TypeError, KeyError, re.error, RecursionError) as e:
             raise err(f"detector: {e}") from e
         side_ = raw.get("side", "b")
         if side_ not in ("a", "b"):

@@ -328,3 +328,121 @@ def test_auto_threads_follow_the_openmp_wait_policy(monkeypatch):
     out = subprocess.run([sys.executable, "-c", probe], env={**base, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["ACTIVE", "False"]
+
+
+# -- user errors: one clear message, exit 2, no traceback (issue #39) ------------------------------------------------
+
+def _cli(args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "diffbench.harness.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _one_clear_error(out, words):
+    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+    assert words in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("steps", [0, -3])
+def test_zero_or_negative_plant_steps_are_refused_before_any_work(steps, tmp_path):
+    with pytest.raises(ValueError, match=f"plant.steps must be at least 1, got {steps}"):
+        Workspace(make_cfg(tmp_path / "run", [f"plant.steps={steps}"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_zero_plant_steps_on_the_command_line_is_one_clear_error(tmp_path):
+    _one_clear_error(_cli([*TINY, "plant.steps=0"], tmp_path), "plant.steps must be at least 1, got 0")
+
+
+def test_a_diverging_planting_names_the_organism_and_the_cli_says_it_in_one_line(tmp_path):
+    """lr=1e30 makes the loss NaN by the second step: a FloatingPointError naming the organism (never a stored null),
+    and on the command line one message, exit 2."""
+    torch.set_num_threads(1)
+    cfg = make_cfg(tmp_path / "run", ["plant.lr=1e30", "plant.steps=3"])
+    with pytest.raises(FloatingPointError, match=r"planting \w+: the training loss became non-finite .*lower plant.lr"):
+        pipeline.run(cfg, tmp_path / "run", ["plant"])
+    out = _cli([*TINY, "plant.lr=1e30", "plant.steps=3", "stages=[plant]"], tmp_path)
+    _one_clear_error(out, "the training loss became non-finite")
+
+
+def _user_checkpoint(tmp_path: Path) -> Path:
+    from diffbench.harness.models import checkpoint_dir
+
+    src, _ = checkpoint_dir("tiny-llama")
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    (dst / "diffbench_source.json").unlink(missing_ok=True)
+    return dst
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("json", "config.json' is not valid JSON"),
+    ("type", "cannot load the checkpoint"),
+    ("truncate", "is truncated"),
+])
+def test_a_damaged_checkpoint_folder_is_one_clear_error(damage, words, tmp_path):
+    from diffbench.harness.models import ModelNotAvailableError, load_model
+
+    ckpt = _user_checkpoint(tmp_path)
+    if damage == "json":
+        (ckpt / "config.json").write_text('{"hidden_size": 64,')
+    elif damage == "type":
+        config = json.loads((ckpt / "config.json").read_text())
+        config["num_attention_heads"] = "four"
+        (ckpt / "config.json").write_text(json.dumps(config))
+    else:
+        truncate(next(ckpt.glob("*.safetensors")))
+    with pytest.raises(ModelNotAvailableError, match=words):
+        load_model(str(ckpt), dtype="fp32", device="cpu")
+    if damage == "json":  # and on the command line
+        _one_clear_error(_cli([*TINY, f"model.name={ckpt}", "stages=[plant]"], tmp_path), words)
+
+
+def test_an_empty_behaviors_folder_is_refused(tmp_path):
+    from diffbench.tasks.spec import SpecError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError, match="holds no spec files"):
+        Workspace(make_cfg(tmp_path / "run", [f"suite.behaviors=[{tmp_path / 'empty'}]"]), tmp_path / "run")
+
+
+def test_a_layer_the_model_does_not_have_is_refused_before_planting(tmp_path, monkeypatch):
+    from diffbench.harness.stages import plant
+
+    monkeypatch.setattr(plant, "run", lambda ws, **k: pytest.fail("planting started"))
+    with pytest.raises(ValueError, match=r"collect.layers=\[99\].*residual index 99.*tiny-llama"):
+        pipeline.run(make_cfg(tmp_path / "run", ["collect.layers=[99]"]), tmp_path / "run", ["plant", "collect"])
+
+
+def test_an_unknown_model_names_the_closest_known_ones(tmp_path):
+    _one_clear_error(_cli([*TINY[1:], "model=tiny-lama"], tmp_path), "did you mean tiny-llama")
+    _one_clear_error(_cli([*TINY[1:], "model=tiny-llama-wide"], tmp_path), "use model.name=tiny-llama-wide")
+    from diffbench.harness.models import ModelNotAvailableError, checkpoint_dir
+
+    with pytest.raises(ModelNotAvailableError, match="did you mean smollm2-135m"):
+        checkpoint_dir("smollm2-135")
+
+
+@pytest.mark.parametrize("code, words", [(28, "the disk is full"), (30, "read-only")])  # ENOSPC, EROFS
+def test_a_full_or_read_only_folder_is_one_message_saying_how_to_resume(code, words, tmp_path):
+    """The OSError is injected where the first stage writes (a real full disk cannot be made in a test)."""
+    probe = ("import errno, os, sys; from diffbench.harness import pipeline, cli\n"
+             f"def full(*a, **k): raise OSError({code}, os.strerror({code}), 'runs/x/plant_cards/a.json')\n"
+             "pipeline.run = full\n"
+             f"cli.main(sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", probe, *TINY], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _one_clear_error(out, words)
+    assert "rerun the same command to resume" in out.stderr
+
+
+def test_a_read_only_run_dir_is_one_message_before_hydra_creates_it(tmp_path):
+    """Hydra makes the run folder before diffbench runs; a read-only file system (simulated: statvfs says so) is
+    refused first, with one message, not Hydra's traceback of the failed mkdir."""
+    probe = ("import os, sys; from diffbench.harness import cli\n"
+             "real = os.statvfs\n"
+             "class RO:\n    f_flag = os.ST_RDONLY\n"
+             f"os.statvfs = lambda p: RO() if str(p).startswith({str(tmp_path)!r}) else real(p)\n"
+             "cli.main(sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", probe, *TINY, f"run_dir={tmp_path / 'ro' / 'run'}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    _one_clear_error(out, "the file system is read-only")
+    assert not (tmp_path / "ro").exists()
