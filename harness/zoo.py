@@ -294,8 +294,10 @@ class ZooSpec:
         base = OmegaConf.to_container(OmegaConf.create((resources.files("diffbench.conf") / "plant" / "lora.yaml").read_text()))
         return overlay_recipe(base, org.recipe, f"zoo organism {org.name}") if org.recipe else base
 
-    def entry(self, base, org, card, train_log: dict, recipe: dict) -> ZooEntry:
-        """The manifest entry of a planted organism that passed its gate (files are filled in by `add`)."""
+    def entry(self, base, org, card, train_log: dict, recipe: dict, source_commit: str | None = None) -> ZooEntry:
+        """The manifest entry of a planted organism that passed its gate (files are filled in by `add`).
+        `source_commit`: the commit the planting process started from (`commit()` at its start; "+dirty" when the
+        checkout had uncommitted changes then)."""
         from .plant import organism_key
 
         losses = train_log.get("losses") or [0.0]
@@ -308,6 +310,7 @@ class ZooSpec:
                   "reasons": card.reasons, "examples": card.examples,
                   "attempts": [{k: v for k, v in a.items() if k != "adapter"} for a in card.attempts]},  # no machine paths
             trained={"seconds": round(float(train_log.get("seconds", 0.0)), 1), "group_size": train_log.get("group_size", 1),
-                     "loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "dtype": "fp32", "commit": commit(),
+                     "loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "dtype": "fp32",
+                     "commit": commit() if source_commit is None else source_commit,
                      **machine()},
             family=[self.specs[b].family for b in org.behaviors])

@@ -39,6 +39,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = ZooSpec.load()
+    source_commit = zoo.commit()  # the code this process runs, recorded with every organism it ships
     base = load_model(spec.base, dtype="fp32", device="cpu")
     manifest = zoo.load_manifest()
     shipped_keys = {e.key for e in manifest.values() if not zoo.verify(e)}
@@ -85,7 +86,7 @@ def main() -> None:
                 failed.pop(org.name, None)
                 atomic_write(failed_path, dumps(failed) + "\n")
                 train_log = read_json(Path(adapter) / "train_log.json")
-                entry = spec.entry(base, org, card, train_log, recipe)
+                entry = spec.entry(base, org, card, train_log, recipe, source_commit)
                 zoo.add(entry, Path(adapter))
     print(f"[plant_zoo] done in {time.time() - t_start:.0f}s; zoo: {len(zoo.load_manifest())} organisms, "
           f"{zoo.size_bytes() / 1e6:.1f} MB", flush=True)
