@@ -80,7 +80,8 @@ def main() -> None:
                 print(f"[plant_zoo] {status} {org.name}  {rates}  KL={card.kl_to_base:.3f}  gate {time.time() - t0:.0f}s  "
                       f"({time.time() - t_start:.0f}s elapsed)", flush=True)
                 if not card.passed:
-                    failed[org.name] = {"reasons": card.reasons, "rates": card.rates, "attempts": card.attempts}
+                    failed[org.name] = {"reasons": card.reasons, "rates": card.rates,  # no machine paths: committed
+                                        "attempts": [{k: v for k, v in a.items() if k != "adapter"} for a in card.attempts]}
                     atomic_write(failed_path, dumps(failed) + "\n")
                     continue
                 failed.pop(org.name, None)
