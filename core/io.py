@@ -112,6 +112,15 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file written by `write_csv` ([] when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -17,14 +17,13 @@ organisms, corpus texts, layers, dtype) are not this run's: numbers from differe
 
 from __future__ import annotations
 
-import csv
 import shutil
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..core.io import atomic_write, read_json, write_csv, write_json
+from ..core.io import atomic_write, read_csv, read_json, write_csv, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCES = {"quick": "results/quick-audit-smollm2-135m", "full": "results/full-audit-smollm2-135m", "zoo": "results/zoo-smollm2-135m"}
@@ -115,7 +114,7 @@ def merge_into(run_dir: Path, ref_dir: Path, ref_scores: dict, new_scores: dict,
     merged["evaluated"] = {"reference": ref_dir.name, "methods": sorted(new_scores.get("metrics") or {})}
     write_json(run_dir / "scores.json", merged)
     for name in TABLES:
-        rows = _read(ref_dir / name) + _read(run_dir / name)
+        rows = read_csv(ref_dir / name) + read_csv(run_dir / name)
         if rows:
             write_csv(run_dir / name, rows)
     if (ref_dir / "html").is_dir():  # the reference methods' findings pages (their findings are not republished)
@@ -127,10 +126,3 @@ def merge_into(run_dir: Path, ref_dir: Path, ref_scores: dict, new_scores: dict,
     cfg.method = OmegaConf.merge(ref_cfg.get("method") or {}, cfg.method)
     cfg.stages = ["score", "report"]
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))

@@ -364,12 +364,11 @@ def _train_group(base_name: str, base: LoadedModel, orgs: Sequence[Organism], ou
     attn = "eager" if device_type == "cpu" else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if autocast else torch.float32,
                                                  local_files_only=True, attn_implementation=attn)
-    model.to(base.device)
     fmt = adapter_format(recipe, base)
     layers = multilora.wrap(model, fmt.targets, G, fmt.rank, fmt.alpha)
     for g, o in enumerate(orgs):
         multilora.init_organism(layers, g, o.seed)
-    model.to(base.device)
+    model.to(base.device)  # after wrapping: the organisms' LoRA factors move with the base weights
     params = [p for lora in layers.values() for p in (lora.A, lora.B)]
     opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, decay=recipe.get("lr_decay", "none")))

@@ -22,7 +22,6 @@ Only numpy and scipy (statsmodels is not installed); Holm's step-down is written
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from ..core.io import read_json
+from ..core.io import read_csv, read_json
 
 ALPHA = 0.05
 FA_RATES = (0.01, 0.05)
@@ -72,13 +71,6 @@ class HitTable:
         x, y = self.hits[a], self.hits[b]
         keep = ~(np.isnan(x) | np.isnan(y))
         return x[keep], y[keep]
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _is_true(x: str | None) -> bool:
@@ -152,8 +144,8 @@ def build_hit_table(scores: dict, pair_rows: Sequence[dict], match_rows: Iterabl
 def load_hit_table(run_dir: str | Path, k: int = 5, include_floors: bool = False, failed_as_miss: bool = True) -> HitTable:
     """`build_hit_table` on a run folder's scores.json, pair_results.csv and matches.csv."""
     run_dir = Path(run_dir)
-    return build_hit_table(read_json(run_dir / "scores.json"), _read_csv(run_dir / "pair_results.csv"),
-                           _read_csv(run_dir / "matches.csv"), k, include_floors, failed_as_miss)
+    return build_hit_table(read_json(run_dir / "scores.json"), read_csv(run_dir / "pair_results.csv"),
+                           read_csv(run_dir / "matches.csv"), k, include_floors, failed_as_miss)
 
 
 # ----------------------------------------------------------------------------- paired tests
@@ -413,11 +405,11 @@ def load_pair_scores(run_dir: str | Path) -> PairScores:
     scores_json = read_json(run_dir / "scores.json")
     kinds = {p["id"]: p["kind"] for p in scores_json.get("pairs") or [] if not p.get("cross") and p["kind"] in ("planted", "null")}
     ok: dict[tuple[str, str], list[int]] = {}
-    for r in _read_csv(run_dir / "pair_results.csv"):
+    for r in read_csv(run_dir / "pair_results.csv"):
         if r["pair"] in kinds and r["status"] == "ok":
             ok.setdefault((r["method"], r["pair"]), []).append(int(r["seed"]))
     methods = list((scores_json.get("seeds") or {}).keys()) or sorted({m for m, _ in ok})
-    runs = _read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else []
+    runs = read_csv(run_dir / "runs.csv")
     recorded = {(r["method"], r["pair"], int(r["seed"])): _float_or_none(r.get("top_uniqueness")) for r in runs
                 if "top_uniqueness" in r}
     have_findings = (run_dir / "findings").is_dir()
@@ -656,9 +648,9 @@ def null_alarms(run_dir: str | Path) -> tuple[dict[str, dict[str, float]], dict[
     kinds = {p["id"]: orgs.get(p["b"], {}).get("kind", "null") for p in scores.get("pairs") or []
              if p["kind"] == "null" and not p.get("cross")}
     flagged = {(r["method"], r["pair"], r["seed"]): int(r.get("flagged_a") or 0) + int(r.get("flagged_b") or 0)
-               for r in (_read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else [])}
+               for r in read_csv(run_dir / "runs.csv")}
     per: dict[str, dict[str, list[float]]] = {}
-    for r in _read_csv(run_dir / "pair_results.csv"):
+    for r in read_csv(run_dir / "pair_results.csv"):
         if r["pair"] in kinds and r["status"] == "ok":
             per.setdefault(r["method"], {}).setdefault(r["pair"], []).append(float(flagged.get((r["method"], r["pair"], r["seed"]), 0) > 0))
     return {m: {p: float(np.mean(v)) for p, v in d.items()} for m, d in per.items()}, kinds

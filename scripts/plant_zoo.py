@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 
 from diffbench.core.io import atomic_write, dumps, read_json
 from diffbench.harness import zoo
