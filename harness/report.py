@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
+import re
 import platform
 from pathlib import Path
 
-from ..core.io import atomic_path, atomic_write, read_json
+from ..core.io import atomic_path, atomic_write, read_csv, read_json
 from .metrics import columns as metric_columns, null_percent
 from .scoring import ScoringConfig
 from .significance import breakdown_section, significance_section
@@ -92,13 +92,6 @@ def fmt(m: dict | None) -> str:
     return s
 
 
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def write_report(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     scores = read_json(run_dir / "scores.json")
@@ -169,6 +162,15 @@ def write_report(run_dir: Path) -> None:
     print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
 
 
+_ABS_PATH = re.compile(r"(?<![\w.~])/[^\s'\"\],;]+")
+
+
+def public_command(command: str) -> str:
+    """A command as a report shows it: every absolute path cut to its last part (`run_dir=/x/runs/full` ->
+    `run_dir=…/full`), so a report never shows the folders of the machine that made it."""
+    return _ABS_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], command)
+
+
 def header(run_dir: Path, scores: dict) -> list[str]:
     """Title, command, machine, seeds, pairs and how to read the numbers."""
     cfg_path = run_dir / "config.yaml"
@@ -183,7 +185,7 @@ def header(run_dir: Path, scores: dict) -> list[str]:
     return [
         f"# diffbench leaderboard: suite `{scores['suite']}` on {on}",
         "",
-        "- command: " + "; then ".join(f"`{c}`" for c in commands if not c.startswith("#")),
+        "- command: " + "; then ".join(f"`{public_command(c)}`" for c in commands if not c.startswith("#")),
         f"- machine: {machine_description()}",
         f"- method seeds (stochastic methods): {scores['method_seeds']}",
         f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
@@ -202,7 +204,7 @@ def problems_section(run_dir: Path, metrics: dict, cross: dict) -> list[str]:
         lines += ["", "## Failed method runs", ""]
         for m, errs in failed.items():
             lines += [f"- `{m}`: {e}" for e in errs]
-    pr = _read_csv(run_dir / "pair_results.csv")
+    pr = read_csv(run_dir / "pair_results.csv")
     na = sorted({(r["method"], r["error"]) for r in pr if r["status"] == "not_applicable"})
     if na:
         lines += ["", "## Not applicable", ""] + [f"- `{m}`: {e}" for m, e in na]
@@ -287,7 +289,7 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
         lines += ["", "Findings on the unmodified pair (" + ", ".join(f"`{b}`" for b in background) + "), by the model they are "
                   "attributed to (flagged / reported):", "", "| method | flagged on A | flagged on B | reported on A | reported on B |",
                   "|---|---|---|---|---|"]
-        details = _read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else []
+        details = read_csv(run_dir / "runs.csv")
         for method in order:
             mine = [r for r in details if r["method"] == method and r["pair"] in background]
             if mine:
@@ -307,7 +309,7 @@ def cross_section(run_dir: Path, scores: dict, cross: dict) -> list[str]:
 
 def training_section(run_dir: Path, methods: list[str]) -> list[str]:
     """Min-max of the training diagnostics (runs.csv, from the methods' `*.metrics.json`) over each method's runs."""
-    runs = _read_csv(run_dir / "runs.csv") if (run_dir / "runs.csv").exists() else []
+    runs = read_csv(run_dir / "runs.csv")
     rows = []
     for method in methods:
         seen: dict[str, list[float]] = {k: [] for k, _ in TRAINING_INFO}
@@ -340,7 +342,7 @@ def hit_matrix(run_dir: Path, K: int, cross: bool = False) -> dict[str, dict[str
 
     cross=True: the cross-architecture pairs only (lower-case tags: hit by a finding on the wrong side)."""
     out: dict[str, dict[str, str]] = {}
-    for r in _read_csv(run_dir / "matches.csv"):
+    for r in read_csv(run_dir / "matches.csv"):
         if r["pair_kind"] != "planted" or (r.get("cross") == "True") != cross:
             continue
         if cross:
@@ -370,7 +372,7 @@ def hit_shares(run_dir: Path, K: int) -> dict[str, dict[str, float]]:
     hit on every seed 1.0: the hit matrix shades its cells by this share."""
     seeds: dict[tuple[str, str], set] = {}
     hits: dict[tuple[str, str], set] = {}
-    for r in _read_csv(run_dir / "matches.csv"):
+    for r in read_csv(run_dir / "matches.csv"):
         if r["pair_kind"] != "planted" or r.get("cross") == "True":
             continue
         unit = r["behavior"] if r["pair"].endswith("__" + r["behavior"]) else f"{r['behavior']} ({r['pair'].split('__')[-1]})"

@@ -64,3 +64,19 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^\s*make test\b", ci, re.MULTILINE), ".ci/run must call the README's test command"
+
+
+def test_reports_show_no_machine_paths(tmp_path):
+    """The command a report shows has every absolute path cut to its last part, and the committed reports follow."""
+    from diffbench.harness.report import header, public_command
+
+    assert public_command("diffbench run_dir=/work/runs/full cache_dir=/x/c report /a/b/run 'plugins=[/h/m.py]'") == \
+        "diffbench run_dir=…/full cache_dir=…/c report …/run 'plugins=[…/m.py]'"
+    (tmp_path / "command.txt").write_text("diffbench run_dir=/srv/me/runs/q cache_dir=/srv/me/cache\n")
+    scores = {"metrics": {}, "model": "m", "suite": "s", "method_seeds": [0], "pairs": []}
+    assert "/srv/" not in "\n".join(header(tmp_path, scores))
+    root = Path(__file__).resolve().parent.parent / "results"
+    machine = re.compile(r"(run_dir|cache_dir)=/|report /|/(work|root|home|tmp)/")
+    for f in [*root.glob("**/leaderboard.md"), *root.glob("**/html/index.html")]:
+        command = [l for l in f.read_text().splitlines() if "command" in l][:1]
+        assert not any(machine.search(l) for l in command), f
