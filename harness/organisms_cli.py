@@ -79,22 +79,23 @@ def _regate(entries: list[zoo.ZooEntry]) -> int:
 
     spec = zoo.ZooSpec.load()
     base = load_model(spec.base, dtype="fp32", device="cpu")
-    changed = 0
+    failed = 0
+    neutral: list[str] | None = None  # the KL-drift texts: every recipe has the same gate (overlay_recipe checks it)
     for e in entries:
         org = Organism(e.name, e.kind, tuple(e.behaviors), seed=e.seed, paraphrase=e.paraphrase, recipe="" if e.recipe == "lora" else e.recipe)
         recipe = spec.recipe(org)
         model = load_model(spec.base, adapter=zoo.shipped_adapter(e), dtype="fp32", device="cpu", display_name=e.name)
-        neutral = neutral_texts(base, int(recipe["gate"]["kl_texts"]), progress=False)
+        neutral = neutral or neutral_texts(base, int(recipe["gate"]["kl_texts"]), progress=False)
         passed, reasons, rates, _, kl = gate(org, model, base, spec.specs, int(e.gate.get("probes", spec.gate_probes)), recipe["gate"],
                                              neutral, progress=False)
         diffs = [f"{b}.{k} {e.gate['rates'].get(b, {}).get(k, float('nan')):.2f} -> {v:.2f}" for b, r in rates.items() for k, v in r.items()
                  if abs(v - e.gate["rates"].get(b, {}).get(k, float("nan"))) > 1e-9]
-        changed += not passed
+        failed += not passed
         print(f"gate {e.name}: {'PASS' if passed else 'FAIL'} here; KL {e.gate.get('kl_to_base', 0):.3f} -> {kl:.3f}; "
               + ("rates as shipped" if not diffs else f"{len(diffs)} rate(s) differ: " + ", ".join(diffs[:6])))
         for r in reasons:
             print(f"    {r}")
-    return changed
+    return failed
 
 
 def _export(args) -> int:

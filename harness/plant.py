@@ -25,7 +25,7 @@ import math
 import random
 import shutil
 import time
-from functools import partial
+from functools import lru_cache, partial
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -200,9 +200,11 @@ def chat_pool() -> list[str]:
     return everyday_prompts(seed=0)[-N_CHAT_POOL:]
 
 
+@lru_cache(maxsize=1)
 def catalogue_specs() -> dict[str, BehaviorSpec]:
     """The hand-written specs: a null organism's training pool draws their controls, whatever the suite plants, so a
-    null organism is the same in every suite (and can be shipped)."""
+    null organism is the same in every suite (and can be shipped). Loaded once per process (every null organism's key
+    reads them); callers must not modify the dict."""
     from ..tasks.spec import available_behaviors
 
     return {b: BehaviorSpec.load(b) for b in available_behaviors()}

@@ -28,15 +28,9 @@ def machine_description() -> str:
     """CPU model and core count (and GPU when present), for the reader of a leaderboard."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    from ..core.env import cpu_model
+
+    desc = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
     try:
         import torch
 

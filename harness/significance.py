@@ -3,7 +3,7 @@ rate, and the power of the suite.
 
 Everything here reads a finished run folder (scores.json, pair_results.csv, matches.csv and, for the pair scores,
 runs.csv's top_uniqueness or else findings/) and nothing else; no model is loaded, and nothing from the harness is
-imported, so report.py can import this module.
+imported but the calibration's AUROC, so report.py can import this module.
 
 - `load_hit_table`: per method, one hit value per *unit* (a planted (pair, behavior) combination of a
   same-architecture pair): 1 when one of its top-k findings hits the behavior on any channel, averaged over the
@@ -300,11 +300,14 @@ def fixed_fa_threshold(null_scores: Sequence[float], target: float) -> Threshold
 
 
 def auroc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUROC of positives over negatives (ties count half); batched over leading axes."""
+    """AUROC of positives over negatives (ties count half; calibration.batch_auroc), batched over leading axes."""
+    from .calibration import batch_auroc
+
     pos, neg = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
-    gt = (pos[..., :, None] > neg[..., None, :]).mean(axis=(-2, -1))
-    eq = (pos[..., :, None] == neg[..., None, :]).mean(axis=(-2, -1))
-    return gt + 0.5 * eq
+    scores = np.concatenate([pos, neg], axis=-1)
+    labels = np.r_[np.ones(pos.shape[-1]), np.zeros(neg.shape[-1])]
+    out = batch_auroc(labels, scores.reshape(-1, scores.shape[-1]).T)
+    return out.reshape(scores.shape[:-1])
 
 
 def auroc_bootstrap(pos: Sequence[float], neg: Sequence[float], n_boot: int = 2000, seed: int = 0,

@@ -135,7 +135,7 @@ class Suite:
             organisms[copy] = Organism(copy, "behavior", (b,), seed=1, paraphrase=1)
             pairs.append(Pair(f"{first.name}__{copy}", "analog", first.name, copy, (b,)))
         if cfg.get("zoo"):
-            _zoo_pairs(known, organisms, pairs, err)
+            _zoo_pairs(known, used, organisms, pairs, err)
         cross = cfg.get("cross")
         recipes = _cross_pairs(cross, known, organisms, pairs, err) if cross else {}
         if not pairs:
@@ -168,7 +168,7 @@ def _floor_draws(cfg: Any, err) -> int | None:
     return int(draws)
 
 
-def _zoo_pairs(known, organisms: dict[str, Organism], pairs: list[Pair], err) -> None:
+def _zoo_pairs(known, used: dict, organisms: dict[str, Organism], pairs: list[Pair], err) -> None:
     """`zoo: true`: every organism of zoo/zoo.yaml (harness/zoo.py) against the base model (planted and null pairs), and
     its analog pairs. An analog copy is diffed only against its original: its units would repeat the original's."""
     from .zoo import ZooSpec
@@ -180,6 +180,8 @@ def _zoo_pairs(known, organisms: dict[str, Organism], pairs: list[Pair], err) ->
             raise err(f"zoo organism {org.name!r} is also listed, differently, in the suite's own sections")
         for b in org.behaviors:
             known(b)
+            if used.get(b) is None:  # the zoo has loaded (expanded, validated) it already: not again
+                used[b] = spec.specs[b]
         organisms[org.name] = org
         if org.name not in copies:
             pairs.append(Pair(f"base__{org.name}", "planted" if org.kind == "behavior" else "null", BASE, org.name, org.behaviors))

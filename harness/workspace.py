@@ -288,11 +288,14 @@ class Workspace:
         return self.suite.floor_seeds_for(pair.id if pair is not None else None) if cls.floor else self.suite.method_seeds
 
     @property
-    def pooled_floors(self) -> frozenset[str]:
-        """Method keys of floors whose chance rates pool (pair, seed) draws (suite.floor_draws)."""
-        if self.suite.floor_draws is None:
-            return frozenset()
+    def floors(self) -> frozenset[str]:
+        """Method keys of the floors (chance baselines)."""
         return frozenset(k for k, m in self.methods.items() if METHODS.get(m["name"]).floor)
+
+    @property
+    def pooled_floors(self) -> frozenset[str]:
+        """The floors whose chance rates pool (pair, seed) draws (suite.floor_draws): all of them, or none."""
+        return self.floors if self.suite.floor_draws is not None else frozenset()
 
 
 def overlay_recipe(recipe: dict, name: str, where: str) -> dict:

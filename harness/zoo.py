@@ -139,15 +139,9 @@ def commit() -> str:
 def machine() -> dict[str, str]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "torch": torch.__version__, "python": platform.python_version()}
+    from ..core.env import cpu_model
+
+    return {"cpu": cpu_model(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def add(entry: ZooEntry, adapter: Path, root: Path | None = None) -> ZooEntry:

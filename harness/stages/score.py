@@ -87,7 +87,7 @@ def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[s
 
 def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRecord], sides: dict) -> dict:
     cross_ids = {p.id for p in ws.suite.pairs if p.cross}
-    floors = frozenset(k for k, m in ws.methods.items() if METHODS.get(m["name"]).floor)
+    floors = ws.floors
     metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], ws.scoring,
                               floors=floors, pooled=ws.pooled_floors)
     metrics_cross = compute_metrics([r for r in results if r.pair in cross_ids], [r for r in records if r.pair in cross_ids],
