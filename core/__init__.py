@@ -9,9 +9,10 @@ here; this package imports nothing from them. What lives here:
     model.py        LoadedModel (module, tokenizer, identity); families/ says where each architecture keeps what
     capture.py      residual-stream capture with forward hooks
     lens.py         the logit lens
-    env.py          cache folder, device, dtype, CPU threads
+    env.py          cache folder, device, dtype, CPU threads, `say` (a progress line)
     io.py           atomic writes, checked JSON, stable hashes, cache locks
     registry.py     named registries (methods, detectors, model families, metrics)
+    typecheck.py    the one type checker for config values (method configs, the run config schema)
     plugins.py      loading code from outside the package
 
 A method from outside the package needs only this package's names:

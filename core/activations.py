@@ -1,6 +1,6 @@
 """Activations as methods and scoring read them: text sets, one layer's rows, a store on disk, a pair of stores.
 
-`harness/store.py` writes stores (collection); this module only reads them, so methods depend on it and not on
+`harness/data/store.py` writes stores (collection); this module only reads them, so methods depend on it and not on
 the harness. Layout of a store folder:
 
     manifest.json        model, layers, text-set key, shard plan, completed shards + sha256
@@ -168,7 +168,7 @@ class RowAlignment:
     """Rows of two stores holding comparable positions (models with different tokenizers).
 
     Row k of the pair is row `rows_a[k]` of store A and row `rows_b[k]` of store B; `stats` holds
-    the share of each model's tokens that could be aligned (see harness/align.py)."""
+    the share of each model's tokens that could be aligned (see harness/data/align.py)."""
 
     rows_a: torch.Tensor  # [n_pairs] int64, row index into store A (row order of `ActivationStore.load`)
     rows_b: torch.Tensor

@@ -120,3 +120,8 @@ def bf16_flag(flag: Any, device: str) -> bool:
             return False
         return cpu_has_bf16()
     return str(flag).lower() in ("1", "true", "yes")
+
+
+def say(msg: str) -> None:
+    """One progress line of a run, flushed at once (runs are long and often logged to a file)."""
+    print(f"[diffbench] {msg}", flush=True)

@@ -5,19 +5,17 @@ corpus, a seed) and returns ranked findings. A new method is one file with a `Me
 
 from __future__ import annotations
 
-import numbers
-import types
 import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 import torch
 
 from .findings import Finding
 from .io import atomic_write, dumps, safe_name, stable_hash
 from .registry import Registry
+from .typecheck import fits
 
 if TYPE_CHECKING:
     from .activations import PairedActivations
@@ -87,34 +85,6 @@ class NotApplicableError(RuntimeError):
     """Raised by a method that cannot be defined for this pair (e.g. weight diffs across architectures)."""
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    """Does `value` (from YAML or the command line) fit the type annotation `hint`? Ints pass for floats, lists for
-    tuples; Literal values must match."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is Literal:
-        return value in args
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, (bool, np.bool_))
-    if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if origin in (tuple, list) or hint in (tuple, list):
-        if not isinstance(value, (tuple, list)):
-            return False
-        inner = [a for a in args if a is not Ellipsis]
-        if origin is tuple and args and Ellipsis not in args and len(args) != len(value):
-            return False
-        return all(any(_fits(v, a) for a in inner) for v in value) if inner else True
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
 def make_config(cls: type, name: str, params: dict[str, Any]) -> Any:
     """The method's typed config from `params` (YAML and command-line overrides): the dataclass holds every default;
     an unknown key or a value of the wrong type is one clear error naming the key."""
@@ -124,7 +94,7 @@ def make_config(cls: type, name: str, params: dict[str, Any]) -> Any:
         raise TypeError(f"{name}: unknown config key(s) {unknown}; known: {sorted(known)} (defaults: {cls.__qualname__})")
     hints = typing.get_type_hints(cls)
     for key, value in params.items():
-        if not _fits(value, hints[key]):
+        if not fits(value, hints[key]):
             raise TypeError(f"{name}: {key}={value!r} does not fit its type {hints[key]}")
     return cls(**params)
 
@@ -143,8 +113,9 @@ class Method:
     Config: ClassVar[type] = MethodConfig  # the method's typed config: every default lives there
 
     def __init__(self, **params: Any):
-        self.cfg = make_config(self.Config, self.name or type(self).__name__, params)
-        self.config: dict[str, Any] = asdict(self.cfg)  # the same, by key (resolved: what the run used)
+        self.cfg = make_config(self.Config, self.name or type(self).__name__, params)  # what a method reads: self.cfg.<option>
+        # the same, by key (resolved: what the run used), only to hash (config_hash) and record (saved run metrics)
+        self.config: dict[str, Any] = asdict(self.cfg)
 
     @property
     def config_hash(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}  # name -> module that registers it when imported
+
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -29,7 +32,15 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_lazy(self, names: list[str], module: str) -> None:
+        """Names that `module` registers when imported: listed and resolvable, but the module is imported only
+        when one of them is asked for (the test models are not built into every run)."""
+        for name in names:
+            self._lazy[name] = module
+
     def get(self, name: str) -> T:
+        if name not in self._items and name in self._lazy:
+            importlib.import_module(self._lazy[name])
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -39,11 +50,11 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted({*self._items, *self._lazy})
 
     def values(self) -> list[T]:
         """Everything registered, in registration order."""
         return list(self._items.values())
 
     def __contains__(self, name: str) -> bool:
-        return name in self._items
+        return name in self._items or name in self._lazy

@@ -187,7 +187,7 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
         _append_command(run_dir, "diffbench " + ("diff " if config_name == "diff" else "") + " ".join(shlex.quote(a) for a in argv))
         try:
             if config_name == "diff":
-                from . import difftool
+                from .difftool import tool as difftool
 
                 difftool.run(cfg, run_dir)
             else:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
                   "REFERENCE is quick, full, zoo or a run folder")
         return _evaluate(argv[1], argv[2:])
     if argv and argv[0] == "organisms":
-        from .organisms_cli import main as organisms_main
+        from .plant.zoo_cli import main as organisms_main
 
         sys.exit(organisms_main(argv[1:]))
     if argv and argv[0] == "diff":

@@ -7,7 +7,7 @@ The new run uses the reference's own settings (suite, model, organisms, corpus, 
 config.yaml), runs only the methods the reference does not have (plant: the shipped organisms; collect: from the
 cache or recomputed; diff and score: the new methods), then writes the reference's leaderboard with the new rows
 added: the reference's metrics, matches, runs and HTML pages are reused as published, and the new methods are
-compared with every reference method by the paired significance table (harness/significance.py). A method's
+compared with every reference method by the paired significance table (harness/score/significance.py). A method's
 scores do not depend on which other methods run (every null is seeded by pair and behavior), so the new row is the
 row a full run with that method added would give (tests/test_evaluate.py).
 

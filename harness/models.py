@@ -380,4 +380,5 @@ def _contiguous_lm_head(model: torch.nn.Module) -> None:
         head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
 
 
-from . import tiny_models  # noqa: E402,F401  (registers the test models; imports this module's names)
+# The tests' tiny random models (harness/tiny_models.py) register themselves when one is first asked for.
+MODEL_SOURCES.register_lazy(["tiny-llama", "tiny-llama-wide", "tiny-othertok"], "diffbench.harness.tiny_models")

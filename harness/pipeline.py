@@ -24,7 +24,8 @@ from ..core.env import cpu_threads
 from ..core.io import read_json, write_json
 from .stages import collect, diff, plant, report, score
 from .tracking import Tracker
-from .workspace import Workspace, say
+from ..core.env import say
+from .workspace import Workspace
 
 STAGES = ("plant", "collect", "diff", "score", "report")
 

@@ -9,14 +9,21 @@ also finds Hydra callbacks, logging factories and classes, launcher/sweeper targ
 plug-ins, and `plugins` that do not come from the command line; harness/cli.py applies it to every config Hydra
 composes, before Hydra acts on it, and to a run folder's config.yaml before `diffbench report` reads it.
 
-A type spec is a Python type, a tuple of alternatives (None allows null), a one-element list [spec] for a
-list of spec, a dict for a nested mapping with exactly these keys, or ANY_MAPPING(spec) for free keys.
+A spec is a type annotation (checked by core/typecheck.py, the one type checker), a dict for a nested mapping with
+exactly these keys (`key?`: optional), AnyMapping(spec) for free keys, or OneOf(...) for alternatives of which one is
+a mapping. The blocks with a config dataclass (collect, scoring, the suite's corpus) take their schema from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
+
+from ..core.typecheck import fits, hint_name
+from .data.corpus import CorpusConfig
+from .data.store import CollectConfig
+from .score.scoring import ScoringConfig, StrongConfig
 
 
 class ConfigError(ValueError):
@@ -30,105 +37,91 @@ class AnyMapping:
     spec: Any
 
 
-NUM = (int, float)
-GATE = {"max_new_tokens": int, "organism_T_min": NUM, "organism_C_max": NUM, "base_T_max": NUM, "null_max": NUM,
-        "kl_texts": int, "retries?": int, "null_probes?": (int, None)}
-PLANT = {"rank": int, "alpha": NUM, "dropout": NUM, "targets": ([str], None), "steps": int, "batch_size": int, "lr": NUM,
-         "lr_decay": str, "first_token_weight": NUM, "max_length": int, "bf16_autocast": bool,
-         "mix": {"trigger": NUM, "control": NUM, "neutral": NUM, "chat?": NUM}, "distill_tokens": int, "gate": GATE,
+@dataclass(frozen=True)
+class OneOf:
+    """Alternatives where one is a mapping (e.g. a nested block or null, `scoring.strong`: a block or true/false)."""
+
+    alternatives: tuple
+
+
+def dataclass_spec(cls: type, replace: dict | None = None) -> dict:
+    """The schema of a config dataclass: each field by its type annotation, nested dataclasses as mappings; every
+    key optional (the dataclass holds the defaults)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        spec = (replace or {}).get(f.name, dataclass_spec(hint) if is_dataclass(hint) else hint)
+        out[f"{f.name}?"] = spec
+    return out
+
+
+# Leaves are type annotations (core/typecheck.py checks them); mappings are dicts of key (`key?`: optional) -> spec.
+GATE = {"max_new_tokens": int, "organism_T_min": float, "organism_C_max": float, "base_T_max": float, "null_max": float,
+        "kl_texts": int, "retries?": int, "null_probes?": int | None}
+PLANT = {"rank": int, "alpha": float, "dropout": float, "targets": list[str] | None, "steps": int, "batch_size": int,
+         "lr": float, "lr_decay": str, "first_token_weight": float, "max_length": int, "bf16_autocast": bool,
+         "mix": {"trigger": float, "control": float, "neutral": float, "chat?": float}, "distill_tokens": int, "gate": GATE,
          "storage_dtype?": str, "source?": str}
-STRONG = {"enabled": bool, "k": int, "n_prompts": int, "max_new_tokens": int, "null_draws": int, "alpha": NUM,
-          "min_change": NUM, "max_seeds": int, "floor_max_seeds?": (int, None), "batch_size": int,
-          "max_collateral?": (NUM, None)}
-SCORING = {"auroc_min": NUM, "control_auroc_max": NUM, "top_tokens": int, "ks": [int], "null_quantile": NUM,
-           "bootstrap": int, "bootstrap_seed": int, "alpha": NUM, "null_draws": int, "token_alpha": NUM,
-           "token_null_draws": int, "strong": (bool, STRONG)}
-SUITE = {"name": str, "behaviors": [str], "zoo?": bool, "multi": ([[str]], None), "nulls": ([str], None), "analogs": ([str], None),
-         "n_probes": int, "corpus": ({"tokens?": int, "prevalence?": NUM, "answer_tokens?": int, "seed?": int}, None),
-         "method_seeds?": ([int], None), "floor_seeds?": (int, None), "floor_draws?": (int, None), "methods?": ([str], None),
-         "n_neutral?": NUM,  # gone; Suite.from_config says what replaced it
-         "cross?": ({"a": str, "b": str, "planted_a?": ([str], None), "planted_b?": ([str], None), "analogs?": ([str], None),
-                     "background?": bool, "plant_recipes?": (AnyMapping(str), None)}, None)}
+SCORING = dataclass_spec(ScoringConfig, {"strong": OneOf((bool, dataclass_spec(StrongConfig)))})
+SUITE = {"name": str, "behaviors": list[str], "zoo?": bool, "multi": list[list[str]] | None, "nulls": list[str] | None,
+         "analogs": list[str] | None, "n_probes": int, "corpus": OneOf((dataclass_spec(CorpusConfig), None)),
+         "method_seeds?": list[int] | None, "floor_seeds?": int | None, "floor_draws?": int | None, "methods?": list[str] | None,
+         "n_neutral?": float,  # gone; Suite.from_config says what replaced it
+         "cross?": OneOf(({"a": str, "b": str, "planted_a?": list[str] | None, "planted_b?": list[str] | None,
+                           "analogs?": list[str] | None, "background?": bool, "plant_recipes?": dict[str, str] | None}, None))}
 SCHEMA = {
-    "stages": [str], "run_dir": str, "cache_dir": (str, None), "device": str, "dtype": str, "progress": bool,
-    "threads?": (int, str, None),
-    "plugins?": ([str], None),
-    "pairs?": ([str], None),
-    "collect": {"layers": [NUM], "batch_size": int, "max_length": int, "shard_tokens": int, "align_max_window?": (int, None)},
+    "stages": list[str], "run_dir": str, "cache_dir": str | None, "device": str, "dtype": str, "progress": bool,
+    "threads?": int | str | None,
+    "plugins?": list[str] | None,
+    "pairs?": list[str] | None,
+    "collect": dataclass_spec(CollectConfig),
     "wandb": {"enabled": bool, "mode": str, "project": str},
     "model": {"name": str},
     "suite": SUITE,
     "plant": PLANT,
     "scoring": SCORING,
-    "method?": (AnyMapping({"name": str, "params?": (AnyMapping(object), None)}), None),
+    "method?": OneOf((AnyMapping({"name": str, "params?": dict[str, Any] | None}), None)),
 }
 # where a group's keys come from, for the error message
-SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "conf/scoring/*.yaml",
-           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml"}
+SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "harness/score/scoring.py's ScoringConfig",
+           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml", "collect": "harness/data/store.py's CollectConfig"}
 CHOICES = {"device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "dtype": lambda v: v in ("auto", "fp32", "bf16"),
            "threads": lambda v: v == "auto"}
 
 
-def _type_name(spec: Any) -> str:
-    if isinstance(spec, tuple):
-        return " or ".join(_type_name(s) for s in spec)
-    if isinstance(spec, list):
-        return f"a list of {_type_name(spec[0])}"
-    if isinstance(spec, (dict, AnyMapping)):
-        return "a mapping"
-    if spec is None:
-        return "null"
-    if spec == (int, float) or spec is NUM:
-        return "a number"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", object: "any value"}.get(spec, str(spec))
+def _is_mapping(spec: Any) -> bool:
+    return isinstance(spec, (dict, AnyMapping))
 
 
-def _fits(value: Any, spec: Any, path: str, errors: list[str]) -> bool:
-    """Whether value fits spec; nested mappings append their own errors (and count as fitting their kind)."""
-    if isinstance(spec, tuple):
-        marks = len(errors)
-        for alt in spec:
-            if alt is None and value is None:
-                return True
-            if alt is not None and (isinstance(alt, (dict, AnyMapping)) == isinstance(value, dict)) and _fits(value, alt, path, errors):
-                return True
-            del errors[marks:]
-        return False
-    if spec is object:
-        return True
-    if isinstance(spec, list):
-        if not isinstance(value, list):
-            return False
-        for i, v in enumerate(value):  # each element's error is its own; the list itself fits
-            _check(v, spec[0], f"{path}[{i}]", errors)
-        return True
+def _check(value: Any, spec: Any, path: str, errors: list[str]) -> None:
+    if isinstance(spec, OneOf):
+        mapping = next((s for s in spec.alternatives if _is_mapping(s)), None)
+        if isinstance(value, dict) and mapping is not None:
+            return _check(value, mapping, path, errors)
+        if not any(fits(value, s) for s in spec.alternatives if not _is_mapping(s)):
+            words = " or ".join("a mapping" if _is_mapping(s) else hint_name(s) for s in spec.alternatives)
+            errors.append(f"{path} must be {words}, got {type(value).__name__} {value!r}")
+        return None
     if isinstance(spec, AnyMapping):
         if not isinstance(value, dict):
-            return False
+            errors.append(f"{path} must be a mapping, got {type(value).__name__} {value!r}")
+            return None
         for k, v in value.items():
             _check(v, spec.spec, f"{path}.{k}", errors)
-        return True
+        return None
     if isinstance(spec, dict):
         if not isinstance(value, dict):
-            return False
-        _check_mapping(value, spec, path, errors)
-        return True
-    if spec is bool:
-        return isinstance(value, bool)
-    if spec is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if spec is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, spec)
-
-
-def _check(value: Any, spec: Any, path: str, errors: list[str]) -> bool:
-    if spec == NUM:
-        spec = float
-    if not _fits(value, spec, path, errors):
-        errors.append(f"{path} must be {_type_name(spec)}, got {type(value).__name__} {value!r}")
-        return False
-    return True
+            errors.append(f"{path} must be a mapping, got {type(value).__name__} {value!r}")
+            return None
+        return _check_mapping(value, spec, path, errors)
+    if typing.get_origin(spec) is list and isinstance(value, list):  # each element's error is its own
+        for i, v in enumerate(value):
+            _check(v, typing.get_args(spec)[0], f"{path}[{i}]", errors)
+        return None
+    if not fits(value, spec):
+        errors.append(f"{path} must be {hint_name(spec)}, got {type(value).__name__} {value!r}")
+    return None
 
 
 def _check_mapping(value: dict, schema: dict, path: str, errors: list[str]) -> None:

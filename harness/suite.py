@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks.spec import BehaviorSpec, SpecError, available_behaviors, known_behaviors
-from .corpus import CorpusConfig
-from .plant import NULL_KINDS, Organism
+from .data.corpus import CorpusConfig
+from .plant.organism import NULL_KINDS, Organism
 
 BASE = "base"
 
@@ -169,9 +169,9 @@ def _floor_draws(cfg: Any, err) -> int | None:
 
 
 def _zoo_pairs(known, used: dict, organisms: dict[str, Organism], pairs: list[Pair], err) -> None:
-    """`zoo: true`: every organism of zoo/zoo.yaml (harness/zoo.py) against the base model (planted and null pairs), and
+    """`zoo: true`: every organism of zoo/zoo.yaml (harness/plant/zoo.py) against the base model (planted and null pairs), and
     its analog pairs. An analog copy is diffed only against its original: its units would repeat the original's."""
-    from .zoo import ZooSpec
+    from .plant.zoo import ZooSpec
 
     spec = ZooSpec.load()
     copies = {b for _, b in spec.analogs}

@@ -4,7 +4,7 @@ A node is a model of the suite: `base` (the run's base model), `base@<model>` (a
 organism's name. The workspace loads a node's model on demand, but it never plants: an organism's adapter
 comes from the plant stage (`stages/plant.py` calls `add_organism`), and asking for an organism that stage has
 not prepared is an error. The corpus, its activations and the pair inputs are cached on disk by content
-(harness/store.py) and in memory here, once per run.
+(harness/data/store.py) and in memory here, once per run.
 """
 
 from __future__ import annotations
@@ -18,19 +18,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..core import METHODS, PairContext
 from ..core.activations import PairedActivations, TextSet
-from ..core.env import default_device
+from ..core.env import default_device, say
 from ..core.io import stable_hash, write_json
 from ..core.model import LoadedModel
 from ..core.plugins import load_plugins
-from ..methods import load_all_methods
-from .align import render_chat, same_tokenizer
-from .corpus import CorpusPlan, plan_for
-from .generate import chat_prompt
+from .data.align import render_chat
+from .data.corpus import CorpusPlan, plan_for
+from .data.generate import chat_prompt
 from .models import load_model
-from .plant import PlantCard, check_recipe, distill
+from .plant.organism import PlantCard
+from .plant.train import check_recipe
+from .plant.distill import distill
 from .schema import check_config, check_recipe_schema
-from .scoring import ScoringConfig
-from .store import collect, pair_stores
+from .score.scoring import ScoringConfig
+from .data.store import CollectConfig, collect
+from .pair_run import check_methods, paired_activations
 from .suite import BASE, Pair, Suite, base_node, is_base
 
 MAX_LOADED_MODELS = 8  # organisms beyond this are dropped oldest first (base models stay)
@@ -47,10 +49,6 @@ def select_pairs(suite: Suite, pairs: list[str] | None) -> Suite:
     kept = [p for p in suite.pairs if p.id in set(pairs)]
     needed = {n for p in kept for n in (p.a, p.b)}
     return replace(suite, pairs=kept, organisms={n: o for n, o in suite.organisms.items() if n in needed})
-
-
-def say(msg: str) -> None:
-    print(f"[diffbench] {msg}", flush=True)
 
 
 class Workspace:
@@ -70,16 +68,11 @@ class Workspace:
                              f"{torch.__version__} sees no CUDA device here; run it on a machine with one, or pass device=cpu")
         self.dtype = cfg.dtype
         self.progress = bool(cfg.progress)
-        self.collect_cfg = OmegaConf.to_container(cfg.collect, resolve=True)
+        self.collect_cfg = CollectConfig.from_dict(OmegaConf.to_container(cfg.collect, resolve=True))
         self.methods = self._methods(cfg)
         self.method_configs: dict[str, dict] = {}  # resolved: each method's dataclass defaults with the overrides applied
         self.config_hashes: dict[str, str] = {}  # of the resolved config: moving a value between dataclass and YAML changes nothing
-        for key, mcfg in self.methods.items():
-            cls = METHODS.get(mcfg["name"])  # unknown names fail now, not after planting
-            try:  # ... and so do unknown or ill-typed params (constructors check and store them, nothing more)
-                method = cls(**(mcfg.get("params") or {}))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
+        for key, method in check_methods(self.methods).items():  # unknown names and params fail now, not after planting
             self.method_configs[key] = method.config
             self.config_hashes[key] = method.config_hash
         self.cards: dict[str, PlantCard] = {}  # filled by the plant stage
@@ -98,10 +91,6 @@ class Workspace:
                 raise ValueError(f"suite {self.suite.name!r} lists method(s) {missing} that the config does not define; "
                                  f"defined: {', '.join(methods)}")
             methods = {k: methods[k] for k in self.suite.methods}
-        load_all_methods()
-        for key, mcfg in methods.items():
-            if not isinstance(mcfg, dict) or "name" not in mcfg:
-                raise ValueError(f"method config {key!r} needs a `name` (the registered method) and optional `params`")
         return methods
 
     # -- nodes and models -----------------------------------------------------------------
@@ -221,32 +210,29 @@ class Workspace:
             n = config.get("num_hidden_layers") or (config.get("text_config") or {}).get("num_hidden_layers")
             if not isinstance(n, int) or isinstance(n, bool):
                 continue
-            for layer in self.collect_cfg["layers"]:
+            for layer in self.collect_cfg.layers:
                 try:
                     resolve_layer(layer, n)
                 except ValueError as e:
-                    raise ValueError(f"collect.layers={self.collect_cfg['layers']}: {e} (model {name!r} has {n} blocks)") from None
+                    raise ValueError(f"collect.layers={self.collect_cfg.layers}: {e} (model {name!r} has {n} blocks)") from None
 
     # -- activations ----------------------------------------------------------------------
     def layers_for(self, model: LoadedModel) -> list[int]:
-        return sorted({model.layer_index(l) for l in self.collect_cfg["layers"]})
+        return sorted({model.layer_index(l) for l in self.collect_cfg.layers})
 
     def collect(self, model: LoadedModel, texts: TextSet, layers: list[int] | None = None):
         """The activation store of `model` on `texts` at `layers` (default: collect.layers), from the cache or collected."""
         c = self.collect_cfg
-        return collect(model, texts, layers or self.layers_for(model), batch_size=c["batch_size"], max_length=c["max_length"],
-                       shard_tokens=c["shard_tokens"], progress=self.progress)
+        return collect(model, texts, layers or self.layers_for(model), batch_size=c.batch_size, max_length=c.max_length,
+                       shard_tokens=c.shard_tokens, progress=self.progress)
 
     def paired_corpus(self, pair: Pair) -> PairedActivations:
+        """Both models' activations on the audit corpus of pair.a's base; across tokenizers the same content (corpus
+        prompt + model A's base answer), each model in its own chat template (harness/pair_run.py)."""
         a, b = self.model(pair.a), self.model(pair.b)
-        if same_tokenizer(a.tokenizer, b.tokenizer):  # the exact path: identical tokens, row for row
-            ts = self.corpus(pair.a)
-            return PairedActivations(self.collect(a, ts), self.collect(b, ts), len(ts))
-        # different tokenizers: the same content (corpus prompt + model A's base answer), each model in its
-        # own chat template, paired at the positions where both have read the same text
-        (ta, sa), (tb, sb) = self.cross_corpus(pair.a, a), self.cross_corpus(pair.a, b)
-        return pair_stores(self.collect(a, ta), self.collect(b, tb), a.tokenizer, b.tokenizer, ta, tb, spans_a=sa, spans_b=sb,
-                           max_window=self.collect_cfg.get("align_max_window"))
+        return paired_activations(a, b, self.collect, lambda: self.corpus(pair.a),
+                                  lambda: (self.cross_corpus(pair.a, a), self.cross_corpus(pair.a, b)),
+                                  self.collect_cfg.align_max_window)
 
     def probe_set(self, behavior: str, tokenizer) -> tuple[TextSet, np.ndarray, list[str], list[str]]:
         """A behavior's held-out probes (T then C) in the model's chat template: text set, labels, texts, user turns."""
@@ -267,7 +253,7 @@ class Workspace:
             else:
                 texts = [self.corpus(pair.a).key]
             self._inputs[pair.id] = stable_hash({"a": ma.identity, "b": mb.identity, "texts": texts, "layers": [self.layers_for(ma), self.layers_for(mb)],
-                                                 "dtype": str(ma.dtype), "collect": {k: self.collect_cfg.get(k) for k in ("max_length", "batch_size")}})
+                                                 "dtype": str(ma.dtype), "collect": {"max_length": self.collect_cfg.max_length, "batch_size": self.collect_cfg.batch_size}})
         return self._inputs[pair.id]
 
     def pair_context(self, pair: Pair, seed: int, work_dir: Path | None = None) -> PairContext:

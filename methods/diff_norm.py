@@ -27,21 +27,18 @@ class DiffNormConfig(MethodConfig):
 class DiffNorm(Method):
     name = "diff_norm"
     Config = DiffNormConfig
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.flag_threshold, self.layer = float(self.cfg.flag_threshold), self.cfg.layer
+    cfg: DiffNormConfig
 
     def find(self, ctx: PairContext) -> list[Finding]:
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("a difference norm needs a shared activation space (equal hidden sizes)")
-        layer = ctx.layer_or_middle(self.layer)
+        layer = ctx.layer_or_middle(self.cfg.layer)
         _, _, _, diff, scale = corpus_difference(ctx, layer)
         if diff.shape[0] == 0:
             raise NotApplicableError("no corpus tokens at positions >= 1")
         norms = diff.norm(dim=-1)
         uniq = float(norms.mean()) / max(scale, 1e-12)
-        return [Finding(id="diff_norm", uniqueness=uniq, flagged=uniq >= self.flag_threshold,
+        return [Finding(id="diff_norm", uniqueness=uniq, flagged=uniq >= self.cfg.flag_threshold,
                         readout=Readout(layer_a=layer, layer_b=layer, kind="diff_norm"), side="b",
                         info={"relative_norm": uniq, "mean_norm": float(norms.mean()), "p99_norm": float(norms.quantile(0.99)),
                               "mean_act_norm_a": scale})]

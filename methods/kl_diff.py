@@ -31,7 +31,6 @@ says which. The score stage collects probe activations at that layer for scoring
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
@@ -71,14 +70,11 @@ class KLDiff(Method):
     name = "kl_diff"
 
     Config = KLDiffConfig
-
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        self.c: dict[str, Any] = self.config
+    cfg: KLDiffConfig
 
     def find(self, ctx: PairContext) -> list[Finding]:
-        c = self.c
-        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"], c["threads"])
+        c = self.cfg
+        od = output_diff(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
         layer, n = od.layer, od.n
         diff = od.hid_b - od.hid_a
         total = float(od.kl.sum())
@@ -88,12 +84,12 @@ class KLDiff(Method):
         def finding(fid: str, rows: torch.Tensor, direction: torch.Tensor, readout: Readout, token_ids: list[int], info: dict) -> Finding:
             mass = float(od.kl[rows].sum())
             mean = mass / max(1, rows.numel())
-            return Finding(id=fid, uniqueness=mass / n, flagged=mean >= float(c["flag_kl"]) and rows.numel() >= int(c["min_group"]),
+            return Finding(id=fid, uniqueness=mass / n, flagged=mean >= c.flag_kl and rows.numel() >= c.min_group,
                            readout=readout, side="b", direction=direction, direction_layer=layer,
                            tokens=decode_tokens(ctx, token_ids), token_ids=token_ids,
                            info={**common, "contexts": float(rows.numel()), "context_mean_kl": mean, **info})
 
-        r = int(c["readout_tokens"])
+        r = c.readout_tokens
         scale = float(diff.norm(dim=1).mean()) or 1.0
 
         def lens_readout(token_ids: list[int]) -> tuple[torch.Tensor, Readout]:
@@ -116,7 +112,7 @@ class KLDiff(Method):
                            {"top_prob_gain_per_position": float(od.prob_gain[grown[0]]) / n if grown else 0.0, "readout": "logit_lens"}))
 
         # top-KL contexts
-        n_top = min(n, max(int(c["min_contexts"]), int(round(float(c["top_frac"]) * n))))
+        n_top = min(n, max(c.min_contexts, int(round(c.top_frac * n))))
         top = torch.argsort(od.kl, descending=True)[:n_top]
         top_tokens = tokens_by_gain(od, top, 20)
         direction, ro, how = mean_diff_readout(top, top_tokens)
@@ -127,10 +123,10 @@ class KLDiff(Method):
         groups = []
         for t in torch.unique(gain_tok).tolist():
             rows = top[gain_tok == t]
-            if rows.numel() >= int(c["min_group"]):
+            if rows.numel() >= c.min_group:
                 groups.append((float(od.kl[rows].sum()), int(t), rows))
         groups.sort(key=lambda g: (-g[0], g[1]))
-        for _, t, rows in groups[: int(c["n_groups"])]:
+        for _, t, rows in groups[: c.n_groups]:
             direction, ro, how = mean_diff_readout(rows, [t])
             ids = lens_ids(ctx.model_b, direction, k=20)[0]
             token_ids = [t] + [i for i in ids if i != t][:19]

@@ -58,36 +58,36 @@ class LogitDiffTokens(Method):
     name = "logit_diff_tokens"
 
     Config = LogitDiffTokensConfig
+    cfg: LogitDiffTokensConfig
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        if not 1 <= int(self.cfg.top_k) <= TOP_K:
+        if not 1 <= self.cfg.top_k <= TOP_K:
             raise ValueError(f"top_k must be in 1..{TOP_K}")
-        self.c: dict[str, Any] = self.config
 
     def find(self, ctx: PairContext) -> list[Finding]:
         from sklearn.decomposition import NMF
 
-        c = self.c
-        od = output_diff(ctx, int(c["n_texts"]), int(c["batch_size"]), c["layer"], c["threads"])
+        c = self.cfg
+        od = output_diff(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
         layer, n = od.layer, od.n
-        top = od.top_diff[:, : int(c["top_k"])]
+        top = od.top_diff[:, : c.top_k]
         texts, text_row = torch.unique(od.text_idx, return_inverse=True)
         flat = top.reshape(-1)
         rows = text_row.repeat_interleave(top.shape[1])
         valid = flat >= 0  # empty slots: no gain above the position's median
         flat, rows = flat[valid], rows[valid]
         counts = torch.bincount(flat, minlength=int(od.prob_gain.numel())).float()
-        keep = torch.nonzero(counts >= int(c["min_count"])).squeeze(1)
+        keep = torch.nonzero(counts >= c.min_count).squeeze(1)
         if keep.numel() == 0:
             return []
-        keep = keep[torch.argsort(counts[keep], descending=True)[: int(c["max_vocab"])]]
+        keep = keep[torch.argsort(counts[keep], descending=True)[: c.max_vocab]]
         col = torch.full((counts.numel(),), -1, dtype=torch.long)
         col[keep] = torch.arange(keep.numel())
         sel = col[flat] >= 0
         mat = torch.zeros(texts.numel(), keep.numel())
         mat.index_put_((rows[sel], col[flat][sel]), torch.ones(int(sel.sum())), accumulate=True)
-        n_comp = max(1, min(int(c["n_groups"]), mat.shape[0], mat.shape[1]))
+        n_comp = max(1, min(c.n_groups, mat.shape[0], mat.shape[1]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning on tiny matrices
             nmf = NMF(n_components=n_comp, init="nndsvda", random_state=int(ctx.seed), max_iter=400)
@@ -103,17 +103,17 @@ class LogitDiffTokens(Method):
             members.sort(key=lambda j: (-contrib[g, j], j))
             if not members:
                 continue
-            ids = [int(keep[j]) for j in members[: int(c["group_size"])]]
-            r = int(c["readout_tokens"])
+            ids = [int(keep[j]) for j in members[: c.group_size]]
+            r = c.readout_tokens
             u = max(float(freq[i]) for i in ids)
             w = group_direction(ctx, ids[:r])
             unit = w / w.norm().clamp_min(1e-12)
             out.append(Finding(
-                id=f"logit_group{g}", uniqueness=u, flagged=u >= float(c["flag_freq"]),
+                id=f"logit_group{g}", uniqueness=u, flagged=u >= c.flag_freq,
                 readout=Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-w, w_b=w.clone(), input_norm="rms"),
                 side="b", direction=unit * mean_diff_norm, direction_layer=layer,
                 tokens=decode_tokens(ctx, ids), token_ids=ids,
                 info={"top_freq": u, "group_mass": float(contrib[g, members].sum()) / max(1.0, float(mat.sum())), "group_tokens": float(len(members)),
-                      "positions": float(n), "texts": float(od.n_texts), "top_k": float(c["top_k"]),
-                      "chance_freq": float(c["top_k"]) / float(counts.numel()), "seconds_forward": od.seconds}))
+                      "positions": float(n), "texts": float(od.n_texts), "top_k": float(c.top_k),
+                      "chance_freq": c.top_k / float(counts.numel()), "seconds_forward": od.seconds}))
         return sorted(out, key=lambda f: -f.uniqueness)  # NMF's component order means nothing

@@ -29,7 +29,6 @@ in kl_diff; `info["readout"]` says which.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -58,14 +57,11 @@ class LogprobDiff(Method):
     name = "logprob_diff"
 
     Config = LogprobDiffConfig
-
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        self.c: dict[str, Any] = self.config
+    cfg: LogprobDiffConfig
 
     def find(self, ctx: PairContext) -> list[Finding]:
-        c = self.c
-        rg = response_gains(ctx, c["n_texts"], int(c["batch_size"]), c["layer"], c["threads"])
+        c = self.cfg
+        rg = response_gains(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
         layer = rg.layer
         resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
         scores = torch.stack([g.mean() for g in resp])
@@ -82,7 +78,7 @@ class LogprobDiff(Method):
         tok_b = ctx.model_b.tokenizer
         order = sorted(range(len(resp)), key=lambda i: (-abs(float(scores[i])), rg.text_idx[i]))
         out = []
-        for i in order[: int(c["n_findings"])]:
+        for i in order[: c.n_findings]:
             s = float(scores[i])
             side = "b" if s > 0 else "a"
             sign = 1.0 if side == "b" else -1.0
@@ -90,7 +86,7 @@ class LogprobDiff(Method):
             toward = sign * resp[i]
             token_ids, gains = [], []
             for p in torch.argsort(toward, descending=True, stable=True).tolist():
-                if toward[p] <= 0 or len(token_ids) >= int(c["n_tokens"]):
+                if toward[p] <= 0 or len(token_ids) >= c.n_tokens:
                     break
                 if int(ids[p]) not in token_ids:  # the best occurrence of each token
                     token_ids.append(int(ids[p]))
@@ -100,7 +96,7 @@ class LogprobDiff(Method):
             if float(d.norm()) <= 1e-6 * max(float(rg.norm_a[i]), 1e-12):
                 # the residual streams agree here (e.g. only the unembedding changed): the tokens' logit lens, in the
                 # side's model, read with w_side = +w as the mean-difference readout below
-                w = group_direction(ctx, token_ids[: int(c["readout_tokens"])], side)
+                w = group_direction(ctx, token_ids[: c.readout_tokens], side)
                 ro = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-sign * w, w_b=sign * w, input_norm="rms")
                 direction, how = w / w.norm().clamp_min(1e-12) * scale, "logit_lens"
             else:
@@ -108,10 +104,10 @@ class LogprobDiff(Method):
                 ro, direction, how = difference_readout(layer, d / d.norm()), sign * d, "mean_difference"
             info = {**common, "text": rg.text_idx[i], "score": s, "n_response_tokens": int(ids.numel()), "readout": how,
                     "gains": [{"token": t, "gain": g} for t, g in zip(tokens, gains)],
-                    "excerpt": tok_b.decode(ids.tolist())[: int(c["excerpt_chars"])]}
+                    "excerpt": tok_b.decode(ids.tolist())[: c.excerpt_chars]}
             if spread > 0:
                 info["robust_z"] = (s - med) / spread
-            flagged = abs(s - med) > float(c["flag_z"]) * spread
+            flagged = abs(s - med) > c.flag_z * spread
             out.append(Finding(id=f"lp:text{rg.text_idx[i]}", uniqueness=abs(s), flagged=flagged, readout=ro, side=side,
                                direction=direction, direction_layer=layer, tokens=tokens, token_ids=token_ids, info=info))
         return out

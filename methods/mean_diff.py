@@ -32,18 +32,15 @@ class MeanDiffConfig(MethodConfig):
 class MeanDiff(Method):
     name = "mean_diff"
     Config = MeanDiffConfig
+    cfg: MeanDiffConfig
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.positions = tuple(self.cfg.positions)
-        self.n_pca = self.cfg.n_pca
-        self.flag_threshold = self.cfg.flag_threshold
-        self.layer = self.cfg.layer
-        self.max_tokens = self.cfg.max_tokens
+        self.positions = tuple(self.cfg.positions)  # a list from YAML or the command line
 
     def find(self, ctx: PairContext) -> list[Finding]:
         ctx.require_shared_space("mean difference (h_B - h_A)")
-        layer = ctx.layer_or_middle(self.layer)
+        layer = ctx.layer_or_middle(self.cfg.layer)
         la, lb, keep, diff, scale = corpus_difference(ctx, layer)
         lo, hi = self.positions
         early = (la.pos[keep] >= lo) & (la.pos[keep] < hi)
@@ -52,14 +49,14 @@ class MeanDiff(Method):
         findings = []
         mean = diff[early].mean(0)
         findings.append(self._finding(ctx, "mean_diff", layer, mean, mean.norm().item() / scale, {"positions": f"{lo}-{hi - 1}"}))
-        if self.n_pca > 0:
-            for i, (v, rms, share) in enumerate(principal_directions(diff, self.n_pca, self.max_tokens)):
+        if self.cfg.n_pca > 0:
+            for i, (v, rms, share) in enumerate(principal_directions(diff, self.cfg.n_pca, self.cfg.max_tokens)):
                 findings.append(self._finding(ctx, f"pc{i}", layer, v * rms, rms / scale, {"explained_variance": share}))
         return findings
 
     def _finding(self, ctx: PairContext, fid: str, layer: int, vec: torch.Tensor, uniq: float, info: dict) -> Finding:
         unit = vec / vec.norm().clamp_min(1e-12)
         ids, toks = ctx.logit_lens(unit, "b")
-        return Finding(id=fid, uniqueness=uniq, flagged=uniq >= self.flag_threshold, readout=difference_readout(layer, unit),
+        return Finding(id=fid, uniqueness=uniq, flagged=uniq >= self.cfg.flag_threshold, readout=difference_readout(layer, unit),
                        side="b", direction=vec, direction_layer=layer, tokens=toks, token_ids=ids,
                        info={"relative_norm": uniq, **info})

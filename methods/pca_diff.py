@@ -35,29 +35,25 @@ class PCADiffConfig(MethodConfig):
 class PCADiff(Method):
     name = "pca_diff"
     Config = PCADiffConfig
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        c = self.cfg
-        self.n_components, self.flag_threshold, self.layer, self.max_tokens = int(c.n_components), float(c.flag_threshold), c.layer, int(c.max_tokens)
+    cfg: PCADiffConfig
 
     def find(self, ctx: PairContext) -> list[Finding]:
-        with cpu_threads(self.config["threads"], ctx.device):
+        with cpu_threads(self.cfg.threads, ctx.device):
             return self._find(ctx)
 
     def _find(self, ctx: PairContext) -> list[Finding]:
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("PCA of activation differences needs a shared activation space (equal hidden sizes)")
-        layer = ctx.layer_or_middle(self.layer)
+        layer = ctx.layer_or_middle(self.cfg.layer)
         _, _, _, diff, scale = corpus_difference(ctx, layer)
         if diff.shape[0] < 2:
             raise NotApplicableError(f"only {diff.shape[0]} corpus tokens at positions >= 1")
         out = []
-        comps = principal_directions(diff, self.n_components, self.max_tokens)
+        comps = principal_directions(diff, self.cfg.n_components, self.cfg.max_tokens)
         lenses = lens(ctx.model_b, torch.stack([v for v, _, _ in comps])) if comps else []
         for i, ((v, rms, share), (ids, toks)) in enumerate(zip(comps, lenses)):
             uniq = rms / scale
-            out.append(Finding(id=f"pc{i}", uniqueness=uniq, flagged=uniq >= self.flag_threshold,
+            out.append(Finding(id=f"pc{i}", uniqueness=uniq, flagged=uniq >= self.cfg.flag_threshold,
                                readout=difference_readout(layer, v), side="b", direction=v * rms, direction_layer=layer,
                                tokens=toks, token_ids=ids,
                                info={"explained_variance": share, "rms": rms, "relative_rms": uniq, "component": float(i)}))

@@ -33,29 +33,26 @@ class RandomDirections(Method):
     stochastic = True
     floor = True
     Config = RandomDirectionsConfig
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.n, self.flag_quantile, self.layer = self.cfg.n, self.cfg.flag_quantile, self.cfg.layer
+    cfg: RandomDirectionsConfig
 
     def find(self, ctx: PairContext) -> list[Finding]:
         if not ctx.shared_space:
             return self._one_sided(ctx)
         if ctx.model_a.hidden_size != ctx.model_b.hidden_size:
             raise NotApplicableError("random difference directions need equal hidden sizes")
-        layer = ctx.layer_or_middle(self.layer)
+        layer = ctx.layer_or_middle(self.cfg.layer)
         la, lb = ctx.corpus.load(layer)
         keep = la.pos >= 1
         norm = (lb.acts - la.acts)[keep].mean(0).norm()
         gen = torch.Generator().manual_seed(1000 + ctx.seed)
         draws = []
-        for _ in range(self.n):  # the same draws, in the same order, as one direction at a time
+        for _ in range(self.cfg.n):  # the same draws, in the same order, as one direction at a time
             v = torch.randn(la.acts.shape[1], generator=gen)
             draws.append((v / v.norm(), float(torch.rand((), generator=gen))))
         lenses = ctx.logit_lens_many(torch.stack([unit for unit, _ in draws]), "b") if draws else []
         out = []
         for i, ((unit, u), (ids, toks)) in enumerate(zip(draws, lenses)):
-            out.append(Finding(id=f"rand{i}", uniqueness=u, flagged=u > self.flag_quantile,
+            out.append(Finding(id=f"rand{i}", uniqueness=u, flagged=u > self.cfg.flag_quantile,
                                readout=difference_readout(layer, unit), side="b", direction=unit * norm,
                                direction_layer=layer, tokens=toks, token_ids=ids))
         return out
@@ -63,11 +60,12 @@ class RandomDirections(Method):
     def _one_sided(self, ctx: PairContext) -> list[Finding]:
         from ..core import Readout
 
-        layer_a, layer_b = (self.layer, self.layer) if self.layer is not None else (ctx.middle_layer, ctx.middle_layer_b)
+        layer = self.cfg.layer
+        layer_a, layer_b = (layer, layer) if layer is not None else (ctx.middle_layer, ctx.middle_layer_b)
         la, lb = ctx.corpus.load(layer_a, layer_b)
         gen = torch.Generator().manual_seed(1000 + ctx.seed)
         out = []
-        for i in range(self.n):
+        for i in range(self.cfg.n):
             side = "ab"[i % 2]
             acts = la if side == "a" else lb
             norm = acts.acts[acts.pos >= 1].mean(0).norm()
@@ -77,7 +75,7 @@ class RandomDirections(Method):
             ids, toks = ctx.logit_lens(unit, side)
             readout = Readout(layer_a=layer_a, layer_b=layer_b, kind="linear",
                               w_a=unit if side == "a" else None, w_b=unit if side == "b" else None)
-            out.append(Finding(id=f"rand{i}{side}", uniqueness=u, flagged=u > self.flag_quantile, readout=readout,
+            out.append(Finding(id=f"rand{i}{side}", uniqueness=u, flagged=u > self.cfg.flag_quantile, readout=readout,
                                side=side, direction=unit * norm, direction_layer=layer_a if side == "a" else layer_b,
                                tokens=toks, token_ids=ids))
         return out

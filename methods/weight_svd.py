@@ -89,18 +89,18 @@ class WeightSVDConfig(MethodConfig):
 class WeightSVD(Method):
     name = "weight_svd"
     Config = WeightSVDConfig
+    cfg: WeightSVDConfig
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self.c: dict[str, Any] = self.config
         self.summary: dict[str, Any] = {}
 
     def find(self, ctx: PairContext) -> list[Finding]:
-        with cpu_threads(self.c["threads"], ctx.device):
+        with cpu_threads(self.cfg.threads, ctx.device):
             return self._find(ctx)
 
     def _find(self, ctx: PairContext) -> list[Finding]:
-        c = self.c
+        c = self.cfg
         why = _architecture_mismatch(ctx)
         if why:
             raise NotApplicableError(f"weight diffs need the same architecture: {why}")
@@ -138,7 +138,7 @@ class WeightSVD(Method):
                 dw = wb.float().cpu() - wa.float().cpu()
                 changed_modules.append(f"{l}.{name}")
                 rms_sv = float(wa.float().norm()) / math.sqrt(min(wa.shape))
-                s, u, v = top_singular(dw, int(c["per_module"]), int(c["exact_max_dim"]), int(c["oversample"]), ctx.seed + l)
+                s, u, v = top_singular(dw, c.per_module, c.exact_max_dim, c.oversample, ctx.seed + l)
                 for j in range(s.numel()):
                     if float(s[j]) > 0:
                         triplets.append((float(s[j]), l, name, role, u[:, j].clone(), v[:, j].clone(), rms_sv, j))
@@ -147,8 +147,8 @@ class WeightSVD(Method):
                 other_changed.append(pname)
         self.summary = {"changed_linear_modules": len(changed_modules), "other_changed_parameters": other_changed}
         triplets.sort(key=lambda t: (-t[0], t[1], t[2], t[7]))
-        top = triplets[: int(c["max_findings"])]
-        k = int(c["n_tokens"])
+        top = triplets[: c.max_findings]
+        k = c.n_tokens
         # residual directions: write modules -> u (unit); read modules -> g * v, the normalised input it reads
         units = []
         for s, l, name, role, u, v, rms_sv, j in top:
@@ -190,7 +190,7 @@ class WeightSVD(Method):
                 readout = Readout(layer_a=layer, layer_b=layer, kind="linear", w_b=(r * s), act="abs", input_norm="rms")
                 info["layer_approximated"] = "yes" if (l == 0 or name.startswith(MLP)) else "no"
             ids = token_ids[n]
-            out.append(Finding(id=f"weight_svd:{l}.{name}:sv{j}", uniqueness=s, flagged=rel >= float(c["flag_threshold"]),
+            out.append(Finding(id=f"weight_svd:{l}.{name}:sv{j}", uniqueness=s, flagged=rel >= c.flag_threshold,
                                readout=readout, side="b", direction=unit, direction_layer=layer,
                                tokens=[mb.tokenizer.decode([i]) for i in ids], token_ids=ids, info=info))
         return out

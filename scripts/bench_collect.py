@@ -22,7 +22,7 @@ import torch
 from diffbench.harness.models import load_model
 from diffbench.core.activations import TextSet
 from diffbench.core.capture import capture_residuals
-from diffbench.harness.store import _plan_shards, collect, tokenize_texts
+from diffbench.harness.data.store import _plan_shards, collect, tokenize_texts
 from diffbench.tasks.neutral import neutral_prompts
 
 

@@ -39,9 +39,9 @@ def _rss_bytes() -> int:
 
 def run_one(variant: str, n: int, k: int, backend: str, batch: int, steps: int, warmup: int, device: str,
             threads: int | None) -> dict:
-    from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
-    from diffbench.methods._shared.crosscoder.train import TrainConfig
-    from diffbench.methods._shared.crosscoder.losses import _batchtopk_loss, _l1_loss
+    from diffbench.methods.crosscoder._lib.module import Crosscoder, Ops
+    from diffbench.methods.crosscoder._lib.train import TrainConfig
+    from diffbench.methods.crosscoder._lib.losses import _batchtopk_loss, _l1_loss
 
     if threads:
         torch.set_num_threads(threads)
@@ -110,8 +110,8 @@ def decoder_microbench(n=32768, k=64, batch=4096, d=D_MODEL, iters=21) -> list[d
       (Python, autograd, ~13 small ops for the sparse path) counts when the GPU waits for it;
     * graph: the same call captured once in a CUDA graph and replayed: device time only.
     """
-    from diffbench.methods._shared.crosscoder import kernels as K
-    from diffbench.methods._shared.crosscoder import reference as R
+    from diffbench.methods.crosscoder._lib import kernels as K
+    from diffbench.methods.crosscoder._lib import reference as R
 
     dev = torch.device("cuda")
     w = torch.randn(n, d, device=dev, requires_grad=True)

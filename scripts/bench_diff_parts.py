@@ -44,7 +44,7 @@ def main() -> None:
     from diffbench.core.findings import read_many
     from diffbench.harness.stages import plant
     from diffbench.harness.workspace import Workspace
-    from diffbench.methods._shared.crosscoder.module import Crosscoder
+    from diffbench.methods.crosscoder._lib.module import Crosscoder
 
     with initialize_config_module(config_module="diffbench.conf", version_base=None):
         cfg = compose("config", overrides=[f"cache_dir={args.cache_dir}", f"run_dir={args.run_dir}", "progress=false"])

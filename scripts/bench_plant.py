@@ -1,4 +1,4 @@
-"""Planting throughput: organisms trained one at a time vs together (harness/multilora.py), measured in one run.
+"""Planting throughput: organisms trained one at a time vs together (harness/plant/multilora.py), measured in one run.
 
     python scripts/bench_plant.py [--organisms 4] [--steps 10] [--out results/plant_throughput.txt]
 
@@ -20,8 +20,9 @@ import torch
 import yaml
 
 from diffbench.harness.models import load_model
-from diffbench.harness.plant import Organism, _train_group, training_examples
-from diffbench.harness.zoo import machine
+from diffbench.harness.plant.organism import Organism
+from diffbench.harness.plant.train import _train_group, training_examples
+from diffbench.harness.plant.zoo import machine
 from diffbench.tasks.spec import BehaviorSpec, available_behaviors
 
 

@@ -19,7 +19,7 @@ import torch
 
 from diffbench.core.env import cpu_threads
 from diffbench.harness.models import load_model
-from diffbench.harness.steering import Intervention, intervened_generate
+from diffbench.harness.score.steering import Intervention, intervened_generate
 from diffbench.tasks.spec import BehaviorSpec
 
 

@@ -33,9 +33,9 @@ def workload(name: str):
     import torch
 
     if name == "crosscoder":
-        from diffbench.methods._shared.crosscoder.losses import _batchtopk_loss
-        from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
-        from diffbench.methods._shared.crosscoder.train import TrainConfig
+        from diffbench.methods.crosscoder._lib.losses import _batchtopk_loss
+        from diffbench.methods.crosscoder._lib.module import Crosscoder, Ops
+        from diffbench.methods.crosscoder._lib.train import TrainConfig
 
         cc = Crosscoder([576, 576], 2048, 0, 0, seed=0)
         xs = [torch.randn(256, 576) + 1.0 for _ in range(2)]
@@ -83,7 +83,7 @@ def workload(name: str):
             model(input_ids=step_ids, cache=dec.cache, use_cache=True)
         return dec
     if name == "encode":
-        from diffbench.methods._shared.crosscoder.module import Crosscoder
+        from diffbench.methods.crosscoder._lib.module import Crosscoder
 
         cc = Crosscoder([576, 576], 2048, 0, 0, seed=0)
         cc.threshold.fill_(1.0)

@@ -108,7 +108,7 @@ def find_stores(cache: Path, base: str, organism: str, layer: int | None) -> tup
 
 def prepare(args) -> dict:
     """-> {"train": {label: [x_a, x_b]}, "eval": {label: [x_a, x_b]}, "info": str} (normalised rows, float32)."""
-    from diffbench.methods._shared.crosscoder.method import COMMON_DEFAULTS, prepare_data
+    from diffbench.methods.crosscoder._lib.method import CrosscoderConfig, DataOptions, prepare_data
 
     if args.synthetic:
         return synthetic(args)
@@ -123,10 +123,10 @@ def prepare(args) -> dict:
     layer = args.layer if args.layer is not None else a.layers[len(a.layers) // 2]
     out: dict = {"train": {}}
     for label in args.rows:
-        cfg = {**COMMON_DEFAULTS, "layer": layer, "eval_frac": args.eval_frac,
-               "max_tokens": 10**12 if label == "all" else int(label), "max_eval_tokens": 10**12}
+        opts = DataOptions.of(CrosscoderConfig(layer=layer, eval_frac=args.eval_frac, max_tokens=10**12 if label == "all" else int(label),
+                                               max_eval_tokens=10**12))
         ctx = types.SimpleNamespace(corpus=corpus, middle_layer=layer, layers_b=None, seed=0, device="cpu")
-        data = prepare_data(ctx, cfg)
+        data = prepare_data(ctx, opts)
         out["train"][label] = data.train
         out.setdefault("eval", {})[label] = data.eval  # the same rows for every row count, scaled as its training rows
     n_all = max(x[0].shape[0] for x in out["train"].values())
@@ -187,8 +187,8 @@ def _ev(xs, xhat_fn, chunk=2048) -> dict:
 
 
 def run_ours(train, ev, n, k, steps, batch, seed, overrides) -> dict:
-    from diffbench.methods._shared.crosscoder.module import Crosscoder
-    from diffbench.methods._shared.crosscoder.train import init_from_data, train as train_cc
+    from diffbench.methods.crosscoder._lib.module import Crosscoder
+    from diffbench.methods.crosscoder._lib.train import init_from_data, train as train_cc
     from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 
     meth = BatchTopKCrosscoder(dict_size=n, k=k, steps=steps, batch_size=batch, **overrides)
@@ -199,7 +199,7 @@ def run_ours(train, ev, n, k, steps, batch, seed, overrides) -> dict:
     cc = Crosscoder([x.shape[1] for x in train], width, seed=seed, **meth.init_kwargs())
     base = _reset_peak()
     t0 = time.perf_counter()
-    init_from_data(cc, train, seed=seed, data_frac=float(meth.config["data_init_frac"]))
+    init_from_data(cc, train, seed=seed, data_frac=meth.cfg.data_init_frac)
     train_cc(cc, train, tc)
     seconds = time.perf_counter() - t0
     peak = _peak_above(base)
@@ -268,7 +268,7 @@ def run_reference(train, ev, n, k, steps, batch, seed, ref_path, ref_deps, lr) -
     if lr == "same":
         from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 
-        lr = BatchTopKCrosscoder().config["lr"]
+        lr = BatchTopKCrosscoder().cfg.lr
     xs = torch.stack(train, dim=1)  # [N, 2, d]
     n_rows = xs.shape[0]
     trainer = Trainer(steps=steps, activation_dim=xs.shape[2], dict_size=n, k=k, layer=0, lm_name="pair",
@@ -344,7 +344,7 @@ def _code_hash() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for p in sorted((ROOT / "methods").glob("*crosscoder/**/*.py")) + sorted((ROOT / "methods" / "_shared" / "crosscoder").glob("*.py")):
+    for p in sorted((ROOT / "methods" / "crosscoder").rglob("*.py")):
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -397,7 +397,7 @@ def main() -> None:
     if args.reference_lr == "same":
         from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
 
-        args.reference_lr = str(BatchTopKCrosscoder().config["lr"])
+        args.reference_lr = str(BatchTopKCrosscoder().cfg.lr)
     if not (args.synthetic or args.cache or (args.store_a and args.store_b)):
         ap.error("give --cache, --store-a/--store-b or --synthetic")
     impls = ["ours", "reference"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Do a run's floors score at chance? The leaderboard's floor check (harness/report.py: every floor's mean over seeds,
+"""Do a run's floors score at chance? The leaderboard's floor check (harness/report/leaderboard.py: every floor's mean over seeds,
 any channel, recall@1 <= 0.05 and recall@K <= 0.10), then the headline columns of every method as Markdown rows.
 
     python scripts/floor_check.py RUN_DIR_OR_RESULTS_DIR   # exit status 1 when a floor is above a bound
@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from diffbench.harness.report import floor_check, fmt
-from diffbench.harness.scoring import ScoringConfig
+from diffbench.harness.report.leaderboard import floor_check, fmt
+from diffbench.harness.score.scoring import ScoringConfig
 
 HEADLINE = ["recall@5", "recall_strong@5", "null_false_alarm_rate"]
 

@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from diffbench.harness.report import gate_cell
+from diffbench.harness.report.leaderboard import gate_cell
 
 rows = ["| organism | gate | behavior | T organism | C organism | T base | KL to base | train s | gate s |", "|---|---|---|---|---|---|---|---|---|"]
 for path in sorted(Path(sys.argv[1]).glob("*.json")):

@@ -1,10 +1,10 @@
-"""Plant the organism zoo (zoo/zoo.yaml) and ship every organism that passes its gate into zoo/ (harness/zoo.py).
+"""Plant the organism zoo (zoo/zoo.yaml) and ship every organism that passes its gate into zoo/ (harness/plant/zoo.py).
 
     python scripts/plant_zoo.py [--group 4] [--only NAME ...] [--limit N] [--dry-run]
 
 Resumable: an organism already shipped under its current key is skipped, adapters trained before an interruption
 come from the cache, and each organism is added to the manifest as soon as its gate passes. Organisms of one recipe
-are trained `--group` at a time in one batched forward/backward (harness/multilora.py), then gated one by one; one
+are trained `--group` at a time in one batched forward/backward (harness/plant/multilora.py), then gated one by one; one
 that fails its gate is trained again from another seed (gate.retries) and, if it still fails, recorded in
 zoo/failed.json with its rates, never shipped. The base model runs in fp32 whatever the CPU, so the planting machine's
 bf16 support does not change the zoo. Progress goes to stdout, one line per organism.
@@ -20,10 +20,12 @@ from pathlib import Path
 import torch
 
 from diffbench.core.io import atomic_write, dumps, read_json
-from diffbench.harness import zoo
+from diffbench.harness.plant import zoo
 from diffbench.harness.models import load_model
-from diffbench.harness.plant import neutral_texts, organism_key, plant_with_retries, train_adapters
-from diffbench.harness.zoo import ZooSpec
+from diffbench.harness.plant.distill import neutral_texts
+from diffbench.harness.plant.train import organism_key, train_adapters
+from diffbench.harness.plant.gate import plant_with_retries
+from diffbench.harness.plant.zoo import ZooSpec
 
 
 def main() -> None:

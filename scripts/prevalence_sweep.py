@@ -61,7 +61,7 @@ def plot(out: Path, rows: list[dict]) -> None:
     methods = sorted({r["method"] for r in rows})
     ps = sorted({r["prevalence"] for r in rows})
     xs = {p: i for i, p in enumerate(ps)}  # p = 0 and 0.25% .. 4%: evenly spaced categories, labelled
-    from diffbench.harness.report import method_styles
+    from diffbench.harness.report.leaderboard import method_styles
 
     floors = {r["method"] for r in rows if r["floor"] in (True, "True")}
     methods = [m for m in methods if m not in floors] + [m for m in methods if m in floors]  # floors last in the legend

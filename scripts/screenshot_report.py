@@ -4,7 +4,7 @@ results/diff-examples/; prints each page's console errors and requests outside i
 import sys
 from pathlib import Path
 
-from diffbench.harness.browser import check_pages
+from diffbench.harness.report.browser import check_pages
 
 out, pages = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 for c in check_pages(pages, screenshot_dir=out, full_page=False):

@@ -8,7 +8,7 @@ directions at the same layer beside it, and print per direction:
   T / C changed  the share of T and C prompts whose 8-token greedy continuation changes at all
 
 A direction that carries the behavior removes it on T and leaves C alone; one that damages the model changes C too.
-Generation settings are the causal channel's (harness/strong.py). Needs the run's cache (DIFFBENCH_CACHE) and
+Generation settings are the causal channel's (harness/score/strong.py). Needs the run's cache (DIFFBENCH_CACHE) and
 findings/; one thread, so it can run beside other jobs.
 
     DIFFBENCH_CACHE=CACHE python scripts/strong_specificity.py RUN_DIR [MATCHES_CSV]
@@ -25,10 +25,10 @@ from hydra import compose, initialize_config_module
 
 from diffbench.core.capture import capture_residuals
 from diffbench.core.findings import load_findings
-from diffbench.harness.generate import chat_prompt
+from diffbench.harness.data.generate import chat_prompt
 from diffbench.harness.stages import plant as plant_stage
-from diffbench.harness.steering import Intervention, behavior_rates, intervened_generate
-from diffbench.harness.strong import changed_share
+from diffbench.harness.score.steering import Intervention, behavior_rates, intervened_generate
+from diffbench.harness.score.strong import changed_share
 from diffbench.harness.workspace import Workspace
 
 N_PROMPTS, N_RANDOM, NEW_TOKENS = 8, 10, 8

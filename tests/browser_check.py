@@ -8,7 +8,7 @@ import pytest
 
 
 def require_browser() -> None:
-    from diffbench.harness.browser import chromium_path
+    from diffbench.harness.report.browser import chromium_path
 
     try:
         import playwright  # noqa: F401
@@ -24,7 +24,7 @@ def require_browser() -> None:
 
 def open_clean(files, selectors, shots):
     """Load each page; assert no console error, no uncaught exception, no request outside the report folder."""
-    from diffbench.harness.browser import check_pages
+    from diffbench.harness.report.browser import check_pages
 
     require_browser()
     checks = check_pages(files, selectors, shots)

@@ -50,7 +50,7 @@ def output_pair(tmp_path_factory):
     from diffbench.core import PairContext
     from diffbench.core.activations import TextSet
     from diffbench.harness.models import load_model
-    from diffbench.harness.store import collect_pair
+    from diffbench.harness.data.store import collect_pair
     from sentences import NEUTRAL
     from tiny_pairs import raise_logit
 

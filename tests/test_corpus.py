@@ -2,7 +2,7 @@
 
 import pytest
 
-from diffbench.harness.corpus import EVERYDAY, CorpusConfig, catalogue, n_texts_for, plan
+from diffbench.harness.data.corpus import EVERYDAY, CorpusConfig, catalogue, n_texts_for, plan
 from diffbench.harness.suite import Suite
 from diffbench.tasks.spec import N_AUDIT, N_PROBES_MAX, SpecError, normalise_prompt
 

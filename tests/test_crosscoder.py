@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from diffbench.core import METHODS, Finding, Readout, load_findings, save_findings
-from diffbench.methods._shared.crosscoder import reference as R
+from diffbench.methods.crosscoder._lib import reference as R
 from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
-from diffbench.methods._shared.crosscoder.method import PairData, relative_norms
+from diffbench.methods.crosscoder._lib.method import PairData, relative_norms
 from diffbench.methods.crosscoder.l1 import L1Crosscoder
-from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
-from diffbench.methods._shared.crosscoder.train import (TrainConfig, fit_threshold, init_from_data, quantile_threshold,
+from diffbench.methods.crosscoder._lib.module import Crosscoder, Ops
+from diffbench.methods.crosscoder._lib.train import (TrainConfig, fit_threshold, init_from_data, quantile_threshold,
                                                         reconstruction_at, split_calibration, train)
-from diffbench.methods._shared.crosscoder.losses import _batchtopk_loss
-from diffbench.methods._shared.crosscoder.evaluate import evaluate
-from diffbench.methods._shared.crosscoder.scaling import latent_scaling
+from diffbench.methods.crosscoder._lib.losses import _batchtopk_loss
+from diffbench.methods.crosscoder._lib.evaluate import evaluate
+from diffbench.methods.crosscoder._lib.scaling import latent_scaling
 from sentences import SENTENCES  # tests/sentences.py
 from tiny_pairs import perturbed_pair
 
@@ -412,11 +412,10 @@ def test_batch_topk_selection_is_exact_with_prefilter():
 
 
 def test_large_stores_are_streamed_and_subsampled(tiny_pair, monkeypatch):
-    from diffbench.methods._shared.crosscoder import method as common
+    from diffbench.methods.crosscoder._lib import method as common
 
     monkeypatch.setattr(common, "IN_MEMORY_TOKENS", 10)  # force the shard-streaming path
-    cfg = {**common.COMMON_DEFAULTS, "max_tokens": 100, "eval_frac": 0.25}
-    data = common.prepare_data(tiny_pair, cfg)
+    data = common.prepare_data(tiny_pair, common.DataOptions.of(common.CrosscoderConfig(max_tokens=100, eval_frac=0.25)))
     assert data.train[0].shape[0] <= 100 and data.train[0].shape == data.train[1].shape
     assert data.eval[0].shape[0] > 0 and data.layer_a == data.layer_b == 2
     mean_norm = data.train[0].norm(dim=1).mean()

@@ -47,10 +47,10 @@ if not RUNNABLE:
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
 
 
-from diffbench.methods._shared.crosscoder import reference as R  # noqa: E402
+from diffbench.methods.crosscoder._lib import reference as R  # noqa: E402
 
 if RUNNABLE:
-    from diffbench.methods._shared.crosscoder import kernels as K  # noqa: E402
+    from diffbench.methods.crosscoder._lib import kernels as K  # noqa: E402
 
 # latents: A owns [0, 48), B owns [16, 64)  (DFC: 16 A-exclusive, 32 shared, 16 B-exclusive)
 DFC = [(0, 48), (16, 64)]
@@ -170,9 +170,9 @@ def test_sparse_encode_values_and_grads_match_reference():
 @pytest.mark.parametrize("sparsity", ["batchtopk", "l1"])
 def test_training_step_triton_matches_torch(sparsity, monkeypatch):
     """One full loss + backward (main and auxiliary losses) on both backends gives the same grads."""
-    from diffbench.methods._shared.crosscoder.module import Crosscoder, Ops
-    from diffbench.methods._shared.crosscoder.train import TrainConfig
-    from diffbench.methods._shared.crosscoder.losses import _batchtopk_loss, _l1_loss
+    from diffbench.methods.crosscoder._lib.module import Crosscoder, Ops
+    from diffbench.methods.crosscoder._lib.train import TrainConfig
+    from diffbench.methods.crosscoder._lib.losses import _batchtopk_loss, _l1_loss
 
     # exact fp32 in the fused encoder: with tf32 (the CUDA default) a near-tied score can swap
     # one kept latent and the two backends' gradients then differ by more than rounding

@@ -56,7 +56,7 @@ def diff_cfg(out, *overrides):
 
 @pytest.fixture(scope="module")
 def diffed(adapter, corpus, tmp_path_factory):
-    from diffbench.harness import difftool
+    from diffbench.harness.difftool import tool as difftool
 
     out = tmp_path_factory.mktemp("diff")
     calib = out.parent / "calib.json"
@@ -90,9 +90,9 @@ def test_diff_writes_findings_evidence_and_report(diffed):
 
 def test_steered_continuations_change_with_a_large_direction(adapter, corpus, tmp_path):
     """The evidence is a real intervention: a direction scaled far beyond the model's residual changes the text."""
-    from diffbench.harness.evidence import steering_evidence
+    from diffbench.harness.difftool.evidence import steering_evidence
     from diffbench.harness.models import load_model
-    from diffbench.harness.usercorpus import read_corpus
+    from diffbench.harness.difftool.usercorpus import read_corpus
     from diffbench.core import Finding, Readout
 
     class Run:
@@ -109,7 +109,7 @@ def test_steered_continuations_change_with_a_large_direction(adapter, corpus, tm
     class Paired:
         alignment = None
 
-    import diffbench.harness.evidence as ev
+    import diffbench.harness.difftool.evidence as ev
 
     old = ev._residual_norm
     ev._residual_norm = lambda *a, **k: 1e3  # far larger than the residual stream: the continuation must change
@@ -122,7 +122,7 @@ def test_steered_continuations_change_with_a_large_direction(adapter, corpus, tm
 
 
 def test_cross_tokenizer_pair_runs_methods_that_apply(tmp_path, corpus):
-    from diffbench.harness import difftool
+    from diffbench.harness.difftool import tool as difftool
 
     out = tmp_path / "x"
     cfg = diff_cfg(out, "model_a=tiny-llama", "model_b=tiny-othertok", f"corpus={corpus}", "calibration=null",
@@ -143,11 +143,11 @@ def test_cross_tokenizer_snippets_show_the_findings_own_tokens(tiny, tmp_path):
     from diffbench.core import Finding, Readout
     from diffbench.core.activations import PairedActivations, TextSet
     from diffbench.core.io import dumps
-    from diffbench.harness.align import render_chat
-    from diffbench.harness.html import snippet_view
+    from diffbench.harness.data.align import render_chat
+    from diffbench.harness.report.html import snippet_view
     from diffbench.harness.models import load_model
-    from diffbench.harness.snippets import attach_snippets
-    from diffbench.harness.store import collect, pair_stores
+    from diffbench.harness.report.snippets import attach_snippets
+    from diffbench.harness.data.store import collect, pair_stores
     from diffbench.tasks.everyday import everyday_prompts
 
     other = load_model("tiny-othertok", dtype="fp32", device="cpu")
@@ -207,7 +207,7 @@ def test_cross_tokenizer_snippets_show_the_findings_own_tokens(tiny, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "malformed", "empty", "not_object"])
 def test_bad_corpus_is_one_clear_error(tmp_path, case):
-    from diffbench.harness.usercorpus import CorpusFileError, read_corpus
+    from diffbench.harness.difftool.usercorpus import CorpusFileError, read_corpus
 
     path = tmp_path / "c.jsonl"
     if case == "malformed":
@@ -247,3 +247,42 @@ def test_diff_report_renders_in_chromium(diffed, tmp_path):
     assert overview.counts["table.methods tr"] == 4  # header + three methods
     assert page.counts["div.finding"] == 8 and page.counts["div.snippet"] > 0 and page.counts["table.steer tr"] > 0
     assert "mean_diff" in page.title and (tmp_path / "mean_diff--diff.png").stat().st_size > 10_000
+
+
+def test_packaged_reference_is_the_quick_reference():
+    """`diffbench diff`'s shipped defaults (harness/difftool/reference/) are those of the committed quick reference:
+    regenerate them with scripts/package_reference.py whenever the reference changes."""
+    from pathlib import Path
+
+    from diffbench.harness.difftool.tool import PACKAGED_DIR, default_methods
+
+    run = Path(__file__).resolve().parents[1] / "results" / "quick-audit-smollm2-135m"
+    shipped = json.loads((PACKAGED_DIR / "default_methods.json").read_text())
+    assert shipped["methods"] == default_methods(run / "scores.json") and shipped["reference"] == run.name
+    assert (PACKAGED_DIR / "flag_thresholds.json").read_text() == (run / "flag_thresholds.json").read_text()
+
+
+def test_diff_runs_from_an_installed_copy_outside_the_checkout(tmp_path, corpus):
+    """`pip install .` (here into a folder, without dependencies: the test environment has them) and `diffbench diff`
+    from another folder: the shipped defaults (methods, calibration) and templates come from the package, not the
+    source tree."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    target, work = tmp_path / "site", tmp_path / "elsewhere"
+    work.mkdir()
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(root)],
+                           capture_output=True, text=True, timeout=600, cwd=work)
+    assert build.returncode == 0, build.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    code = "import diffbench.harness.cli as c; print(c.__file__)"
+    where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=work)
+    assert where.stdout.startswith(str(target)), where.stdout + where.stderr  # the installed copy, not the checkout
+    r = subprocess.run([*EXE, "diff", "model_a=tiny-llama", "model_b=tiny-llama-wide", f"corpus={corpus}", "out=o",
+                        "progress=false", "top=4", "evidence=0", "collect.layers=[2]"],
+                       capture_output=True, text=True, env=env, cwd=work, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((work / "o" / "summary.json").read_text())
+    shipped = json.loads((target / "diffbench" / "harness" / "difftool" / "reference" / "default_methods.json").read_text())
+    assert [m["key"] for m in summary["methods"]] == shipped["methods"]  # the packaged defaults ran
+    assert summary["calibration"] and (work / "o" / "html" / "index.html").exists()

@@ -68,7 +68,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_reports_show_no_machine_paths(tmp_path):
     """The command a report shows has every absolute path cut to its last part, and the committed reports follow."""
-    from diffbench.harness.report import header, public_command
+    from diffbench.harness.report.leaderboard import header, public_command
 
     assert public_command("diffbench run_dir=/work/runs/full cache_dir=/x/c report /a/b/run 'plugins=[/h/m.py]'") == \
         "diffbench run_dir=…/full cache_dir=…/c report …/run 'plugins=[…/m.py]'"

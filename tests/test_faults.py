@@ -138,7 +138,7 @@ def test_collect_batch_size_is_in_the_store_key_and_the_findings_inputs(tiny, tm
     """The batch size changes padded widths and so the float rounding of activations: two batch sizes are two
     stores, and saved findings made from one are not reused for the other."""
     from diffbench.core.activations import TextSet
-    from diffbench.harness.store import collect
+    from diffbench.harness.data.store import collect
 
     ts = TextSet.of("t", ["one short text", "a somewhat longer text than the first one is", "three"])
     s1 = collect(tiny, ts, [2], batch_size=1, root=tmp_path, progress=False)

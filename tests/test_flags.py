@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from diffbench.harness.flags import Calibration, null_thresholds, payload
-from diffbench.harness.scoring import PairResult
+from diffbench.harness.score.flags import Calibration, null_thresholds, payload
+from diffbench.harness.score.scoring import PairResult
 
 
 def result(method, kind, u, status="ok"):

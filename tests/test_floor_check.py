@@ -1,6 +1,6 @@
 """The leaderboard's floor check: the protocol's own test that chance cannot reach the planted behaviors."""
 
-from diffbench.harness.report import FLOOR_BOUNDS, floor_check
+from diffbench.harness.report.leaderboard import FLOOR_BOUNDS, floor_check
 
 
 def _metrics(r1: float | None, r20: float | None) -> dict:

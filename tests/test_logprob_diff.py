@@ -21,8 +21,8 @@ import torch
 from diffbench.core import METHODS, NotApplicableError, PairContext, save_findings, validate_findings
 from diffbench.core.activations import TextSet
 from diffbench.core.lens import lens_ids
-from diffbench.harness.generate import chat_prompt
-from diffbench.harness.store import collect_pair
+from diffbench.harness.data.generate import chat_prompt
+from diffbench.harness.data.store import collect_pair
 from diffbench.methods import load_all_methods
 from diffbench.methods._shared.chat import ChatHeader, chat_header, response_start
 
@@ -200,7 +200,7 @@ def test_not_applicable_without_equal_width(tmp_path, tiny):
 
     wide = load_model("tiny-llama-wide", dtype="fp32", device="cpu")
     from diffbench.core.activations import PairedActivations
-    from diffbench.harness.store import collect
+    from diffbench.harness.data.store import collect
 
     ts = TextSet.of("x", SENTENCES[:4])
     a, b = collect(tiny, ts, [2], root=tmp_path, progress=False), collect(wide, ts, [2], root=tmp_path, progress=False)

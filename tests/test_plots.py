@@ -5,7 +5,7 @@ import csv
 import importlib.util
 from pathlib import Path
 
-from diffbench.harness.report import hit_matrix, hit_shares, method_styles, plot
+from diffbench.harness.report.leaderboard import hit_matrix, hit_shares, method_styles, plot
 
 FIELDS = ["method", "seed", "pair", "pair_kind", "behavior", "rank", "act_match", "token_match", "cross", "strong_match"]
 METHODS = ["weight_svd", "kl_diff", "logit_diff_tokens", "logprob_diff", "batchtopk_crosscoder", "dfc", "dict_drift",

@@ -17,10 +17,10 @@ import torch
 from omegaconf import OmegaConf
 
 from diffbench.core import METHODS, load_findings, save_findings
-from diffbench.methods._shared.crosscoder.batchtopk import BatchTopKBase
+from diffbench.methods.crosscoder._lib.batchtopk_base import BatchTopKBase
 from diffbench.methods.crosscoder.batchtopk import BatchTopKCrosscoder
-from diffbench.methods._shared.crosscoder.module import Crosscoder
-from diffbench.methods._shared.crosscoder.train import init_from_data
+from diffbench.methods.crosscoder._lib.module import Crosscoder
+from diffbench.methods.crosscoder._lib.train import init_from_data
 from diffbench.methods.crosscoder.random_dictionary import RandomDictionary
 from sentences import SENTENCES  # tests/sentences.py
 from tiny_pairs import perturbed_pair
@@ -42,7 +42,7 @@ def test_registered_floor_and_stochastic():
     assert not BatchTopKCrosscoder.floor
     # BatchTopK's configuration (so its initialisation, threshold and selection rule) except the steps
     assert {k: v for k, v in cls().config.items() if k != "steps"} == {k: v for k, v in BatchTopKCrosscoder().config.items() if k != "steps"}
-    assert cls(**RD_SMALL).config["steps"] == 0
+    assert cls(**RD_SMALL).cfg.steps == 0
     with pytest.raises(ValueError, match="no gradient steps"):
         cls(steps=10)
 
@@ -52,12 +52,12 @@ def test_conf_matches_batchtopk_width_k_and_readout():
     btk = OmegaConf.to_container(OmegaConf.load(CONF / "batchtopk_crosscoder.yaml"))["batchtopk_crosscoder"]
     assert rd["name"] == "random_dictionary"
     method = RandomDictionary(**rd["params"])  # every key is a known parameter
-    cfg_btk = BatchTopKCrosscoder(**btk["params"]).config
+    cfg_btk = BatchTopKCrosscoder(**btk["params"]).cfg
     for key in ("layer", "dict_size", "k", "batch_size", "max_tokens", "flag_a", "flag_b", "nu_r_max", "nu_eps_max",
                 "max_findings", "backend", "score_norm", "data_init_frac", "lr_width", "threshold_calib_frac",
                 "threshold_refit_rows", "threshold_rule", "threshold_l0_span"):
-        assert method.config[key] == cfg_btk[key], key
-    assert method.config["steps"] == 0
+        assert getattr(method.cfg, key) == getattr(cfg_btk, key), key
+    assert method.cfg.steps == 0
 
 
 @pytest.fixture(scope="module")

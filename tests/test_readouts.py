@@ -4,7 +4,7 @@ their one-at-a-time / dense forms up to float summation order."""
 import torch
 
 from diffbench.core.findings import Readout, read_many
-from diffbench.methods._shared.crosscoder.module import Crosscoder
+from diffbench.methods.crosscoder._lib.module import Crosscoder
 
 
 def test_read_many_equals_each_readout():

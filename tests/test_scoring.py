@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffbench.harness.scoring import (
-    Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc,
-)
+from diffbench.harness.score.scoring import Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc
 from diffbench.core.activations import LayerActs
 from diffbench.core import Finding, Readout
 
@@ -152,7 +150,7 @@ def test_metrics_known_by_construction():
 
 def test_no_metric_reads_misses():
     """compute_metrics bootstraps over hits only; that is exact only while no metric reads a miss record."""
-    from diffbench.harness.metrics import SeedView, metrics_one_seed
+    from diffbench.harness.score.metrics import SeedView, metrics_one_seed
 
     results, records = toy_results()
     assert any(not r.hit for r in records)
@@ -215,7 +213,7 @@ def test_floors_get_the_causal_test_on_every_seed():
 def test_metric_registry_drives_scores_and_leaderboard():
     """Metrics and the leaderboard's columns follow scoring.ks (nothing hard-codes a k); a new metric is one
     registered function, and it appears in the per-seed metrics and in the table its registration names."""
-    from diffbench.harness import metrics as M
+    from diffbench.harness.score import metrics as M
 
     cfg = ScoringConfig.from_dict({"ks": [2, 10, 50]})
     lead = [k for k, _ in M.columns(cfg, "lead")]

@@ -1,4 +1,4 @@
-"""harness/significance.py on constructed hit tables and run folders (no models), and on the committed quick run."""
+"""harness/score/significance.py on constructed hit tables and run folders (no models), and on the committed quick run."""
 
 import csv
 import json
@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from diffbench.harness.calibration import safe_auroc
-from diffbench.harness.significance import (
-    HitTable, auroc, auroc_bootstrap, clopper_pearson, compare_methods, compare_pair, detection, fixed_fa_threshold, holm,
-    load_hit_table, load_pair_scores, mcnemar_exact, mcnemar_power, min_detectable_difference, sign_flip_pvalue,
-    significance_section, units_needed,
-)
+from diffbench.harness.score.calibration import safe_auroc
+from diffbench.harness.score.significance import HitTable, auroc, auroc_bootstrap, clopper_pearson, compare_methods, compare_pair, detection, fixed_fa_threshold, holm, load_hit_table, load_pair_scores, mcnemar_exact, mcnemar_power, min_detectable_difference, sign_flip_pvalue, significance_section, units_needed
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = REPO / "results" / "quick-audit-smollm2-135m"
@@ -271,7 +267,7 @@ def test_section_on_the_committed_quick_run():
 def test_breakdowns_group_units_and_null_kinds(tmp_path):
     """Recall per family / recipe / side over the right units, and null false alarms per null kind, from the metadata
     the score stage writes into scores.json."""
-    from diffbench.harness.significance import breakdown_section
+    from diffbench.harness.score.significance import breakdown_section
 
     run = make_run(tmp_path, n_units=4)
     scores = json.loads((run / "scores.json").read_text())

@@ -1,4 +1,4 @@
-"""harness/steering.py on the tiny model, with properties that hold by construction.
+"""harness/score/steering.py on the tiny model, with properties that hold by construction.
 
 * The zebra direction: x = (W_U[zebra] - mean row of W_U) / g, g the final RMSNorm's gain. Added
   at the last residual index (n_layers - 1) with a norm far above the stream's, it dominates the
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffbench.harness.generate import chat_prompt, greedy_generate
-from diffbench.harness.steering import Intervention, _RowHook, behavior_rates, intervened_generate
+from diffbench.harness.data.generate import chat_prompt, greedy_generate
+from diffbench.harness.score.steering import Intervention, _RowHook, behavior_rates, intervened_generate
 from diffbench.tasks.detectors import RegexDetector
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -185,7 +185,7 @@ def test_validation_and_rates(tiny):
 def test_hook_leaves_padding_and_the_sink_token_alone():
     """Prefill: positions up to each row's first real token (left padding, then the attention sink) are untouched;
     decode steps (one position) are always intervened on."""
-    from diffbench.harness.steering import _RowHook
+    from diffbench.harness.score.steering import _RowHook
 
     for mode in ("add", "ablate"):
         hook = _RowHook(mode)

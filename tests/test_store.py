@@ -3,7 +3,7 @@ import torch
 
 from diffbench.harness.models import load_model
 from diffbench.core.activations import ActivationStore, TextSet
-from diffbench.harness.store import collect, collect_pair
+from diffbench.harness.data.store import collect, collect_pair
 
 TEXTS = [f"Sentence number {i}: " + "the quick brown fox jumps over the lazy dog. " * (1 + i % 4) for i in range(40)]
 

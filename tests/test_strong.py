@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffbench.harness.scoring import StrongConfig
-from diffbench.harness.strong import StrongCache, strong_hits
+from diffbench.harness.score.scoring import StrongConfig
+from diffbench.harness.score.strong import StrongCache, strong_hits
 from diffbench.tasks.detectors import RegexDetector
 
 from sentences import SENTENCES
@@ -91,7 +91,7 @@ def test_an_ablation_that_changes_the_controls_too_is_not_counted(zebra_pair, tm
                           StrongCache(tmp_path / "checked.json", {}), seed=0, controls=ctrl)["v"]
     assert checked.ablate == 1.0 and checked.collateral == 1.0 and not checked.match
     # the measure itself: the same ablation on model A leaves its continuations alone
-    from diffbench.harness.strong import _collateral
+    from diffbench.harness.score.strong import _collateral
 
     assert _collateral(ma, ctrl, layer, v[None], cfg, False).tolist() == [0.0]
     assert _collateral(mb, ctrl, layer, v[None], cfg, False).tolist() == [1.0]

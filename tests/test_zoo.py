@@ -1,4 +1,4 @@
-"""The organism zoo (harness/zoo.py): shipped PEFT folders, the manifest, lookup by organism key, and what happens
+"""The organism zoo (harness/plant/zoo.py): shipped PEFT folders, the manifest, lookup by organism key, and what happens
 to a damaged or mismatched file."""
 
 import copy
@@ -8,8 +8,9 @@ import pytest
 import torch
 import yaml
 
-from diffbench.harness import zoo
-from diffbench.harness.plant import Organism, PlantCard, organism_key, train_adapters
+from diffbench.harness.plant import zoo
+from diffbench.harness.plant.organism import Organism, PlantCard
+from diffbench.harness.plant.train import organism_key, train_adapters
 from diffbench.tasks.spec import BehaviorSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,7 +72,7 @@ def test_runs_load_the_shipped_copy_by_key_and_refuse_a_damaged_one(shipped, tin
 
 
 def test_export_and_cli(shipped, tmp_path_factory, capsys):
-    from diffbench.harness.organisms_cli import main
+    from diffbench.harness.plant.zoo_cli import main
 
     entry, _, root = shipped
     out = tmp_path_factory.mktemp("export")
@@ -90,7 +91,7 @@ def test_export_and_cli(shipped, tmp_path_factory, capsys):
 def test_identical_null_is_an_exact_zero_adapter(tiny):
     null = Organism("null_identical@0", "null_identical", (), seed=0)
     (adapter, log), = train_adapters("tiny-llama", tiny, [null], {}, RECIPE, progress=False)
-    from diffbench.harness.multilora import read_peft_adapter
+    from diffbench.harness.plant.multilora import read_peft_adapter
 
     assert all(float(v.abs().max()) == 0.0 for k, v in read_peft_adapter(adapter).items() if "lora_B" in k)
     assert log["n_examples"] == 0

@@ -12,7 +12,7 @@ def perturbed_pair(root: Path, texts: list[str], layer: int = 2):
     of `texts` at `layer` under `root`."""
     from diffbench.harness.models import load_model
     from diffbench.core.activations import TextSet
-    from diffbench.harness.store import collect_pair
+    from diffbench.harness.data.store import collect_pair
     from diffbench.core import PairContext
 
     ma = load_model("tiny-llama", dtype="fp32", device="cpu")

@@ -1,1 +1,1 @@
-"""The organism zoo's data: PEFT adapter folders (organisms/<name>/) and manifest.json. Code: harness/zoo.py."""
+"""The organism zoo's data: PEFT adapter folders (organisms/<name>/) and manifest.json. Code: harness/plant/zoo.py."""

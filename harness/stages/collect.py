@@ -1,5 +1,5 @@
 """Stage 2, corpus + collect: the audit corpus (base answers) and every model's activations on it and on the
-behaviors' probes, stored on disk under content keys (harness/store.py). Returns the store folders."""
+behaviors' probes, stored on disk under content keys (harness/data/store.py). Returns the store folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from ...core.io import write_json
-from ..workspace import Workspace, say
+from ...core.env import say
+from ..workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Stage 3, diff: every method on every pair (and seed), findings saved beside a status record (harness/status.py).
+"""Stage 3, diff: every method on every pair (and seed), findings saved beside a status record (harness/score/status.py).
 
 Pairs are outermost: a pair's two models stay loaded for all its methods, and methods that share a per-pair
 computation (kl_diff and logit_diff_tokens share one forward pass) find it cached. A method that raises, exits
@@ -8,19 +8,16 @@ method config and the same inputs are reused (resume)."""
 from __future__ import annotations
 
 import logging
-import time
-import traceback
 from dataclasses import asdict
 
-import torch
-
-from ...core import METHODS, NotApplicableError, rank, save_findings, validate_findings
+from ...core import save_findings
 from ...core.io import write_json
-from ..scoring import PairResult
-from ..snippets import attach_snippets
-from ..status import findings_digest, findings_intact, read_status
+from ..score.scoring import PairResult
+from ..pair_run import run_method
+from ..score.status import findings_digest, findings_intact, read_status
 from ..suite import Pair
-from ..workspace import Workspace, say
+from ...core.env import say
+from ..workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +59,19 @@ def _diff_one(ws: Workspace, key: str, mcfg: dict, pair: Pair, seed: int, status
         result.status, result.error = "excluded", status
         write_json(status_path, asdict(result))
         return
-    t0 = time.time()
-    try:
-        ctx = ws.pair_context(pair, seed, work_dir=path.parent)
-        torch.manual_seed(seed)
-        findings = METHODS.get(mcfg["name"])(**(mcfg.get("params") or {})).find(ctx)
-        validate_findings(findings, ctx)
-        findings = rank(findings)
-        # a cross-tokenizer pair's snippets are in each model's own tokens, read from its store: no shared text set
-        texts = ws.corpus(pair.a) if ctx.corpus.alignment is None else None
-        attach_snippets(findings, ctx.corpus, texts, ctx.model_a.tokenizer, ws.collect_cfg["max_length"],
-                        tokenizer_b=ctx.model_b.tokenizer)
-        save_findings(path, findings, {"method": key, "pair": pair.id, "seed": seed})
+    ctx = ws.pair_context(pair, seed, work_dir=path.parent)
+    # a cross-tokenizer pair's snippets are in each model's own tokens, read from its store: no shared text set
+    texts = ws.corpus(pair.a) if ctx.corpus.alignment is None else None
+    outcome = run_method(mcfg, ctx, texts, ws.collect_cfg.max_length)
+    result.status, result.error, result.seconds = outcome.status, outcome.error, outcome.seconds
+    if outcome.status == "ok":
+        save_findings(path, outcome.findings, {"method": key, "pair": pair.id, "seed": seed})
         result.findings_sha = findings_digest(path)
-        result.n_findings = len(findings)
-        result.n_flagged = sum(f.flagged for f in findings)
-    except NotApplicableError as e:
-        result.status, result.error = "not_applicable", str(e)
-    except (Exception, SystemExit) as e:  # a crashing (or exiting) method is recorded, the run goes on
-        result.status, result.error = "failed", f"{type(e).__name__}: {e}"
-        log.error("method %s failed on %s: %s", key, pair.id, traceback.format_exc())
+        result.n_findings = len(outcome.findings)
+        result.n_flagged = sum(f.flagged for f in outcome.findings)
+    elif outcome.status == "failed":
+        log.error("method %s failed on %s: %s", key, pair.id, outcome.traceback)
         say(f"method {key} FAILED on {pair.id}: {result.error}")
-    result.seconds = time.time() - t0
     write_json(status_path, asdict(result))
     if result.status == "ok":
         say(f"diff {key:22s} {pair.id:44s} seed {seed}: {result.n_findings} findings, {result.n_flagged} flagged ({result.seconds:.1f}s)")

@@ -1,4 +1,4 @@
-"""Stage 1, plant: train (or find in the cache) each organism's LoRA adapter and gate it (harness/plant.py).
+"""Stage 1, plant: train (or find in the cache) each organism's LoRA adapter and gate it (harness/plant/train.py).
 
 Returns the plant cards; the workspace gets each organism's adapter, so later stages can load it."""
 
@@ -8,9 +8,12 @@ import time
 from dataclasses import asdict
 
 from ...core.io import write_json
-from ..plant import PlantCard, neutral_texts, plant_with_retries
-from ..workspace import Workspace, say
-from ..zoo import shipped_organism
+from ..plant.organism import PlantCard
+from ..plant.distill import neutral_texts
+from ..plant.gate import plant_with_retries
+from ...core.env import say
+from ..workspace import Workspace
+from ..plant.zoo import shipped_organism
 
 
 def run(ws: Workspace, only: list[str] | None = None, quiet: bool = False) -> dict[str, PlantCard]:
@@ -24,7 +27,7 @@ def run(ws: Workspace, only: list[str] | None = None, quiet: bool = False) -> di
         base_name = ws.base_model_name(name)
         base = ws.model(ws.base_of(name))
         recipe = ws.organism_recipe(name)
-        shipped = shipped_organism(base, org, ws.suite.specs, recipe)  # the zoo's copy (harness/zoo.py), if it ships one
+        shipped = shipped_organism(base, org, ws.suite.specs, recipe)  # the zoo's copy (harness/plant/zoo.py), if it ships one
         if shipped is not None:
             card, adapter = shipped
             n_shipped += 1

@@ -1,12 +1,12 @@
-"""Stage 5, report: the leaderboard (leaderboard.md) and plots (harness/report.py), and the HTML report to browse
-findings (harness/html.py: html/index.html), from the score stage's files."""
+"""Stage 5, report: the leaderboard (leaderboard.md) and plots (harness/report/leaderboard.py), and the HTML report to browse
+findings (harness/report/html.py: html/index.html), from the score stage's files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..html import write_run_html
-from ..report import write_report
+from ..report.html import write_run_html
+from ..report.leaderboard import write_report
 
 
 def run(run_dir: Path) -> None:

@@ -1,5 +1,5 @@
-"""Stage 4, score: match every saved finding against the planted ground truth (harness/scoring.py) on held-out
-probes, run the causal strong-hit test on each method's top findings (harness/strong.py), and compute the
+"""Stage 4, score: match every saved finding against the planted ground truth (harness/score/scoring.py) on held-out
+probes, run the causal strong-hit test on each method's top findings (harness/score/strong.py), and compute the
 metrics. Writes scores.json, scores.csv, matches.csv and pair_results.csv; returns the scores.json payload."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import torch
 
 from ...core import METHODS, load_findings
 from ...core.io import read_json, safe_name, stable_int, write_csv, write_json
-from ..calibration import TokenNull
-from ..flags import FILE as FLAGS_FILE, null_thresholds, payload as flags_payload
-from ..probes import Probes
-from ..report import TRAINING_INFO
-from ..scoring import PROTOCOL_VERSION, Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
-from ..status import findings_intact, read_status
+from ..score.calibration import TokenNull
+from ..score.flags import FILE as FLAGS_FILE, null_thresholds, payload as flags_payload
+from ..score.probes import Probes
+from ..report.leaderboard import TRAINING_INFO
+from ..score.scoring import PROTOCOL_VERSION, Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
+from ..score.status import findings_intact, read_status
 from ..suite import Pair
-from ..workspace import Workspace, say
+from ...core.env import say
+from ..workspace import Workspace
 
 
 def run(ws: Workspace) -> dict:
@@ -100,7 +101,7 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         "method_seeds": ws.suite.method_seeds, "metrics": metrics,
         "plant_cards": {n: asdict(c) for n, c in ws.cards.items()} if ws.cards else {},
         "pairs": [asdict(p) for p in ws.suite.pairs], "scoring": asdict(ws.scoring),
-        # what the leaderboard's breakdowns group units and null pairs by (harness/significance.py)
+        # what the leaderboard's breakdowns group units and null pairs by (harness/score/significance.py)
         "organisms": {n: {"kind": o.kind, "recipe": o.recipe or "lora", "behaviors": list(o.behaviors)} for n, o in ws.suite.organisms.items()},
         "behaviors": {b: {"family": s.family or "hand-written", "side": s.side} for b, s in ws.suite.specs.items()},
         "floors": sorted(floors),
@@ -214,7 +215,7 @@ class Scorer:
         """The causal test (strong.py) of each method's top-k findings with a direction, on the first
         `strong.max_seeds` seeds (a floor's on `strong.floor_max_seeds`, by default all); fills the strong fields of
         `records` in place."""
-        from ..strong import StrongCache, settings_of, strong_hits
+        from ..score.strong import StrongCache, settings_of, strong_hits
 
         ws, cfg = self.ws, self.ws.scoring.strong
         candidates = {}

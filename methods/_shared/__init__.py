@@ -6,6 +6,7 @@ another method; what two methods share lives here.
                     the log-probability gains of the actual tokens (logprob_diff)
     chat.py         where the answer starts in a chat-formatted text (the assistant header), from token ids
     sae.py          one-model sparse autoencoders (diff_sae, dict_drift), trained as one-model crosscoders
-    crosscoder/     the crosscoder: module and backends, training, losses, evaluation, Latent Scaling,
-                    the Triton kernels and their torch twins, and the method base the crosscoders share
+
+The crosscoder library (module, training, losses, evaluation, Latent Scaling, kernels, data preparation) lives with
+the crosscoder methods, in `crosscoder/_lib/`.
 """

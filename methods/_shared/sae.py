@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ...core import NEVER_FIRES, MethodConfig, Readout
 from ...core.env import bf16_flag
-from .crosscoder.module import Crosscoder
-from .crosscoder.train import TrainConfig, TrainResult, init_from_data, train
-from .crosscoder.evaluate import iter_chunks
-from .crosscoder.method import COMMON_DEFAULTS
+from ..crosscoder._lib.module import Crosscoder
+from ..crosscoder._lib.train import TrainConfig, TrainResult, init_from_data, train
+from ..crosscoder._lib.evaluate import iter_chunks
 
 @dataclass
 class SAEConfig(MethodConfig):
@@ -46,23 +44,21 @@ class SAEConfig(MethodConfig):
     bf16: bool | str | None = "auto"
 
 
-def sae_train_config(cfg: dict[str, Any], seed: int, device: str, steps: int | None = None) -> TrainConfig:
-    tc = TrainConfig(sparsity="batchtopk", seed=seed, backend="torch", threads=None)
-    for key in ("k", "batch_size", "lr", "aux_k", "aux_coeff", "dead_tokens", "warmup_frac", "decay_frac", "grad_clip"):
-        if key in cfg:
-            setattr(tc, key, cfg[key])
-    tc.steps = int(steps if steps is not None else cfg["steps"])
-    tc.bf16 = bf16_flag(cfg.get("bf16", "auto"), device)
-    return tc
+def sae_train_config(cfg: SAEConfig, seed: int, device: str, steps: int | None = None) -> TrainConfig:
+    """BatchTopK training of `cfg`'s dictionary on the torch backend (the schedule's warmup, decay and gradient clipping
+    keep TrainConfig's defaults); `steps` overrides cfg.steps."""
+    return TrainConfig(sparsity="batchtopk", steps=cfg.steps if steps is None else steps, batch_size=cfg.batch_size,
+                       lr=cfg.lr, k=cfg.k, aux_k=cfg.aux_k, aux_coeff=cfg.aux_coeff, dead_tokens=cfg.dead_tokens,
+                       seed=seed, backend="torch", bf16=bf16_flag(cfg.bf16, device), threads=None)
 
 
-def fit_sae(x: torch.Tensor, cfg: dict[str, Any], seed: int, device: str = "cpu",
+def fit_sae(x: torch.Tensor, cfg: SAEConfig, seed: int, device: str = "cpu",
             init: Crosscoder | None = None, steps: int | None = None, freeze_encoder: bool = False) -> tuple[Crosscoder, TrainResult]:
     """Train a BatchTopK SAE on rows x [N, d] (already normalised); `init`: continue from a copy of it
     (with `freeze_encoder`, only the decoder and its bias are trained)."""
     if init is None:
-        sae = Crosscoder([x.shape[1]], n_shared=int(cfg["dict_size"]), seed=seed).to(x.device)
-        init_from_data(sae, [x], seed=seed, data_frac=float(cfg.get("data_init_frac", 0.25)))
+        sae = Crosscoder([x.shape[1]], n_shared=cfg.dict_size, seed=seed).to(x.device)
+        init_from_data(sae, [x], seed=seed, data_frac=cfg.data_init_frac)
     else:
         sae = copy.deepcopy(init)
     frozen = [sae.b_enc, *sae.W_enc] if freeze_encoder else []
@@ -122,14 +118,6 @@ def latent_readout(sae: Crosscoder, i: int, scale: float, layer: int, on: str) -
     if on == "diff":
         return Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-w, w_b=w.clone(), bias=bias, act="relu", threshold=threshold)
     return Readout(layer_a=layer, layer_b=layer, kind="linear", w_b=w, bias=bias, act="relu", threshold=threshold)
-
-
-# the data settings the difference dictionaries (diff_sae, dict_drift) read, with the crosscoders' defaults
-DATA_KEYS = ("layer", "layer_b", "max_tokens", "max_eval_tokens", "eval_frac", "drop_bos", "outlier_factor")
-
-
-def data_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: config.get(k, COMMON_DEFAULTS[k]) for k in DATA_KEYS}
 
 
 def raw_rows(data, m: int, split: str = "train") -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Crosscoder family: L1 crosscoder, BatchTopK crosscoder with Latent Scaling, Dedicated Feature Crosscoder,
 and the untrained BatchTopK crosscoder as a chance floor (random_dictionary).
 
-Each file here is one method. What they share (the crosscoder module, training, losses, evaluation,
-Latent Scaling, the Triton kernels and their torch twins, data preparation) is in `methods/_shared/crosscoder/`.
+Each file here is one method (README.md describes them and the design). What they share, the crosscoder library, is
+in `_lib/` (private: `load_all_methods` skips it; `_lib/__init__.py` lists its modules).
 """
 
 from . import batchtopk, dfc, l1, random_dictionary  # noqa: F401  (registers the methods)

@@ -17,7 +17,7 @@ Latent Scaling does not apply, i.e. different widths).
 """
 
 from ...core import register_method
-from .._shared.crosscoder.batchtopk import BatchTopKBase
+from ._lib.batchtopk_base import BatchTopKBase
 
 
 @register_method

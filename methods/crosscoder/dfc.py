@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from ...core import Finding, PairContext, register_method
-from .._shared.crosscoder.batchtopk import BatchTopKBase, BatchTopKConfig
-from .._shared.crosscoder.method import PairData
-from .._shared.crosscoder.module import Crosscoder
-from .._shared.crosscoder.evaluate import latent_mass
+from ._lib.batchtopk_base import BatchTopKBase, BatchTopKConfig
+from ._lib.method import PairData
+from ._lib.module import Crosscoder
+from ._lib.evaluate import latent_mass
 
 
 @dataclass
@@ -37,10 +37,11 @@ class DFCConfig(BatchTopKConfig):
 class DedicatedFeatureCrosscoder(BatchTopKBase):
     name = "dfc"
     Config = DFCConfig
+    cfg: DFCConfig
 
     def sections(self, dict_size: int) -> tuple[int, int, int]:
-        n_a = int(round(float(self.config["excl_frac_a"]) * dict_size))
-        n_b = int(round(float(self.config["excl_frac_b"]) * dict_size))
+        n_a = int(round(self.cfg.excl_frac_a * dict_size))
+        n_b = int(round(self.cfg.excl_frac_b * dict_size))
         if n_a + n_b >= dict_size:
             raise ValueError("exclusive sections leave no shared latents")
         return n_a, dict_size - n_a - n_b, n_b

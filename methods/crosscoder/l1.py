@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from ...core import Finding, PairContext, register_method
-from .._shared.crosscoder.method import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms
-from .._shared.crosscoder.module import Crosscoder
+from ._lib.method import CrosscoderConfig, CrosscoderMethod, PairData, relative_norms
+from ._lib.module import Crosscoder
 
 
 @dataclass
@@ -39,21 +39,22 @@ class L1Crosscoder(CrosscoderMethod):
     name = "l1_crosscoder"
     sparsity = "l1"
     Config = L1Config
+    cfg: L1Config
 
     def init_kwargs(self) -> dict[str, Any]:
-        return {"dec_init_norm": float(self.config["dec_init_norm"])}
+        return {"dec_init_norm": self.cfg.dec_init_norm}
 
     def select(self, ctx: PairContext, cc: Crosscoder, data: PairData, metrics: dict[str, Any]) -> list[Finding]:
         r = relative_norms(cc)
         alive = (metrics["_fires_train"] + metrics["_fires_eval"]) > 0
         score = torch.maximum(r, 1 - r)
         score = torch.where(alive, score, torch.full_like(score, -1.0))
-        order = torch.argsort(score, descending=True)[: int(self.config["max_findings"])]
+        order = torch.argsort(score, descending=True)[: self.cfg.max_findings]
         out = []
         for i in order.tolist():
             if not alive[i]:
                 break
             side = "b" if r[i] >= 0.5 else "a"
-            flagged = bool(r[i] >= self.config["flag_b"]) if side == "b" else bool(r[i] <= self.config["flag_a"])
+            flagged = bool(r[i] >= self.cfg.flag_b) if side == "b" else bool(r[i] <= self.cfg.flag_a)
             out.append((i, side, float(score[i]), flagged, {"rel_norm": float(r[i])}))
         return self.emit(ctx, cc, data, metrics, out)

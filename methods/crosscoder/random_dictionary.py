@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from ...core import PairContext, register_method
-from .._shared.crosscoder.batchtopk import BatchTopKBase, BatchTopKConfig
-from .._shared.crosscoder.method import PairData
-from .._shared.crosscoder.module import Crosscoder
+from ._lib.batchtopk_base import BatchTopKBase, BatchTopKConfig
+from ._lib.method import PairData
+from ._lib.module import Crosscoder
 
 
 @dataclass
@@ -52,11 +52,12 @@ class RandomDictionary(BatchTopKBase):
     stochastic = True
     floor = True
     Config = RandomDictionaryConfig
+    cfg: RandomDictionaryConfig
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        if int(self.config["steps"]) != 0:
-            raise ValueError(f"{self.name} takes no gradient steps (steps must be 0, got {self.config['steps']}); "
+        if self.cfg.steps != 0:
+            raise ValueError(f"{self.name} takes no gradient steps (steps must be 0, got {self.cfg.steps}); "
                              "use batchtopk_crosscoder for a trained dictionary")
 
     def fit(self, ctx: PairContext) -> tuple[Crosscoder, PairData, dict[str, Any]]:

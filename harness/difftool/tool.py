@@ -1,0 +1,237 @@
+"""`diffbench diff`: diffing methods on two models of your own, with no planting and no ground truth.
+
+    diffbench diff model_a=smollm2-135m model_b=PATH [corpus=FILE] [method=[kl_diff,l1_crosscoder]]
+
+    check inputs ─► load A and B ─► corpus (the audit corpus with A's answers, or yours) ─► activations of both
+      ─► each method's findings (a failing method is recorded) ─► calibrated flags (the reference run's
+      null-pair thresholds, harness/score/flags.py) ─► evidence (snippets, steered continuations, harness/difftool/evidence.py)
+      ─► out/: findings/, summary.json, findings.md, html/index.html
+
+A model is a registered name, a local Hugging Face checkpoint folder, or a PEFT adapter folder (its base model
+is the adapter's `base_model_name_or_path`, a name or a checkpoint folder). Everything is checked before the
+first model loads. Options: conf/diff.yaml.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ...core import PairContext, save_findings
+from ...core.activations import TextSet
+from ...core.env import default_device
+from ...core.io import atomic_write, read_json, write_json
+from ...core.model import LoadedModel
+from ...core.plugins import load_plugins
+from ..score.flags import FILE as FLAGS_FILE, Calibration
+from ..models import ModelNotAvailableError, checkpoint_dir, load_model
+from ..pair_run import check_methods, paired_activations, run_method
+from .usercorpus import Document, read_corpus
+from ...core.env import say
+
+@dataclass
+class MethodRun:
+    key: str
+    name: str
+    status: str = "ok"  # ok | not_applicable | failed
+    error: str = ""
+    seconds: float = 0.0
+    n_findings: int = 0
+    n_flagged: int = 0  # the method's own rule
+    n_calibrated: int = 0  # clear the reference run's null threshold
+    calibration: str = ""  # why no threshold applies, when none does
+    findings: list = field(default_factory=list, repr=False)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def model_source(spec: str) -> tuple[str, Path | None]:
+    """(base model name or checkpoint path, adapter folder or None) for a model_a/model_b value; checks it exists."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").exists():
+        base = read_json(path / "adapter_config.json").get("base_model_name_or_path")
+        if not base:
+            raise ModelNotAvailableError(f"adapter {spec!r}: adapter_config.json names no base_model_name_or_path")
+        try:
+            checkpoint_dir(base)
+        except ModelNotAvailableError as e:
+            raise ModelNotAvailableError(f"adapter {spec!r}: its base model {base!r} cannot be loaded: {e}") from e
+        return base, path
+    checkpoint_dir(spec)  # a registered name or a checkpoint folder, or one clear error
+    return spec, None
+
+
+def display_name(spec: str) -> str:
+    """A model as the report names it: a registered name as is, a folder by its own name (not its whole path)."""
+    path = Path(spec).expanduser()
+    return path.resolve().name if path.is_dir() else spec
+
+
+PACKAGED = "packaged"  # reference=/calibration= value: the quick reference's figures shipped in harness/difftool/reference/
+PACKAGED_DIR = Path(__file__).resolve().parent / "reference"  # package data, written by scripts/package_reference.py
+
+
+def default_methods(reference: Path) -> list[str]:
+    """The methods whose lead metric (recall@5, any channel) beats every floor's upper bound in the reference run."""
+    scores = read_json(reference)
+    metrics, floors = scores["metrics"], set(scores.get("floors") or [])
+    lead = "recall@5"
+    bar = max((metrics[f][lead]["hi"] for f in floors if f in metrics), default=0.0)
+    return [m for m in metrics if m not in floors and (metrics[m][lead]["value"] or 0.0) > bar]
+
+
+def reference_methods(reference: str) -> list[str]:
+    """`packaged`: the shipped list (from the quick reference run); else a run's scores.json."""
+    if reference == PACKAGED:
+        return list(read_json(PACKAGED_DIR / "default_methods.json")["methods"])
+    path = Path(reference).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"reference={reference}: no such scores.json (a run's, or `packaged` for the shipped one)")
+    return default_methods(path)
+
+
+def method_configs(cfg: DictConfig) -> dict[str, dict]:
+    """{key: {"name", "params"}}: `method=[...]` (conf/method/*.yaml), or the reference run's methods that beat the floors."""
+    if cfg.get("method"):
+        methods = OmegaConf.to_container(cfg.method, resolve=True)
+    else:
+        keys = reference_methods(str(cfg.reference))
+        methods = {}
+        for k in keys:
+            f = resources.files("diffbench.conf") / "method" / f"{k}.yaml"
+            if f.is_file():
+                methods.update(OmegaConf.to_container(OmegaConf.create(f.read_text()), resolve=True))
+    check_methods(methods)
+    if not methods:
+        raise ValueError("no methods to run: give method=[...] (see `diffbench list`)")
+    return methods
+
+
+def default_corpus(model: LoadedModel, cfg: DictConfig) -> list[Document]:
+    """The audit corpus (harness/data/corpus.py: everyday chat plus every shipped behavior's audit split at `prevalence`),
+    answered by model A."""
+    from ..data.corpus import CorpusConfig, plan_for
+    from ..plant.distill import distill
+
+    ccfg = CorpusConfig.from_dict(OmegaConf.to_container(cfg.audit_corpus, resolve=True))
+    prompts = list(plan_for(model.tokenizer, {}, ccfg).prompts)
+    answers = distill(model, prompts, ccfg.answer_tokens, bool(cfg.progress))
+    return [Document(a, q) for q, a in zip(prompts, answers)]
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def run(cfg: DictConfig, out: Path) -> Path:
+    import os
+
+    if cfg.get("cache_dir"):
+        os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
+    load_plugins(cfg.get("plugins") or [])
+    t0 = time.time()
+    # -- every input checked before the first model loads
+    src_a, src_b = model_source(str(cfg.model_a)), model_source(str(cfg.model_b))
+    docs = read_corpus(cfg.corpus) if cfg.get("corpus") else None
+    methods = method_configs(cfg)
+    calib = _calibration(cfg)
+    device = default_device() if cfg.device == "auto" else cfg.device
+    ma = load_model(src_a[0], adapter=src_a[1], dtype=cfg.dtype, device=device, display_name=display_name(str(cfg.model_a)))
+    mb = load_model(src_b[0], adapter=src_b[1], dtype=cfg.dtype, device=device, display_name=display_name(str(cfg.model_b)))
+    say(f"diff {ma.name} ({ma.model.config.model_type}) vs {mb.name} ({mb.model.config.model_type}); methods: {', '.join(methods)}")
+    if docs is None:
+        docs = default_corpus(ma, cfg)
+    paired, texts_a, la, lb = _activations(cfg, ma, mb, docs)
+    runs = [_run_method(key, m, ma, mb, paired, texts_a, la, lb, cfg, out, calib, device) for key, m in methods.items()]
+    if not any(r.status == "ok" for r in runs):
+        reasons = "; ".join(f"{r.key}: {r.error}" for r in runs)
+        raise ValueError(f"no selected method applies to {ma.name} vs {mb.name} ({reasons})")
+    from .evidence import steering_evidence
+
+    evidence = steering_evidence(runs, ma, mb, docs, paired, int(cfg.evidence), int(cfg.steer_prompts), int(cfg.steer_tokens), bool(cfg.progress))
+    summary = {"model_a": ma.name, "model_b": mb.name, "sources": [str(cfg.model_a), str(cfg.model_b)], "corpus": str(cfg.corpus) if cfg.get("corpus") else "audit corpus (answers by model A)",
+               "documents": len(docs), "tokens_a": paired.a.manifest.get("n_tokens"), "layers": [la, lb],
+               "calibration": f"{calib.path.name} of the {calib.suite} suite on {calib.model}" if calib else None,
+               "cross_pair": paired.alignment is not None or ma.hidden_size != mb.hidden_size, "seconds": time.time() - t0,
+               "methods": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in runs]}
+    write_json(out / "summary.json", summary)
+    write_markdown(out, summary, runs)
+    from ..report.html import write_diff_html
+
+    index = write_diff_html(out, summary, runs, evidence)
+    say(f"diff done in {time.time() - t0:.0f}s: {index}")
+    return index
+
+
+def _calibration(cfg: DictConfig) -> Calibration | None:
+    if not cfg.get("calibration"):
+        return None
+    path = PACKAGED_DIR / FLAGS_FILE if cfg.calibration == PACKAGED else Path(str(cfg.calibration)).expanduser()
+    if not path.exists():
+        say(f"no calibration file at {path}: findings are shown without calibrated flags")
+        return None
+    return Calibration.load(path)
+
+
+def _activations(cfg: DictConfig, ma: LoadedModel, mb: LoadedModel, docs: list[Document]):
+    """Both models' residual streams on the corpus, paired position by position (aligned across tokenizers)."""
+    from ..data.store import CollectConfig, collect
+
+    c = CollectConfig.from_dict(OmegaConf.to_container(cfg.collect, resolve=True))
+    kw = dict(batch_size=c.batch_size, max_length=c.max_length, shard_tokens=c.shard_tokens, progress=bool(cfg.progress))
+    la = sorted({ma.layer_index(l) for l in c.layers})
+    lb = sorted({mb.layer_index(l) for l in c.layers})
+    ra = [d.render(ma.tokenizer) for d in docs]
+    ta = TextSet.of(f"diff-corpus{len(docs)}", [t for t, _ in ra])
+
+    def cross():
+        rb = [d.render(mb.tokenizer) for d in docs]
+        tb = TextSet.of(f"diff-corpus{len(docs)}x", [t for t, _ in rb])
+        return (ta, [s for _, s in ra]), (tb, [s for _, s in rb])
+
+    paired = paired_activations(ma, mb, lambda m, texts: collect(m, texts, la if m is ma else lb, **kw), lambda: ta, cross,
+                                c.align_max_window)
+    return paired, ta, la, lb
+
+
+def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, cfg, out: Path, calib, device) -> MethodRun:
+    r = MethodRun(key, mcfg["name"])
+    # finding ids of some methods carry the pair id: keep it short (the report names the models)
+    ctx = PairContext("A_vs_B", ma, mb, paired, la, seed=int(cfg.seed), device=device, work_dir=out / "work",
+                      layers_b=lb if lb != la else None)
+    outcome = run_method(mcfg, ctx, texts_a, int(cfg.collect.max_length), top=int(cfg.top))
+    r.status, r.error, r.seconds, findings = outcome.status, outcome.error, outcome.seconds, outcome.findings
+    if outcome.status == "ok":
+        for f in findings:
+            flag, note = calib.flag(key, outcome.config_hash, float(f.uniqueness)) if calib else (None, "no calibration file")
+            f.info["calibrated_flag"] = "n/a" if flag is None else ("yes" if flag else "no")
+            f.info["calibration"] = note
+            r.calibration = "" if flag is not None else note
+        save_findings(out / "findings" / key, findings, {"method": key, "model_a": ma.name, "model_b": mb.name, "config_hash": outcome.config_hash})
+        r.findings, r.n_findings = findings, len(findings)
+        r.n_flagged = sum(bool(f.flagged) for f in findings)
+        r.n_calibrated = sum(f.info["calibrated_flag"] == "yes" for f in findings)
+        calibrated = "uncalibrated" if r.calibration else f"{r.n_calibrated} clear the null threshold"
+        say(f"{key:22s} ok: {r.n_findings} findings, {r.n_flagged} flagged by the method, {calibrated} ({r.seconds:.1f}s)")
+    else:
+        if outcome.traceback:
+            (out / "errors").mkdir(parents=True, exist_ok=True)
+            atomic_write(out / "errors" / f"{key}.txt", outcome.traceback)
+        say(f"{key:22s} {r.status.replace('_', ' ')} ({r.seconds:.1f}s): {r.error[:300]}")
+    return r
+
+
+def write_markdown(out: Path, summary: dict, runs: list[MethodRun], top: int = 5) -> None:
+    """findings.md: per method its status and top findings (the HTML report has the evidence)."""
+    lines = [f"# diffbench diff: `{summary['model_a']}` vs `{summary['model_b']}`", "",
+             f"- corpus: {summary['corpus']} ({summary['documents']} documents)", f"- calibration: {summary['calibration'] or 'none'}", "",
+             "| method | status | findings | flagged (method) | clear null threshold | top findings (side, tokens) |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        tops = "; ".join(f"`{f.id}` ({f.side}: {' '.join(repr(t) for t in f.tokens[:4])})" for f in r.findings[:top])
+        lines.append(f"| {r.key} | {r.status} | {r.n_findings} | {r.n_flagged} | {r.n_calibrated if not r.calibration else 'n/a'} | "
+                     f"{tops or r.error[:120]} |")
+    atomic_write(out / "findings.md", "\n".join(lines) + "\n")

@@ -1,0 +1,93 @@
+"""One method on one pair of models: the steps the benchmark's diff stage and `diffbench diff` share.
+
+    check_methods(configs)         every method config built once, before any model loads
+    paired_activations(A, B, ...)  both models' residual streams on one corpus, paired position by position
+    run_method(config, ctx, ...)   the method's findings: built, run, validated, ranked, with corpus snippets;
+                                   a method that does not apply, raises or exits is recorded, never fatal
+
+What each caller does with the outcome (status records and resume for the benchmark, calibrated flags for the diff
+tool) stays with the caller.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..core import METHODS, Finding, Method, NotApplicableError, PairContext, rank, validate_findings
+from ..core.activations import ActivationStore, PairedActivations, TextSet
+from ..core.model import LoadedModel
+from ..methods import load_all_methods
+from .data.align import same_tokenizer
+from .data.store import pair_stores
+from .report.snippets import attach_snippets
+
+Spans = list  # per text, the character spans of its shared content (data/align.py)
+
+
+def paired_activations(model_a: LoadedModel, model_b: LoadedModel, collect: Callable[[LoadedModel, TextSet], ActivationStore],
+                       same_texts: Callable[[], TextSet],
+                       cross_texts: Callable[[], tuple[tuple[TextSet, Spans], tuple[TextSet, Spans]]],
+                       max_window: int | None) -> PairedActivations:
+    """Same tokenizer: both models read the same texts, row for row (`same_texts`). Different tokenizers: the same
+    content in each model's own chat template (`cross_texts`: each side's texts and spans), paired where both have
+    read the same text. The texts are made only on the path taken."""
+    if same_tokenizer(model_a.tokenizer, model_b.tokenizer):
+        texts = same_texts()
+        return PairedActivations(collect(model_a, texts), collect(model_b, texts), len(texts))
+    (ta, sa), (tb, sb) = cross_texts()
+    return pair_stores(collect(model_a, ta), collect(model_b, tb), model_a.tokenizer, model_b.tokenizer, ta, tb,
+                       spans_a=sa, spans_b=sb, max_window=max_window)
+
+
+def check_methods(methods: dict) -> dict[str, Method]:
+    """Each method config ({key: {"name", "params"}}) built once: an unknown name or an unknown or ill-typed
+    parameter fails here, before any model loads. Returns the built methods (their resolved config and its hash)."""
+    load_all_methods()
+    built = {}
+    for key, mcfg in methods.items():
+        if not isinstance(mcfg, dict) or "name" not in mcfg:
+            raise ValueError(f"method config {key!r} needs a `name` (the registered method) and optional `params`")
+        cls = METHODS.get(mcfg["name"])
+        try:  # constructors check and store their parameters, nothing more
+            built[key] = cls(**(mcfg.get("params") or {}))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
+    return built
+
+
+@dataclass
+class MethodOutcome:
+    status: str = "ok"  # ok | not_applicable | failed
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+    config_hash: str = ""
+    findings: list[Finding] = field(default_factory=list, repr=False)
+
+
+def run_method(method_config: dict, ctx: PairContext, texts_a: TextSet | None, max_length: int,
+               top: int | None = None) -> MethodOutcome:
+    """`method_config` = {"name", "params"}; `texts_a` = the texts model A read (None across tokenizers, where each
+    finding's snippets come from each model's own store); `top`: keep only the best findings."""
+    out = MethodOutcome()
+    t0 = time.time()
+    try:
+        method = METHODS.get(method_config["name"])(**(method_config.get("params") or {}))
+        out.config_hash = method.config_hash
+        torch.manual_seed(ctx.seed)
+        findings = method.find(ctx)
+        validate_findings(findings, ctx)
+        findings = rank(findings)[:top]
+        attach_snippets(findings, ctx.corpus, texts_a, ctx.model_a.tokenizer, max_length, tokenizer_b=ctx.model_b.tokenizer)
+        out.findings = findings
+    except NotApplicableError as e:
+        out.status, out.error = "not_applicable", str(e)
+    except (Exception, SystemExit) as e:  # a crashing (or exiting) method is recorded, the caller goes on
+        out.status, out.error, out.traceback = "failed", f"{type(e).__name__}: {e}", traceback.format_exc()
+    out.seconds = time.time() - t0
+    return out
