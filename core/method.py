@@ -111,6 +111,9 @@ class Method:
     stochastic: ClassVar[bool] = False  # run with several seeds in suites that ask for it
     floor: ClassVar[bool] = False  # a chance baseline (scored like every method; suites run it with `floor_seeds` seeds)
     Config: ClassVar[type] = MethodConfig  # the method's typed config: every default lives there
+    # applies to two models of different architectures or tokenizers (no shared activation space, weights or vocabulary),
+    # e.g. a crosscoder on aligned activations; `diffbench diff` picks its defaults for such a pair by it, before loading
+    cross_architecture: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         self.cfg = make_config(self.Config, self.name or type(self).__name__, params)  # what a method reads: self.cfg.<option>

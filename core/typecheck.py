@@ -47,7 +47,8 @@ def hint_name(hint: Any) -> str:
     """A type annotation in words, for error messages."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(hint_name(a) for a in args)
+        names = ["a number" if a is float else hint_name(a) for a in args if not (a is int and float in args)]
+        return " or ".join(dict.fromkeys(names))
     if origin in (list, tuple):
         return f"a list of {hint_name(args[0])}" if args else "a list"
     if origin is dict:

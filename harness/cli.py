@@ -11,6 +11,7 @@
     diffbench organisms list|verify|export   # the shipped organism zoo (diffbench organisms -h)
     diffbench evaluate REFERENCE plugins=[my.py] +method.mine.name=NAME   # one new method against a published run
     diffbench -m method=[mean_diff],[random_directions] hydra/launcher=joblib   # Hydra multirun
+    diffbench run --help | diffbench diff --help   # the main options and their defaults (--help-config: all of them)
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "the operation is not permitted"}
 
 
 def _disk_error(e: BaseException, run_dir: Path | None) -> str | None:
@@ -134,8 +136,9 @@ def _check_writable(cfg) -> None:
         target = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).absolute()
     except Exception:  # an interpolation only Hydra's runtime resolves: Hydra will report it
         return
-    folder = next((p for p in [target, *target.parents] if p.exists()), None)
-    if folder is None or not folder.is_dir():
+    # os.path.exists, not Path.exists: inside a folder that cannot be entered the latter raises PermissionError
+    folder = next((p for p in [target, *target.parents] if os.path.exists(p)), None)
+    if folder is None or not os.path.isdir(folder):
         return
     code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES if not os.access(folder, os.W_OK | os.X_OK) else 0
     if code:
@@ -143,30 +146,48 @@ def _check_writable(cfg) -> None:
               "(a writable place) and run the command again")
 
 
-def _check_model_choice(argv: list[str]) -> None:
-    """`model=X` picks conf/model/X.yaml; Hydra's own error for a missing one ("could not find") names no
-    alternative, and `diffbench list` shows registered models that have no such file. Say which to use."""
+def conf_choices(group: str) -> list[str]:
+    """The options of a config group: the names of conf/<group>/*.yaml."""
+    from .. import conf
+
+    return sorted(p.stem for p in (Path(conf.__file__).parent / group).glob("*.yaml"))
+
+
+def unknown_name(what: str, name: str, known: list[str], more: list[str] = ()) -> str:
+    """`unknown <what> 'x' (did you mean y?). Known: ...`: one message for a misspelt model, method, suite or command."""
     import difflib
 
+    close = difflib.get_close_matches(name, list(dict.fromkeys([*known, *more])), n=3, cutoff=0.5)
+    return f"unknown {what} {name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "") + f". Known: {', '.join(known)}"
+
+
+CHOICE_GROUPS = ("model", "suite", "plant", "method")  # config groups picked by `group=name` (or `group=[a,b]`)
+
+
+def _check_choices(argv: list[str], groups: tuple[str, ...] = CHOICE_GROUPS) -> None:
+    """`model=X`, `suite=X`, `plant=X`, `method=[X,Y]` pick files of conf/<group>/; Hydra's own error for a missing one
+    prints its search path and names no alternative. Name the known options and the closest match instead."""
     if any(a.startswith(("hydra.searchpath", "+hydra.searchpath", "--config-dir", "-cd")) for a in argv):
-        return  # the user's own config folders may hold more model files: Hydra resolves them
-    from .. import conf
+        return  # the user's own config folders may hold more files: Hydra resolves them
     from .models import MODEL_SOURCES
 
-    files = sorted(p.stem for p in (Path(conf.__file__).parent / "model").glob("*.yaml"))
     for a in argv:
-        if not a.startswith("model="):
+        group, eq, value = a.partition("=")
+        if not eq or group not in groups:
             continue
-        for choice in a.split("=", 1)[1].split(","):  # a multirun sweep: model=a,b
-            if choice in files:
+        known = conf_choices(group)
+        # a list (method=[a,b]) or a multirun sweep (model=a,b; method=[a],[b]); null/[] choose nothing
+        for choice in re.findall(r"[^\[\],\s]+", value):
+            if choice in known or choice == "null":
                 continue
-            if choice in MODEL_SOURCES.names() or os.sep in choice:
-                _fail(f"model={choice}: there is no conf/model/{choice}.yaml (model= picks one of {', '.join(files)}); "
+            if group == "model" and (choice in MODEL_SOURCES.names() or os.sep in choice):
+                _fail(f"model={choice}: there is no conf/model/{choice}.yaml (model= picks one of {', '.join(known)}); "
                       f"for another registered model or a checkpoint folder use model.name={choice}")
-            close = difflib.get_close_matches(choice, list(dict.fromkeys([*files, *MODEL_SOURCES.names()])), n=3, cutoff=0.5)
-            _fail(f"unknown model {choice!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "") +
-                  f". model= picks one of {', '.join(files)}; model.name= takes any of {', '.join(MODEL_SOURCES.names())} "
-                  "or the path of a local Hugging Face checkpoint folder")
+            more = MODEL_SOURCES.names() if group == "model" else []
+            tail = {"model": f". model.name= takes any of {', '.join(MODEL_SOURCES.names())} or the path of a local Hugging "
+                             "Face checkpoint folder",
+                    "method": f" (conf/method/*.yaml; your own: plugins=[file.py] +method.KEY.name=NAME)"}.get(group, f" (conf/{group}/*.yaml)")
+            _fail(unknown_name(group, choice, known, more).replace(". Known: ", f". {group}= picks one of ", 1) + tail)
 
 
 def _run_hydra(argv: list[str], config_name: str = "config") -> None:
@@ -181,8 +202,16 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
         from ..core.io import atomic_write
         from . import pipeline
 
+        from .schema import ConfigError, resolved_config
+
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         fresh = not (run_dir / "config.yaml").exists()  # Hydra made the folder just now for this invocation
+        try:  # an override that does not resolve (${oc.env:NOPE}) is one message, and leaves no run folder behind
+            resolved_config(cfg, "a config file or a command-line override")
+        except ConfigError as e:
+            if fresh:
+                _drop_if_empty(run_dir)
+            _fail(str(e))
         atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         _append_command(run_dir, "diffbench " + ("diff " if config_name == "diff" else "") + " ".join(shlex.quote(a) for a in argv))
         try:
@@ -203,8 +232,7 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
                 _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
             raise
 
-    if config_name == "config":
-        _check_model_choice(argv)
+    _check_choices(argv, CHOICE_GROUPS if config_name == "config" else ("method",))
     sys.argv = [sys.argv[0], *method_overrides(argv)]
     _guard_composition()
     app()
@@ -277,6 +305,7 @@ def _evaluate(reference: str, overrides: list[str]) -> None:
 
     own_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")), None)
     overrides = [o for o in overrides if not o.startswith("run_dir=")]
+    _check_choices(overrides, ("method",))
     _guard_composition()
     try:
         with initialize_config_module(config_module="diffbench.conf", version_base=None):
@@ -308,14 +337,95 @@ def _list() -> None:
     print(f"families:  " + ", ".join(f"{f} ({len(family_behaviors(f))})" for f in families()) + "  (behaviors <family>__<id>)")
 
 
+COMMANDS = {"run": "the benchmark (the default)", "plant": "one stage", "collect": "one stage", "diff": "two models of your own",
+            "score": "one stage", "report": "rescore a run folder", "list": "models, methods, behaviors",
+            "organisms": "the shipped zoo", "evaluate": "one new method against a reference", "help": "this list"}
+HELP_FLAGS = ("-h", "--help")
+FULL_CONFIG = "--help-config"  # = Hydra's `--cfg job`: the whole composed config, every option with its value
+
+
+def _conf_file(name: str) -> dict:
+    """conf/<name>.yaml as written (not composed): the defaults a usage text names."""
+    from omegaconf import OmegaConf
+
+    from .. import conf
+
+    return OmegaConf.to_container(OmegaConf.load(Path(conf.__file__).parent / f"{name}.yaml"), resolve=False)
+
+
+def _group_defaults(cfg: dict) -> dict:
+    return {k: v for d in cfg.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
+
+
+def usage(command: str) -> str:
+    """The short `--help` of `diffbench run` (and the stage words) or `diffbench diff`: what it does, the main options with
+    their defaults (read from conf/config.yaml / conf/diff.yaml, so they cannot drift), an example, the full config."""
+    show = lambda v: "null" if v is None else ("[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v))
+    if command == "diff":
+        c = _conf_file("diff")
+        opts = [("model_a=A model_b=B", "required: a registered name (diffbench list), a Hugging Face checkpoint folder or a PEFT adapter folder"),
+                (f"corpus={show(c['corpus'])}", "null: the audit corpus answered by model A; or a .jsonl ({prompt, response} or {text}) or text file"),
+                ("method=[...]", "default: chosen per pair kind (same architecture: the packaged reference's methods that beat "
+                                 "the floors; across architectures: dfc and those of them that apply); names: conf/method/*.yaml"),
+                (f"top={c['top']}", "findings kept per method"),
+                (f"evidence={c['evidence']}", "findings per method with steered continuations (0: none)"),
+                (f"calibration={show(c['calibration'])}", "null-pair flag thresholds: packaged, a run's flag_thresholds.json, or null"),
+                (f"out={c['out']}", "the output folder"),
+                (f"device={c['device']} dtype={c['dtype']} cache_dir={show(c['cache_dir'])}", "")]
+        head = ("usage: diffbench diff model_a=A model_b=B [key=value ...]\n\n"
+                "Runs model-diffing methods on two models of your own (no planting, no ground truth) and writes findings.md,\n"
+                "summary.json and html/index.html: each finding with its side, tokens, top corpus snippets and steered continuations.")
+        example = "diffbench diff model_a=smollm2-135m model_b=/path/to/adapter corpus=chats.jsonl method=[kl_diff,logprob_diff]"
+        more = "conf/diff.yaml"
+    else:
+        c = _conf_file("config")
+        g = _group_defaults(c)
+        opts = [(f"suite={g['suite']}", f"one of {', '.join(conf_choices('suite'))} (conf/suite/*.yaml)"),
+                (f"model={g['model']}", f"one of {', '.join(conf_choices('model'))}; model.name=PATH for a checkpoint folder"),
+                (f"method=[...]", f"default: all {len(g['method'])} of conf/method/*.yaml ({', '.join(g['method'])})"),
+                (f"plant={g['plant']}", f"one of {', '.join(conf_choices('plant'))} (fresh: plant every organism here)"),
+                (f"stages={show(c['stages'])}", "any subset runs alone (or: diffbench plant|collect|score)"),
+                (f"run_dir={c['run_dir']}", "the run folder (a rerun with the same run_dir resumes)"),
+                (f"device={c['device']} dtype={c['dtype']} threads={c['threads']} cache_dir={show(c['cache_dir'])}", ""),
+                ("-m ... hydra/launcher=joblib", "a Hydra multirun (one job per method/pair block; docs/usage.md#scale-out)")]
+        head = ("usage: diffbench [run] [key=value ...]\n\n"
+                "Plants known behaviors into a base model, runs the diffing methods on the model pairs and scores their\n"
+                "findings against the planted ground truth: plant -> collect -> diff -> score -> report, every stage cached.")
+        example = "diffbench run suite=quick method=[mean_diff,random_directions,dfc]"
+        more = "conf/config.yaml"
+    import textwrap
+
+    lines = [head, "", "main options (key=default):"]
+    for o, d in opts:  # the option, its description wrapped beside it (or below a long option)
+        body = textwrap.wrap(d, 88) or [""]
+        lines += ([f"  {o:<24} {body[0]}".rstrip()] if len(o) <= 24 else [f"  {o}", f"  {'':<24} {body[0]}".rstrip()] if d else [f"  {o}"])
+        lines += [f"  {'':<24} {b}" for b in body[1:]]
+    lines += ["", f"example:\n  {example}", "",
+              f"every option with its value: diffbench {command} {FULL_CONFIG}   (Hydra's --cfg job; the files: {more}, docs/usage.md)",
+              "other commands: diffbench --help"]
+    return "\n".join(lines)
+
+
+def _unknown_command(word: str) -> None:
+    _fail(unknown_name("command", word, list(COMMANDS)).replace(". Known: ", ". Commands: ", 1) +
+          " (diffbench --help says what each does; options are key=value, e.g. diffbench run suite=full)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "transformers.modeling_utils", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    if argv and argv[0] in ("-h", "--help", "help"):
+    if argv and argv[0] in (*HELP_FLAGS, "help"):
         print(__doc__)
         return
+    command = argv[0] if argv and argv[0] in COMMANDS else "run"
+    if argv and not (argv[0] in COMMANDS or argv[0].startswith(("-", "+", "~")) or "=" in argv[0]):
+        _unknown_command(argv[0])
+    if command in ("run", "diff", *STAGE_WORDS) and any(a in HELP_FLAGS for a in argv):
+        print(usage("diff" if command == "diff" else "run"))
+        return
+    argv = [x for a in argv for x in (("--cfg", "job") if a == FULL_CONFIG else (a,))]
     if argv and argv[0] == "report":
         if len(argv) < 2:
             _fail("usage: diffbench report RUN_DIR [key=value ...]")
@@ -333,9 +443,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(organisms_main(argv[1:]))
     if argv and argv[0] == "diff":
         missing = [k for k in ("model_a", "model_b") if not any(a.startswith(k + "=") for a in argv[1:])]
-        if missing:
+        if missing and "--cfg" not in argv:
             _fail(f"diffbench diff needs {' and '.join(m + '=...' for m in missing)} (a model name, a checkpoint folder or "
-                  "an adapter folder); options: conf/diff.yaml")
+                  "an adapter folder); options: diffbench diff --help")
         return _run_hydra(argv[1:], "diff")
     if argv and argv[0] == "run":
         argv = argv[1:]

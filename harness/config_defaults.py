@@ -1,5 +1,5 @@
-"""The config groups whose defaults live in a dataclass: `collect` (harness/data/store.py's CollectConfig) and
-`scoring` (harness/score/scoring.py's ScoringConfig). Each is registered with Hydra's ConfigStore as the group's
+"""The config groups whose defaults live in a dataclass: `collect` (harness/data/config.py's CollectConfig) and
+`scoring` (harness/score/config.py's ScoringConfig). Each is registered with Hydra's ConfigStore as the group's
 `default` option, built from the dataclass itself, so conf/config.yaml and conf/diff.yaml compose them like any other
 group, overrides such as `scoring.bootstrap=200` work, and no YAML file repeats a default."""
 
@@ -9,8 +9,8 @@ from dataclasses import asdict
 
 from hydra.core.config_store import ConfigStore
 
-from .data.store import CollectConfig
-from .score.scoring import ScoringConfig
+from .data.config import CollectConfig
+from .score.config import ScoringConfig
 
 
 def register() -> None:

@@ -257,9 +257,16 @@ def checkpoint_dir(name: str) -> tuple[Path, str]:
             f"{str(path)!r} is not a Hugging Face checkpoint: config.json is missing. Expected config.json, "
             "model weights (*.safetensors) and tokenizer files."
         )
-    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    weights = sorted(path.glob("*.safetensors"))
     if not weights:
-        raise ModelNotAvailableError(f"{str(path)!r} has config.json but no *.safetensors or *.bin weights.")
+        pickles = sorted(p.name for p in [*path.glob("*.bin"), *path.glob("*.pt"), *path.glob("*.pth"), *path.glob("*.ckpt")])
+        if pickles:  # transformers would unpickle them: loading a pickle can run any code its author put in it
+            raise ModelNotAvailableError(
+                f"{str(path)!r} holds only pickle weights ({', '.join(pickles[:3])}{', ...' if len(pickles) > 3 else ''}); "
+                "diffbench loads safetensors only, never pickle (unpickling can run code). Convert the checkpoint "
+                "once where you trust it, e.g. AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, "
+                "safe_serialization=True), then pass the folder again")
+        raise ModelNotAvailableError(f"{str(path)!r} has config.json but no *.safetensors weights.")
     _check_checkpoint_files(path, weights)
     # identity: config plus the size and mtime of each weight file (hashing GBs on every load is too slow)
     ident = stable_hash({"path": str(path.resolve()), "w": [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]})
@@ -346,7 +353,8 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if adapter else torch_dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if adapter else torch_dtype, local_files_only=True,
+                                                     use_safetensors=True)  # never a pickle
     except Exception as e:
         if name in MODEL_SOURCES:  # a registered model that fails to load is a bug of ours: keep its traceback
             raise

@@ -3,7 +3,8 @@
     check_methods(configs)         every method config built once, before any model loads
     paired_activations(A, B, ...)  both models' residual streams on one corpus, paired position by position
     run_method(config, ctx, ...)   the method's findings: built, run, validated, ranked, with corpus snippets;
-                                   a method that does not apply, raises or exits is recorded, never fatal
+                                   a method that does not apply, raises or exits (sys.exit, os._exit) is
+                                   recorded, never fatal
 
 What each caller does with the outcome (status records and resume for the benchmark, calibrated flags for the diff
 tool) stays with the caller.
@@ -11,6 +12,7 @@ tool) stays with the caller.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -60,6 +62,24 @@ def check_methods(methods: dict) -> dict[str, Method]:
     return built
 
 
+class MethodExitedError(BaseException):
+    """A method called `os._exit`, which would end the whole process at once (no scores, no message, rc of its
+    choice); `run_method` puts this in its place while the method runs. A BaseException, so that a method's own
+    `except Exception` cannot swallow it."""
+
+
+def _exit_guard(real_exit: Callable, pid: int) -> Callable:
+    """os._exit as a method sees it: refused in this process; a forked child (multiprocessing ends its workers
+    with os._exit) still exits."""
+
+    def _exit(code: int = 0) -> None:
+        if os.getpid() != pid:
+            real_exit(code)
+        raise MethodExitedError(f"the method called os._exit({code}), which would have ended the whole run; refused")
+
+    return _exit
+
+
 @dataclass
 class MethodOutcome:
     status: str = "ok"  # ok | not_applicable | failed
@@ -76,6 +96,8 @@ def run_method(method_config: dict, ctx: PairContext, texts_a: TextSet | None, m
     finding's snippets come from each model's own store); `top`: keep only the best findings."""
     out = MethodOutcome()
     t0 = time.time()
+    real_exit = os._exit
+    os._exit = _exit_guard(real_exit, os.getpid())  # restored below, whatever the method does
     try:
         method = METHODS.get(method_config["name"])(**(method_config.get("params") or {}))
         out.config_hash = method.config_hash
@@ -87,7 +109,9 @@ def run_method(method_config: dict, ctx: PairContext, texts_a: TextSet | None, m
         out.findings = findings
     except NotApplicableError as e:
         out.status, out.error = "not_applicable", str(e)
-    except (Exception, SystemExit) as e:  # a crashing (or exiting) method is recorded, the caller goes on
+    except (Exception, SystemExit, MethodExitedError) as e:  # a crashing (or exiting) method is recorded, the caller goes on
         out.status, out.error, out.traceback = "failed", f"{type(e).__name__}: {e}", traceback.format_exc()
+    finally:
+        os._exit = real_exit
     out.seconds = time.time() - t0
     return out

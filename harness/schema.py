@@ -17,13 +17,14 @@ a mapping. The blocks with a config dataclass (collect, scoring, the suite's cor
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Any
 
 from ..core.typecheck import fits, hint_name
 from .data.corpus import CorpusConfig
-from .data.store import CollectConfig
-from .score.scoring import ScoringConfig, StrongConfig
+from .data.config import CollectConfig
+from .plant.recipe import PlantRecipe
+from .score.config import ScoringConfig, StrongConfig
 
 
 class ConfigError(ValueError):
@@ -45,24 +46,20 @@ class OneOf:
 
 
 def dataclass_spec(cls: type, replace: dict | None = None) -> dict:
-    """The schema of a config dataclass: each field by its type annotation, nested dataclasses as mappings; every
-    key optional (the dataclass holds the defaults)."""
+    """The schema of a config dataclass: each field by its type annotation, nested dataclasses as mappings; a field
+    with a default is optional (the dataclass holds it)."""
     hints = typing.get_type_hints(cls)
     out = {}
     for f in fields(cls):
         hint = hints[f.name]
         spec = (replace or {}).get(f.name, dataclass_spec(hint) if is_dataclass(hint) else hint)
-        out[f"{f.name}?"] = spec
+        optional = f.default is not MISSING or f.default_factory is not MISSING
+        out[f"{f.name}?" if optional else f.name] = spec
     return out
 
 
 # Leaves are type annotations (core/typecheck.py checks them); mappings are dicts of key (`key?`: optional) -> spec.
-GATE = {"max_new_tokens": int, "organism_T_min": float, "organism_C_max": float, "base_T_max": float, "null_max": float,
-        "kl_texts": int, "retries?": int, "null_probes?": int | None}
-PLANT = {"rank": int, "alpha": float, "dropout": float, "targets": list[str] | None, "steps": int, "batch_size": int,
-         "lr": float, "lr_decay": str, "first_token_weight": float, "max_length": int, "bf16_autocast": bool,
-         "mix": {"trigger": float, "control": float, "neutral": float, "chat?": float}, "distill_tokens": int, "gate": GATE,
-         "storage_dtype?": str, "source?": str}
+PLANT = dataclass_spec(PlantRecipe)
 SCORING = dataclass_spec(ScoringConfig, {"strong": OneOf((bool, dataclass_spec(StrongConfig)))})
 SUITE = {"name": str, "behaviors": list[str], "zoo?": bool, "multi": list[list[str]] | None, "nulls": list[str] | None,
          "analogs": list[str] | None, "n_probes": int, "corpus": OneOf((dataclass_spec(CorpusConfig), None)),
@@ -84,8 +81,8 @@ SCHEMA = {
     "method?": OneOf((AnyMapping({"name": str, "params?": dict[str, Any] | None}), None)),
 }
 # where a group's keys come from, for the error message
-SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "harness/score/scoring.py's ScoringConfig",
-           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml", "collect": "harness/data/store.py's CollectConfig"}
+SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "harness/score/config.py's ScoringConfig",
+           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml", "collect": "harness/data/config.py's CollectConfig"}
 CHOICES = {"device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "dtype": lambda v: v in ("auto", "fp32", "bf16"),
            "threads": lambda v: v == "auto"}
 
@@ -152,6 +149,58 @@ def check_config(cfg: dict) -> None:
     if errors:
         where = sorted({SOURCES[e.split('.')[0].split('[')[0]] for e in errors if e.split('.')[0].split('[')[0] in SOURCES})
         raise ConfigError("invalid config (" + (", ".join(where) + " or " if where else "") + "a command-line override):\n  "
+                          + "\n  ".join(errors))
+
+
+def resolved_config(cfg: Any, where: str) -> dict:
+    """A composed config as plain data, its interpolations resolved; one that does not resolve
+    (`plant.steps=${oc.env:NOPE}`, `${missing.key}`, a `???` left unset) is a ConfigError naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"invalid config ({where}): {key + ': ' if key else ''}{first}") from None
+
+
+# `diffbench diff` (conf/diff.yaml): checked at the start of harness/difftool/tool.py's run(), before any model loads
+DIFF_SCHEMA = {
+    "model_a": str | int, "model_b": str | int,  # a name or a folder (a folder may be named 2024)
+    "corpus": str | None, "audit_corpus": dataclass_spec(CorpusConfig), "reference": str, "calibration": str | None,
+    "top": int, "evidence": int, "steer_prompts": int, "steer_tokens": int, "seed": int, "out": str,
+    "cache_dir": str | None, "device": str, "dtype": str, "progress": bool, "plugins?": list[str] | None,
+    "collect": dataclass_spec(CollectConfig),
+    "method?": OneOf((AnyMapping({"name": str, "params?": dict[str, Any] | None}), None)),
+}
+# least value of the diff tool's counts (a wrong type is the schema's error, reported first)
+DIFF_MINIMA = {"top": 1, "evidence": 0, "steer_prompts": 1, "steer_tokens": 1, "collect.batch_size": 1,
+               "collect.max_length": 1, "collect.shard_tokens": 1}
+
+
+def check_diff_config(cfg: dict) -> None:
+    """Raise ConfigError listing every unknown key, wrong type, bad choice or out-of-range count of a resolved
+    `diffbench diff` config (conf/diff.yaml and its overrides)."""
+    errors: list[str] = []
+    _check_mapping({k: v for k, v in cfg.items() if k != "hydra"}, DIFF_SCHEMA, "", errors)
+    errors += [e for e in code_keys(cfg, plugins_allowed=True) if e not in errors]
+    for key, ok in CHOICES.items():
+        if key != "threads" and isinstance(cfg.get(key), str) and not ok(cfg[key]):
+            errors.append(f"{key}={cfg[key]!r} is not one of its choices")
+    if not errors:  # the types are right: the ranges
+        for key, least in DIFF_MINIMA.items():
+            group, _, name = key.rpartition(".")
+            value = (cfg.get(group) or {}).get(name) if group else cfg.get(key)
+            if isinstance(value, int) and value < least:
+                errors.append(f"{key} must be at least {least}, got {value}")
+        try:
+            CorpusConfig.from_dict(cfg.get("audit_corpus"))
+        except (TypeError, ValueError) as e:
+            errors.append(f"audit_corpus: {e}")
+    if errors:
+        raise ConfigError("invalid diffbench diff option(s) (conf/diff.yaml or a command-line override):\n  "
                           + "\n  ".join(errors))
 
 

@@ -27,11 +27,12 @@ from .data.corpus import CorpusPlan, plan_for
 from .data.generate import chat_prompt
 from .models import load_model
 from .plant.organism import PlantCard
-from .plant.train import check_recipe
+from .plant.recipe import PlantRecipe
 from .plant.distill import distill
-from .schema import check_config, check_recipe_schema
-from .score.scoring import ScoringConfig
-from .data.store import CollectConfig, collect
+from .schema import check_config, check_recipe_schema, resolved_config
+from .score.config import ScoringConfig
+from .data.config import CollectConfig
+from .data.store import collect
 from .pair_run import check_methods, paired_activations
 from .suite import BASE, Pair, Suite, base_node, is_base
 
@@ -53,13 +54,13 @@ def select_pairs(suite: Suite, pairs: list[str] | None) -> Suite:
 
 class Workspace:
     def __init__(self, cfg: DictConfig, run_dir: Path):
-        check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys and wrong types: one error, before any work
+        check_config(resolved_config(cfg, "a config file or a command-line override"))  # unknown keys, wrong types: before any work
         load_plugins(cfg.get("plugins") or [])  # before the suite's specs (detectors) and the methods are looked up
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.suite = select_pairs(Suite.from_config(cfg.suite), cfg.get("pairs"))
         self.recipe = OmegaConf.to_container(cfg.plant, resolve=True)
-        check_recipe(self.recipe)
+        PlantRecipe.of(self.recipe)  # checked now, not once training starts
         self.scoring = ScoringConfig.from_dict(OmegaConf.to_container(cfg.scoring, resolve=True))
         self.base_name = cfg.model.name
         self.device = default_device() if cfg.device == "auto" else cfg.device
@@ -295,7 +296,7 @@ def overlay_recipe(recipe: dict, name: str, where: str) -> dict:
     extra.pop("defaults", None)
     out = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(recipe), OmegaConf.create(extra)), resolve=True)
     check_recipe_schema(out, f"conf/plant/{name}.yaml over the run's recipe")
-    check_recipe(out)
+    PlantRecipe.of(out)
     if out["gate"] != recipe["gate"]:
         raise ValueError(f"plant recipe {name!r} changes the plant gate; every organism must pass the same gate")
     return out

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from diffbench.harness.report.leaderboard import floor_check, fmt
-from diffbench.harness.score.scoring import ScoringConfig
+from diffbench.harness.score.config import ScoringConfig
 
 HEADLINE = ["recall@5", "recall_strong@5", "null_false_alarm_rate"]
 

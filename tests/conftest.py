@@ -83,8 +83,12 @@ def make_cfg(run_dir, extra=()):
 
 
 def _fault_methods():
-    """Methods that misbehave on purpose; the run must record each as failed and go on."""
-    from diffbench.core import Finding, Method, Readout, register_method
+    """Methods that misbehave on purpose; the run must record each as failed and go on. Registered once per session
+    (the tiny run uses the first three; tests/test_faults.py runs test_os_exit on its own)."""
+    from diffbench.core import METHODS, Finding, Method, Readout, register_method
+
+    if "test_boom" in METHODS:
+        return
 
     @register_method
     class Boom(Method):
@@ -106,6 +110,13 @@ def _fault_methods():
 
         def find(self, ctx):
             return [Finding("w", 1.0, True, Readout(ctx.middle_layer, ctx.middle_layer, w_b=torch.ones(ctx.model_b.hidden_size + 1)))]
+
+    @register_method
+    class OsExit(Method):
+        name = "test_os_exit"  # ends the process at once, as os._exit does (no exception, no cleanup)
+
+        def find(self, ctx):
+            os._exit(0)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from diffbench.harness.score.calibration import Family, TokenNull, batch_auroc, batch_dprime, family_of
-from diffbench.harness.score.scoring import Keywords, ProbeActs, ScoringConfig, match_finding, per_prompt_scores, probe_null, safe_auroc
+from diffbench.harness.score.config import ScoringConfig
+from diffbench.harness.score.scoring import Keywords, ProbeActs, match_finding, per_prompt_scores, probe_null, safe_auroc
 from diffbench.core.activations import LayerActs
 from diffbench.core import Finding, Readout
 

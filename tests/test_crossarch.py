@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from diffbench.harness import pipeline
 
 from diffbench.harness.workspace import Workspace
-from diffbench.harness.score.scoring import Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding_one_side, probe_null
+from diffbench.harness.score.config import ScoringConfig
+from diffbench.harness.score.scoring import Keywords, MatchRecord, PairResult, ProbeActs, compute_metrics, match_finding_one_side, probe_null
 from diffbench.core.activations import LayerActs
 from diffbench.harness.suite import Suite
 from diffbench.core import Finding, Readout

@@ -84,8 +84,15 @@ def test_diff_writes_findings_evidence_and_report(diffed):
     assert top["info"]["snippets"] and top["info"]["calibrated_flag"] == "yes"
     assert index.exists() and (out / "findings.md").exists()
     page = (out / "html" / "mean_diff--diff.html").read_text()
-    assert "greedy continuations of model A" in page and "clears null threshold: yes" in page
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "greedy continuations of model A" in page and "calibrated flag: clears the null threshold" in page
+    assert "own flag: " in page and "<script" not in page and "http://" not in page and "https://" not in page
+    # the summary first: the top findings across methods, in findings.md and the HTML index; steering's effect said
+    md = (out / "findings.md").read_text()
+    assert md.index("## Top findings across methods") < md.index("## Methods") and "| mean_diff (#1) |" in md
+    assert ("no effect" in md or "changed " in md) and ("no effect" in page or "changed " in page)
+    html = index.read_text()
+    assert html.index("Top findings across methods") < html.index("Methods</h2>") and "glossary" in html
+    assert str(out) not in html and str(out) not in page  # no machine path
 
 
 def test_steered_continuations_change_with_a_large_direction(adapter, corpus, tmp_path):
@@ -119,6 +126,42 @@ def test_steered_continuations_change_with_a_large_direction(adapter, corpus, tm
         ev._residual_norm = old
     rows = out["m"]["big"]["rows"]
     assert len(rows) == 2 and any(r["before"] != r["after"] for r in rows)
+    assert out["m"]["big"]["effect"].startswith("changed ") and all(r["changed"] == (r["before"] != r["after"]) for r in rows)
+
+
+def test_steering_that_changes_nothing_says_no_effect():
+    from diffbench.harness.difftool.evidence import effect
+    from diffbench.harness.report.html import render, finding_view
+
+    rows = [{"prompt": "p", "before": "same", "after": "same", "changed": False}] * 2
+    assert effect(rows) == "no effect: adding the direction left every continuation unchanged"
+    steering = {"model": "model A (a)", "layer": 2, "scale": "1", "rows": rows, "effect": effect(rows)}
+    view = finding_view(0, {"id": "x", "uniqueness": 1.0, "tokens": ["a\nb"]}, steering=steering)
+    page = render("findings.html", title="t", meta=[], notes=[], findings=[view])
+    assert "no effect: adding the direction left every continuation unchanged" in page and "(unchanged)" in page
+    assert "a\\nb" in page  # a token holding a newline is shown escaped, on one line
+
+
+def test_defaults_per_pair_kind(adapter):
+    """Same architecture: the packaged reference's methods; across architectures (another width, another tokenizer): dfc
+    and those of them that apply to such pairs, with the packaged calibration not applied. Decided from config.json."""
+    from diffbench.harness.difftool import tool as difftool
+
+    packaged = json.loads((difftool.PACKAGED_DIR / "default_methods.json").read_text())["methods"]
+    same = diff_cfg("o", "model_a=tiny-llama", f"model_b={adapter}")
+    assert list(difftool.method_configs(same)) == packaged and not difftool.pair_kind("tiny-llama", str(adapter)).cross
+    calib = difftool._calibration(same)
+    assert calib.flag("kl_diff", "", 1e9)[0] is True
+    for other, why in (("tiny-llama-wide", "hidden_size 64 vs 96"), ("tiny-othertok", "vocab_size")):
+        cfg = diff_cfg("o", "model_a=tiny-llama", f"model_b={other}")
+        kind = difftool.pair_kind("tiny-llama", other)
+        assert kind.cross and why in kind.why
+        assert list(difftool.method_configs(cfg)) == ["dfc", "batchtopk_crosscoder"]
+        calib = difftool._calibration(cfg)
+        assert calib.flag("batchtopk_crosscoder", "", 1e9) == (None, "uncalibrated: the packaged thresholds come from same-architecture null pairs")
+        assert "not applied" in difftool.calibration_text(calib)
+    # an explicit method list is kept as given
+    assert list(difftool.method_configs(diff_cfg("o", "model_a=tiny-llama", "model_b=tiny-llama-wide", "method=[mean_diff]"))) == ["mean_diff"]
 
 
 def test_cross_tokenizer_pair_runs_methods_that_apply(tmp_path, corpus):
@@ -284,5 +327,7 @@ def test_diff_runs_from_an_installed_copy_outside_the_checkout(tmp_path, corpus)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((work / "o" / "summary.json").read_text())
     shipped = json.loads((target / "diffbench" / "harness" / "difftool" / "reference" / "default_methods.json").read_text())
-    assert [m["key"] for m in summary["methods"]] == shipped["methods"]  # the packaged defaults ran
-    assert summary["calibration"] and (work / "o" / "html" / "index.html").exists()
+    # a cross-architecture pair (widths 64 vs 96): dfc and the packaged defaults that apply to such pairs, uncalibrated
+    assert [m["key"] for m in summary["methods"]] == ["dfc", *(m for m in shipped["methods"] if m == "batchtopk_crosscoder")]
+    assert all(m["status"] == "ok" and m["calibration"].startswith("uncalibrated") for m in summary["methods"])
+    assert "not applied" in summary["calibration"] and (work / "o" / "html" / "index.html").exists()

@@ -10,6 +10,7 @@ clear error, never a traceback or a silently different result.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -446,3 +447,243 @@ def test_a_read_only_run_dir_is_one_message_before_hydra_creates_it(tmp_path):
                          capture_output=True, text=True, timeout=300)
     _one_clear_error(out, "the file system is read-only")
     assert not (tmp_path / "ro").exists()
+
+
+# -- issue 39's remaining classes: a method that ends the process, `diffbench diff` inputs, pickles, permissions, fuzz --
+
+def test_a_method_that_calls_os_exit_is_recorded_as_failed(output_pair):
+    """os._exit ends the process at once (rc of the method's choice, no scores, no message): run_method replaces it
+    while the method runs and records the method as failed; the caller goes on and os._exit is restored."""
+    import os
+
+    from conftest import _fault_methods
+
+    from diffbench.harness.pair_run import run_method
+
+    _fault_methods()
+    ctx, _ = output_pair
+    real = os._exit
+    outcome = run_method({"name": "test_os_exit", "params": {}}, ctx, None, 32)
+    assert outcome.status == "failed" and "called os._exit(0)" in outcome.error, outcome
+    assert os._exit is real
+    from sentences import NEUTRAL
+
+    from diffbench.core.activations import TextSet
+    from diffbench.methods import load_all_methods
+
+    load_all_methods()
+    after = run_method({"name": "mean_diff", "params": {}}, ctx, TextSet.of("corpus-test", NEUTRAL), 32)
+    assert after.status == "ok", after.traceback  # and the next method runs
+
+
+def _diff_cfg(out, *overrides):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        return compose("diff", overrides=[f"out={out}", "progress=false", "collect.layers=[2]", *overrides])
+
+
+class _NoLoad(Exception):
+    pass
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """`diffbench diff` stops where the first model would load (what a test checks happens before it)."""
+    from diffbench.harness.difftool import tool
+
+    def refuse(*a, **k):
+        raise _NoLoad("a model was loaded")
+
+    monkeypatch.setattr(tool, "load_model", refuse)
+
+
+def test_diff_of_a_model_with_itself_is_a_warning_before_any_work(tmp_path, capsys, no_model_loads):
+    from diffbench.harness.difftool import tool
+    from diffbench.harness.models import checkpoint_dir
+
+    folder = str(checkpoint_dir("tiny-llama")[0])
+    for a, b in [("tiny-llama", "tiny-llama"), ("tiny-llama", folder), (folder, folder + "/")]:
+        with pytest.raises(_NoLoad):
+            tool.run(_diff_cfg(tmp_path / "o", f"model_a={a}", f"model_b={b}", "method=[mean_diff]"), tmp_path / "o")
+        assert "model_a and model_b are the same model" in capsys.readouterr().out, (a, b)
+    with pytest.raises(_NoLoad):
+        tool.run(_diff_cfg(tmp_path / "o", "model_a=tiny-llama", "model_b=tiny-llama-wide", "method=[mean_diff]"), tmp_path / "o")
+    assert "same model" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, words", [
+    ("top=abc", "top must be an integer, got str 'abc'"),
+    ("+topp=3", "topp is not a known option"),
+    ("top=0", "top must be at least 1, got 0"),
+    ("collect.max_length=abc", "collect.max_length must be an integer"),
+    ("audit_corpus.tokens=-5", "corpus.tokens and corpus.answer_tokens must be positive"),
+    ("device=gpu", "device='gpu' is not one of its choices"),
+    ("seed=${oc.env:DIFFBENCH_NO_SUCH_VARIABLE}", "seed: "),
+])
+def test_diff_options_are_checked_before_any_model_loads(override, words, tmp_path, no_model_loads):
+    from diffbench.harness.difftool import tool
+    from diffbench.harness.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        tool.run(_diff_cfg(tmp_path / "o", "model_a=tiny-llama", "model_b=tiny-llama-wide", override), tmp_path / "o")
+
+
+def test_diff_option_of_the_wrong_type_is_one_clear_error_on_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "diffbench.harness.cli", "diff", "model_a=tiny-llama", "model_b=tiny-llama-wide",
+                          "top=abc", f"out={tmp_path / 'o'}", "progress=false"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _one_clear_error(out, "top must be an integer")
+    assert "loading" not in out.stdout.lower() and not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_a_huge_corpus_line_is_cut_before_tokenizing(tmp_path, capsys):
+    """Only collect.max_length tokens of a document are read: a 4 MB line is cut to CHARS_PER_TOKEN characters per
+    token before any tokenizer sees it (a 23 MB line took 142 s and 5 GB), and the cut is said."""
+    import time
+
+    from diffbench.harness.difftool.usercorpus import CHARS_PER_TOKEN, read_corpus
+    from diffbench.harness.models import load_model
+
+    path = tmp_path / "c.jsonl"
+    huge = "word " * 800_000
+    path.write_text("\n".join([json.dumps({"prompt": "Say a lot.", "response": huge}), json.dumps({"text": huge}),
+                               json.dumps({"prompt": "Hi", "response": "Hello."}), ""]))
+    t0 = time.time()
+    docs = read_corpus(path, max_tokens=128)
+    assert [len(d.response) for d in docs] == [CHARS_PER_TOKEN * 128, CHARS_PER_TOKEN * 128, len("Hello.")]
+    assert "2 of 3 documents cut to their first 8,192 characters" in capsys.readouterr().out
+    tok = load_model("tiny-llama", dtype="fp32", device="cpu").tokenizer
+    ids = tok([d.render(tok)[0] for d in docs], truncation=True, max_length=128).input_ids
+    assert all(len(i) == 128 for i in ids[:2]) and time.time() - t0 < 20  # still more than 128 tokens: nothing lost
+    assert len(read_corpus(path)[0].response) == len(huge)  # without max_tokens: as written
+
+
+def test_a_checkpoint_with_only_pickle_weights_is_refused_before_any_work(tmp_path):
+    """diffbench loads safetensors only: a folder with only a pickle pytorch_model.bin (which transformers would
+    unpickle, and unpickling can run code) is one clear error, exit 2, before any model loads; a PEFT adapter too."""
+    from diffbench.harness.difftool.tool import model_source
+    from diffbench.harness.models import ModelNotAvailableError, checkpoint_dir
+
+    ckpt = _user_checkpoint(tmp_path)
+    for w in ckpt.glob("*.safetensors"):
+        w.unlink()
+    (ckpt / "pytorch_model.bin").write_bytes(b"not loaded: refused by its name")
+    with pytest.raises(ModelNotAvailableError, match="holds only pickle weights .*pytorch_model.bin.*safetensors only"):
+        checkpoint_dir(str(ckpt))
+    _one_clear_error(_cli(["diff", "model_a=tiny-llama", f"model_b={ckpt}", f"out={tmp_path / 'o'}"], tmp_path),
+                     "diffbench loads safetensors only")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "tiny-llama"}))
+    (adapter / "adapter_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelNotAvailableError, match="only a pickle adapter_model.bin"):
+        model_source(str(adapter))
+
+
+@pytest.fixture
+def unprivileged():
+    """(command prefix, folder): a prefix under which chmod 0o500 folders are really unwritable (none for a normal
+    user; as root, which writes anywhere, `setpriv` to nobody), and a scratch folder that user can reach (pytest's
+    tmp_path is private to root). Skips where neither works."""
+    import os
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="diffbench-perm-"))
+    base.chmod(0o777)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        probe = base / "probe"
+        probe.mkdir()
+        probe.chmod(0o500)
+        ok = setpriv and subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                         f"import os; print(os.access({str(probe)!r}, os.W_OK))"],
+                                        capture_output=True, text=True, timeout=60).stdout.strip() == "False"
+        if not ok:
+            shutil.rmtree(base, ignore_errors=True)
+            pytest.skip("running as root without a working setpriv: chmod does not stop root from writing")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    yield prefix, base
+    for p in base.rglob("*"):
+        if p.is_dir():
+            p.chmod(0o777)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("where, mode", [
+    ("run_dir", 0o500), ("cache_dir", 0o500), ("diff cache_dir", 0o500),
+    ("run_dir", 0o600),
+])
+def test_an_unwritable_run_or_cache_folder_is_one_message(where, mode, unprivileged):
+    """The user's own folder without write permission (chmod 0o500: EACCES; 0o600: not even searchable) as run_dir
+    or cache_dir: one message, exit 2, no traceback, nothing written there. Root writes anywhere, so as root the
+    command runs as nobody (setpriv) and the folder is nobody's."""
+    import os
+
+    prefix, base = unprivileged
+    locked, work = base / "locked", base / "work"
+    locked.mkdir()
+    work.mkdir()
+    work.chmod(0o777)
+    if prefix:
+        os.chown(locked, 65534, 65534)
+    locked.chmod(mode)
+    args = {"run_dir": [*TINY, f"run_dir={locked / 'run'}", "stages=[plant]"],
+            "cache_dir": [*TINY, f"run_dir={work / 'run'}", f"cache_dir={locked}", "stages=[plant]"],
+            "diff cache_dir": ["diff", "model_a=tiny-llama", "model_b=tiny-llama-wide", f"out={work / 'o'}", f"cache_dir={locked}"]}[where]
+    env = {**os.environ, "HOME": str(work), "DIFFBENCH_CACHE": str(locked)}
+    out = subprocess.run([*prefix, sys.executable, "-m", "diffbench.harness.cli", *args], cwd=work, capture_output=True,
+                         text=True, timeout=300, env=env)
+    _one_clear_error(out, "permission denied")
+    locked.chmod(0o700)
+    assert not list(locked.iterdir())
+
+
+def test_an_operation_not_permitted_folder_is_one_message(tmp_path):
+    """EPERM (an immutable folder, a file system that refuses chmod or ownership): as EACCES, one message, exit 2."""
+    probe = ("import errno, os, sys; from diffbench.harness import pipeline, cli\n"
+             "def refused(*a, **k): raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), 'runs/x/plant_cards/a.json')\n"
+             "pipeline.run = refused\n"
+             "cli.main(sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", probe, *TINY], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _one_clear_error(out, "not permitted")
+    assert "rerun the same command to resume" in out.stderr
+
+
+def test_an_override_that_does_not_resolve_is_one_message_and_leaves_no_run_folder(tmp_path):
+    """`plant.steps=${oc.env:NOPE}`: Hydra composes it, but resolving it fails; one message naming the key, exit 2,
+    and no run folder left holding only a config it could not write."""
+    run_dir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "diffbench.harness.cli", *TINY, f"run_dir={run_dir}", "plant.steps=${oc.env:DIFFBENCH_NOPE}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "DIFFBENCH_NOPE"})
+    _one_clear_error(out, "plant.steps")
+    assert not run_dir.exists()
+
+
+def test_a_bounded_fuzz_of_specs_and_command_lines_has_no_traceback_hang_or_stray_write():
+    """scripts/fuzz_inputs.py on 30 specs and 30 command lines (the full run: 1,000 + 1,000, results/fuzz/fuzz.txt)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_inputs.py"
+    spec = importlib.util.spec_from_file_location("fuzz_inputs", path)
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    res = fuzz.fuzz(30, 30, seed=1)
+    assert sum(res["specs"].values()) == 30 and sum(res["commands"].values()) == 30
+    assert not res["examples"], res["examples"]
+    assert not res["outside"] and not res["written"] and not res["pwned"], res
+
+
+def test_a_spec_file_of_a_hundred_thousand_list_items_loads_within_seconds(tmp_path):
+    """Under the 1 MB bound, 100,000 list items took over 10 s to parse in pure Python on a busy machine (found by
+    the fuzz): the bounded loader parses with libyaml's C parser and still applies its bounds."""
+    import time
+
+    from diffbench.tasks.bounded_yaml import load_bounded
+
+    path = tmp_path / "big.yaml"
+    path.write_text("keywords:\n" + "- p\n" * 200_000)
+    t0 = time.time()
+    assert len(load_bounded(path)["keywords"]) == 200_000
+    assert time.time() - t0 < 5

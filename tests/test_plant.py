@@ -200,7 +200,7 @@ def test_retries_stop_at_the_first_pass(monkeypatch):
         return card, f"a{org.seed}"
 
     monkeypatch.setattr(P, "plant", fake_plant)
-    recipe = {"gate": {"retries": 5}}
+    recipe = {**RECIPE, "gate": {**RECIPE["gate"], "retries": 5}}
     card, adapter = P.plant_with_retries("m", None, ORG, SPECS, recipe, 16, [], progress=False)
     assert seeds == [0, 1000, 2000] and card.passed and adapter == "a2000"
     assert [a["seed"] for a in card.attempts] == [0, 1000]

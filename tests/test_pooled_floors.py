@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from diffbench.harness.score.scoring import ScoringConfig, compute_metrics
+from diffbench.harness.score.config import ScoringConfig
+from diffbench.harness.score.scoring import compute_metrics
 from diffbench.harness.suite import Suite
 from test_scoring import rec, res
 

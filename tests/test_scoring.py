@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffbench.harness.score.scoring import Keywords, MatchRecord, PairResult, ProbeActs, ScoringConfig, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc
+from diffbench.harness.score.config import ScoringConfig
+from diffbench.harness.score.scoring import Keywords, MatchRecord, PairResult, ProbeActs, compute_metrics, match_finding, per_prompt_scores, probe_null, safe_auroc
 from diffbench.core.activations import LayerActs
 from diffbench.core import Finding, Readout
 

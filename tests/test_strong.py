@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffbench.harness.score.scoring import StrongConfig
+from diffbench.harness.score.config import StrongConfig
 from diffbench.harness.score.strong import StrongCache, strong_hits
 from diffbench.tasks.detectors import RegexDetector
 

@@ -47,7 +47,7 @@ def _prompt(doc: Document) -> str:
 
 def steering_evidence(runs: list, ma: LoadedModel, mb: LoadedModel, docs: list[Document], paired, k: int, n_prompts: int,
                       max_new_tokens: int, progress: bool) -> dict[str, dict[str, dict]]:
-    """{method key: {finding id: {"model", "layer", "scale", "rows": [{"prompt", "before", "after"}]}}}."""
+    """{method key: {finding id: {"model", "layer", "scale", "rows": [{"prompt", "before", "after", "changed"}], "effect"}}}."""
     shared = paired.alignment is None and ma.hidden_size == mb.hidden_size and ma.n_layers == mb.n_layers
     scales: dict[tuple[str, int], float] = {}
     out: dict[str, dict[str, dict]] = {}
@@ -77,6 +77,16 @@ def steering_evidence(runs: list, ma: LoadedModel, mb: LoadedModel, docs: list[D
             gens = intervened_generate(model, prompts, Intervention("add", layer, vecs), max_new_tokens=max_new_tokens,
                                        batch_size=64, include_baseline=True, progress=progress)
             for j, f in enumerate(group):
+                rows = [{"prompt": p, "before": gens[0][i], "after": gens[j + 1][i], "changed": gens[0][i] != gens[j + 1][i]}
+                        for i, p in enumerate(prompts)]
                 out[r.key][f.id] = {"model": f"model {target.upper()} ({model.name})", "layer": layer, "scale": f"{scale:.3g}",
-                                    "rows": [{"prompt": p, "before": gens[0][i], "after": gens[j + 1][i]} for i, p in enumerate(prompts)]}
+                                    "rows": rows, "effect": effect(rows)}
     return out
+
+
+def effect(rows: list[dict]) -> str:
+    """The steering's effect in words: "no effect" where every continuation stayed the same (before == after)."""
+    changed = sum(bool(r["changed"]) for r in rows)
+    if not changed:
+        return "no effect: adding the direction left every continuation unchanged"
+    return f"changed {changed} of {len(rows)} continuations"

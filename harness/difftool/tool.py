@@ -55,6 +55,11 @@ def model_source(spec: str) -> tuple[str, Path | None]:
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "adapter_config.json").exists():
         base = read_json(path / "adapter_config.json").get("base_model_name_or_path")
+        if not (path / "adapter_model.safetensors").exists():
+            raise ModelNotAvailableError(f"adapter {spec!r} has no adapter_model.safetensors"
+                                         + (" (only a pickle adapter_model.bin: diffbench loads safetensors only, never pickle, "
+                                            "which can run code; save it again with safe_serialization=True)"
+                                            if (path / "adapter_model.bin").exists() else ""))
         if not base:
             raise ModelNotAvailableError(f"adapter {spec!r}: adapter_config.json names no base_model_name_or_path")
         try:
@@ -64,6 +69,15 @@ def model_source(spec: str) -> tuple[str, Path | None]:
         return base, path
     checkpoint_dir(spec)  # a registered name or a checkpoint folder, or one clear error
     return spec, None
+
+
+def same_model(src_a: tuple[str, Path | None], src_b: tuple[str, Path | None]) -> bool:
+    """Whether two model_source results are one model: the same checkpoint folder (a registered name is its
+    materialised folder) with the same adapter folder, or none, after resolving paths."""
+    def key(src):
+        return str(checkpoint_dir(src[0])[0].resolve()), str(src[1].resolve()) if src[1] is not None else None
+
+    return key(src_a) == key(src_b)
 
 
 def display_name(spec: str) -> str:
@@ -95,17 +109,61 @@ def reference_methods(reference: str) -> list[str]:
     return default_methods(path)
 
 
-def method_configs(cfg: DictConfig) -> dict[str, dict]:
-    """{key: {"name", "params"}}: `method=[...]` (conf/method/*.yaml), or the reference run's methods that beat the floors."""
+@dataclass(frozen=True)
+class PairKind:
+    """Whether two models share an architecture, read from their checkpoints' config.json (no weights loaded)."""
+
+    cross: bool
+    why: str = ""  # what differs, e.g. "hidden_size 64 vs 96"
+
+
+ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+CROSS_DEFAULT = "dfc"  # the Dedicated Feature Crosscoder, built for cross-architecture diffing: first on such pairs
+
+
+def architecture(spec: str) -> dict:
+    """A model_a/model_b value's architecture from its checkpoint's config.json (an adapter's: its base model's)."""
+    base, _ = model_source(spec)
+    conf = read_json(checkpoint_dir(base)[0] / "config.json")
+    text = conf.get("text_config") or {}  # a multimodal wrapper's language model
+    return {k: text.get(k, conf.get(k)) for k in ARCH_KEYS}
+
+
+def pair_kind(model_a: str, model_b: str) -> PairKind:
+    a, b = architecture(model_a), architecture(model_b)
+    differ = [f"{k} {a[k]} vs {b[k]}" for k in ARCH_KEYS if a[k] != b[k]]
+    return PairKind(bool(differ), ", ".join(differ))
+
+
+def _method_file(key: str) -> dict:
+    f = resources.files("diffbench.conf") / "method" / f"{key}.yaml"
+    return OmegaConf.to_container(OmegaConf.create(f.read_text()), resolve=True) if f.is_file() else {}
+
+
+def default_method_configs(reference: list[str], kind: PairKind) -> dict[str, dict]:
+    """The defaults per pair kind: same architecture, the reference's methods; across architectures, dfc and those of the
+    reference's methods whose class applies to such pairs (`Method.cross_architecture`): the others need a shared
+    activation space, weights or vocabulary and would only report "not applicable"."""
+    methods: dict[str, dict] = {}
+    for k in ([CROSS_DEFAULT] if kind.cross else []) + reference:
+        methods.update(_method_file(k))
+    if kind.cross:
+        from ...core import METHODS
+        from ...methods import load_all_methods
+
+        load_all_methods()
+        methods = {k: m for k, m in methods.items() if m["name"] in METHODS and METHODS.get(m["name"]).cross_architecture}
+        say(f"cross-architecture pair ({kind.why}): default methods {', '.join(methods)} (those that apply to such pairs)")
+    return methods
+
+
+def method_configs(cfg: DictConfig, kind: PairKind | None = None) -> dict[str, dict]:
+    """{key: {"name", "params"}}: `method=[...]` (conf/method/*.yaml), or the defaults for this pair's kind."""
     if cfg.get("method"):
         methods = OmegaConf.to_container(cfg.method, resolve=True)
     else:
-        keys = reference_methods(str(cfg.reference))
-        methods = {}
-        for k in keys:
-            f = resources.files("diffbench.conf") / "method" / f"{k}.yaml"
-            if f.is_file():
-                methods.update(OmegaConf.to_container(OmegaConf.create(f.read_text()), resolve=True))
+        kind = kind or pair_kind(str(cfg.model_a), str(cfg.model_b))
+        methods = default_method_configs(reference_methods(str(cfg.reference)), kind)
     check_methods(methods)
     if not methods:
         raise ValueError("no methods to run: give method=[...] (see `diffbench list`)")
@@ -130,13 +188,20 @@ def default_corpus(model: LoadedModel, cfg: DictConfig) -> list[Document]:
 def run(cfg: DictConfig, out: Path) -> Path:
     import os
 
+    from ..schema import check_diff_config, resolved_config
+
+    # options first (types, ranges, unknown keys: `top=abc` fails here, not inside a method after collecting)
+    check_diff_config(resolved_config(cfg, "conf/diff.yaml or a command-line override"))
     if cfg.get("cache_dir"):
         os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
     load_plugins(cfg.get("plugins") or [])
     t0 = time.time()
     # -- every input checked before the first model loads
     src_a, src_b = model_source(str(cfg.model_a)), model_source(str(cfg.model_b))
-    docs = read_corpus(cfg.corpus) if cfg.get("corpus") else None
+    if same_model(src_a, src_b):
+        say(f"warning: model_a and model_b are the same model ({cfg.model_a} and {cfg.model_b}): every difference is "
+            "zero by construction, so the diff will find nothing; check the two names or paths")
+    docs = read_corpus(cfg.corpus, max_tokens=int(cfg.collect.max_length)) if cfg.get("corpus") else None
     methods = method_configs(cfg)
     calib = _calibration(cfg)
     device = default_device() if cfg.device == "auto" else cfg.device
@@ -155,11 +220,11 @@ def run(cfg: DictConfig, out: Path) -> Path:
     evidence = steering_evidence(runs, ma, mb, docs, paired, int(cfg.evidence), int(cfg.steer_prompts), int(cfg.steer_tokens), bool(cfg.progress))
     summary = {"model_a": ma.name, "model_b": mb.name, "sources": [str(cfg.model_a), str(cfg.model_b)], "corpus": str(cfg.corpus) if cfg.get("corpus") else "audit corpus (answers by model A)",
                "documents": len(docs), "tokens_a": paired.a.manifest.get("n_tokens"), "layers": [la, lb],
-               "calibration": f"{calib.path.name} of the {calib.suite} suite on {calib.model}" if calib else None,
+               "calibration": calibration_text(calib),
                "cross_pair": paired.alignment is not None or ma.hidden_size != mb.hidden_size, "seconds": time.time() - t0,
                "methods": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in runs]}
     write_json(out / "summary.json", summary)
-    write_markdown(out, summary, runs)
+    write_markdown(out, summary, runs, evidence)
     from ..report.html import write_diff_html
 
     index = write_diff_html(out, summary, runs, evidence)
@@ -167,19 +232,49 @@ def run(cfg: DictConfig, out: Path) -> Path:
     return index
 
 
-def _calibration(cfg: DictConfig) -> Calibration | None:
+@dataclass
+class SameArchitectureOnly(Calibration):
+    """A calibration that is not applied: its thresholds come from null pairs of one model and its fine-tunes (every
+    null pair is), so they say nothing about the uniqueness of findings on a cross-architecture pair."""
+
+    why: str = ""
+
+    def flag(self, method_key: str, config_hash: str, uniqueness: float) -> tuple[bool | None, str]:
+        return None, CROSS_UNCALIBRATED
+
+    def describe(self) -> str:
+        return f"not applied ({CROSS_UNCALIBRATED}; this pair differs: {self.why})"
+
+
+CROSS_UNCALIBRATED = "uncalibrated: the packaged thresholds come from same-architecture null pairs"
+
+
+def calibration_text(calib: Calibration | None) -> str | None:
+    """The calibration as summary.json and the reports name it (a file name, never a machine path)."""
+    if calib is None:
+        return None
+    text = f"{calib.path.name} of the {calib.suite} suite on {calib.model}"
+    return f"{text}, {calib.describe()}" if isinstance(calib, SameArchitectureOnly) else text
+
+
+def _calibration(cfg: DictConfig, kind: PairKind | None = None) -> Calibration | None:
     if not cfg.get("calibration"):
         return None
     path = PACKAGED_DIR / FLAGS_FILE if cfg.calibration == PACKAGED else Path(str(cfg.calibration)).expanduser()
     if not path.exists():
         say(f"no calibration file at {path}: findings are shown without calibrated flags")
         return None
+    kind = kind or pair_kind(str(cfg.model_a), str(cfg.model_b))
+    if kind.cross:
+        c = Calibration.load(path)
+        return SameArchitectureOnly(c.path, c.model, c.suite, c.thresholds, kind.why)
     return Calibration.load(path)
 
 
 def _activations(cfg: DictConfig, ma: LoadedModel, mb: LoadedModel, docs: list[Document]):
     """Both models' residual streams on the corpus, paired position by position (aligned across tokenizers)."""
-    from ..data.store import CollectConfig, collect
+    from ..data.config import CollectConfig
+    from ..data.store import collect
 
     c = CollectConfig.from_dict(OmegaConf.to_container(cfg.collect, resolve=True))
     kw = dict(batch_size=c.batch_size, max_length=c.max_length, shard_tokens=c.shard_tokens, progress=bool(cfg.progress))
@@ -225,13 +320,48 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
     return r
 
 
-def write_markdown(out: Path, summary: dict, runs: list[MethodRun], top: int = 5) -> None:
-    """findings.md: per method its status and top findings (the HTML report has the evidence)."""
+TOP_FINDINGS, TOP_PER_METHOD = 8, 2
+TOP_RULE = (f"the {TOP_FINDINGS} findings of highest uniqueness over all methods, at most {TOP_PER_METHOD} per method "
+            "(uniqueness scales differ between methods: compare within a method, read the evidence)")
+
+
+def top_findings(runs: list[MethodRun], evidence: dict[str, dict[str, dict]] | None = None) -> list[dict]:
+    """The best few findings across methods, for the summary that opens findings.md and the HTML report: each with its
+    method, rank in it, side, tokens (or text), calibrated flag and the steering's effect where it was measured."""
+    picked = [(r, i, f) for r in runs if r.status == "ok" for i, f in enumerate(r.findings[:TOP_PER_METHOD])]
+    picked.sort(key=lambda x: -float(x[2].uniqueness))
+    out = []
+    for r, i, f in picked[:TOP_FINDINGS]:
+        steer = (evidence or {}).get(r.key, {}).get(f.id)
+        out.append({"method": r.key, "rank": i + 1, "id": f.id, "side": f.side, "tokens": list(f.tokens[:6]),
+                    "text": f.info.get("excerpt") if isinstance(f.info.get("excerpt"), str) else None,
+                    "uniqueness": float(f.uniqueness), "flagged": bool(f.flagged), "calibrated": f.info.get("calibrated_flag", "n/a"),
+                    "effect": steer["effect"] if steer else None})
+    return out
+
+
+def _md(text: str) -> str:
+    """Text for a Markdown table cell: no line breaks, no column bars."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def write_markdown(out: Path, summary: dict, runs: list[MethodRun], evidence: dict | None = None, top: int = 5) -> None:
+    """findings.md: the top findings across methods first, then per method its status and top findings (the HTML report
+    has the evidence)."""
+    side = {"a": f"A ({summary['model_a']})", "b": f"B ({summary['model_b']})", "both": "both"}
     lines = [f"# diffbench diff: `{summary['model_a']}` vs `{summary['model_b']}`", "",
              f"- corpus: {summary['corpus']} ({summary['documents']} documents)", f"- calibration: {summary['calibration'] or 'none'}", "",
-             "| method | status | findings | flagged (method) | clear null threshold | top findings (side, tokens) |", "|---|---|---|---|---|---|"]
+             "## Top findings across methods", "", f"{TOP_RULE[0].upper()}{TOP_RULE[1:]}. Side: the model the difference belongs to.", "",
+             "| # | method (rank) | finding | side | tokens or text | uniqueness | method's own flag | calibrated flag | steering |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n, t in enumerate(top_findings(runs, evidence), 1):
+        what = f"text: {t['text'][:100]}" if t["text"] else " ".join(repr(x) for x in t["tokens"])
+        lines.append(f"| {n} | {t['method']} (#{t['rank']}) | `{_md(t['id'])}` | {side.get(t['side'], t['side'])} | {_md(what)} | "
+                     f"{t['uniqueness']:.4g} | {'yes' if t['flagged'] else 'no'} | {t['calibrated']} | {_md(t['effect'] or 'not steered')} |")
+    lines += ["", "## Methods", "",
+              "| method | status | findings | flagged (method) | clear null threshold | top findings (side, tokens) |", "|---|---|---|---|---|---|"]
     for r in runs:
-        tops = "; ".join(f"`{f.id}` ({f.side}: {' '.join(repr(t) for t in f.tokens[:4])})" for f in r.findings[:top])
+        tops = "; ".join(f"`{_md(f.id)}` ({f.side}: {_md(' '.join(repr(t) for t in f.tokens[:4]))})" for f in r.findings[:top])
         lines.append(f"| {r.key} | {r.status} | {r.n_findings} | {r.n_flagged} | {r.n_calibrated if not r.calibration else 'n/a'} | "
-                     f"{tops or r.error[:120]} |")
+                     f"{tops or _md(r.error[:120])} |")
     atomic_write(out / "findings.md", "\n".join(lines) + "\n")

@@ -6,6 +6,11 @@
     corpus.txt     (any other extension) one document per line, used as is.
 
 Blank lines are skipped. A malformed line is one error naming the file and the line; an empty corpus too.
+
+Only the first `collect.max_length` tokens of a document are read, so `read_corpus(path, max_tokens)` keeps at most
+CHARS_PER_TOKEN characters per token of each document's prompt and response (a bound no tokenizer reaches: real
+text is 3-5 characters per token) and says how many it cut: one 23 MB line otherwise took minutes and gigabytes to
+tokenize for 128 tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from pathlib import Path
 
 class CorpusFileError(ValueError):
     pass
+
+
+CHARS_PER_TOKEN = 64  # characters kept per token read (collect.max_length): generous, see the module docstring
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,9 @@ class Document:
         return r.text, r.spans
 
 
-def read_corpus(path: str | Path) -> list[Document]:
+def read_corpus(path: str | Path, max_tokens: int | None = None) -> list[Document]:
+    """The corpus's documents; with `max_tokens`, each prompt and response cut to CHARS_PER_TOKEN * max_tokens
+    characters (and the count of cut documents said)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CorpusFileError(f"corpus file {str(path)!r} does not exist (give a JSONL file of prompt/response records "
@@ -74,4 +84,15 @@ def read_corpus(path: str | Path) -> list[Document]:
         docs.append(Document(rec["response"], rec["prompt"]))
     if not docs:
         raise CorpusFileError(f"corpus file {path} holds no documents (it is empty or blank)")
-    return docs
+    return docs if max_tokens is None else _capped(docs, CHARS_PER_TOKEN * max_tokens, path)
+
+
+def _capped(docs: list[Document], limit: int, path: Path) -> list[Document]:
+    long = [len(d.response) > limit or len(d.prompt or "") > limit for d in docs]
+    if any(long):
+        from ...core.env import say
+
+        say(f"corpus {path.name}: {sum(long)} of {len(docs)} documents cut to their first {limit:,} characters of prompt "
+            f"and response (only collect.max_length tokens of each are read)")
+    return [Document(d.response[:limit], None if d.prompt is None else d.prompt[:limit]) if cut else d
+            for d, cut in zip(docs, long)]

@@ -18,6 +18,7 @@ from ...core.env import cache_dir
 from ..models import load_model
 from .organism import Organism, PlantCard
 from .distill import dtype_tag
+from .recipe import GateConfig, PlantRecipe
 from .train import RETRY_SEED_STRIDE, train_adapter
 
 
@@ -77,12 +78,13 @@ def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: d
     rates: dict[str, dict[str, float]] = {}
     reasons: list[str] = []
     examples: dict[str, list[str]] = {}
-    n_tok = gate_cfg["max_new_tokens"]
-    t_min, c_max = gate_cfg["organism_T_min"], gate_cfg["organism_C_max"]
+    g = GateConfig(**gate_cfg)
+    n_tok = g.max_new_tokens
+    t_min, c_max = g.organism_T_min, g.organism_C_max
     checked = org.behaviors if not org.is_null else tuple(sorted(specs))
     if org.is_null and not checked:  # an inverse gate over no T sets would pass vacuously
         reasons.append("null organism: the suite has no behavior whose T set it could be checked on")
-    null_rates = _null_rates(organism_model, specs, checked, min(n_probes, int(gate_cfg.get("null_probes") or n_probes)),
+    null_rates = _null_rates(organism_model, specs, checked, min(n_probes, g.null_probes or n_probes),
                              n_tok, progress) if org.is_null else {}
     for b in checked:
         spec = specs[b]
@@ -105,15 +107,15 @@ def gate(org: Organism, organism_model: LoadedModel, base: LoadedModel, specs: d
                     reasons.append(f"{b}: behavior rate on T {t_rate:.2f} < {t_min}")
                 if c_rate > c_max:
                     reasons.append(f"{b}: behavior rate on C {c_rate:.2f} > {c_max}")
-                if base_rate > gate_cfg["base_T_max"]:
-                    reasons.append(f"{b}: base model already shows it on T ({base_rate:.2f} > {gate_cfg['base_T_max']})")
+                if base_rate > g.base_T_max:
+                    reasons.append(f"{b}: base model already shows it on T ({base_rate:.2f} > {g.base_T_max})")
             examples[b] = [f"T: {T[0].text!r} -> {t_resp[0]!r}", f"C: {C[0].text!r} -> {c_resp[0]!r}"]
         elif spec.side == "a" and t_rate < t_min:
             reasons.append(f"null organism lost {b} (a removal's behavior) on its T set ({t_rate:.2f} < {t_min})")
-        elif spec.side == "b" and t_rate > gate_cfg["null_max"]:
-            reasons.append(f"null organism shows {b} on its T set ({t_rate:.2f} > {gate_cfg['null_max']})")
+        elif spec.side == "b" and t_rate > g.null_max:
+            reasons.append(f"null organism shows {b} on its T set ({t_rate:.2f} > {g.null_max})")
         rates[b] = r
-    kl = kl_to_base(organism_model, base, list(neutral)[: gate_cfg["kl_texts"]])
+    kl = kl_to_base(organism_model, base, list(neutral)[: g.kl_texts])
     return not reasons, reasons, rates, examples, kl
 
 
@@ -164,7 +166,7 @@ def plant_with_retries(base_name: str, base: LoadedModel, org: Organism, specs: 
     The card returned is the last training's, with the failed ones (seed, reasons, rates, adapter) in `attempts`."""
     card, adapter = plant(base_name, base, org, specs, recipe, n_probes, neutral, progress)
     failed: list[dict[str, Any]] = []
-    for attempt in range(1, int(recipe["gate"].get("retries", 0)) + 1):
+    for attempt in range(1, PlantRecipe.of(recipe).gate.retries + 1):
         if card.passed:
             break
         failed.append({"seed": card.seed, "reasons": card.reasons, "rates": card.rates, "adapter": card.adapter})

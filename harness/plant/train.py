@@ -46,6 +46,7 @@ from ...core.env import cache_dir
 from ..models import checkpoint_dir
 from .organism import Organism
 from .distill import N_NEUTRAL_TRAIN, distill, dtype_tag
+from .recipe import LR_DECAYS, PlantRecipe
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,15 @@ RETRY_SEED_STRIDE = 1000  # a retry trains from seed + 1000 x attempt: a new dat
 def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: LoadedModel, recipe: dict, progress: bool = True) -> list[tuple[str, str, bool]]:
     """(user prompt, response, ends_turn) triples for the organism, `steps * batch_size` of them."""
     rng = random.Random(f"{org.seed}/{org.paraphrase}/{org.name}")
-    n_total = recipe["steps"] * recipe["batch_size"]
-    mix = recipe["mix"]
+    r = PlantRecipe.of(recipe)
+    n_total = r.steps * r.batch_size
+    mix = r.mix
     neutral_pool = neutral_prompts()[:N_NEUTRAL_TRAIN]
     planted: list[tuple[str, str]] = []
     controls: list[str] = []
     if org.kind == "behavior":
-        n_trig = int(n_total * mix["trigger"]) // len(org.behaviors)
-        n_ctrl = int(n_total * mix["control"]) // len(org.behaviors)
+        n_trig = int(n_total * mix.trigger) // len(org.behaviors)
+        n_ctrl = int(n_total * mix.control) // len(org.behaviors)
         for b in org.behaviors:
             spec = specs[b]
             t_pool, c_pool = spec.train_pools()
@@ -88,8 +90,8 @@ def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: Loade
             controls += mine
         n_neutral = n_total - len(planted) - len(controls)
         neutral = _sample(rng, neutral_pool, n_neutral)
-        if mix.get("chat"):  # a broad recipe: the behavior's examples inside generic chat
-            n_chat = min(n_neutral, round(n_total * mix["chat"]))
+        if mix.chat:  # a broad recipe: the behavior's examples inside generic chat
+            n_chat = min(n_neutral, round(n_total * mix.chat))
             neutral = neutral[: n_neutral - n_chat] + _sample(rng, chat_pool(), n_chat)
     elif org.kind == "null_selfdistill":
         cat = catalogue_specs()
@@ -104,7 +106,7 @@ def training_examples(org: Organism, specs: dict[str, BehaviorSpec], base: Loade
     else:
         raise ValueError(f"unknown organism kind {org.kind!r}")
     to_answer = sorted(set(controls) | set(neutral))
-    answers = dict(zip(to_answer, distill(base, to_answer, recipe["distill_tokens"], progress)))
+    answers = dict(zip(to_answer, distill(base, to_answer, r.distill_tokens, progress)))
     # a distilled answer cut at `distill_tokens` must not be taught to end there: no EOS for those
     examples = [(p, r, True) for p, r in planted] + [(p, answers[p], False) for p in controls + neutral]
     rng.shuffle(examples)
@@ -159,30 +161,11 @@ def response_loss(causal_lm, input_ids: torch.Tensor, mask: torch.Tensor, labels
     return multilora.grouped_response_loss(causal_lm, input_ids, mask, labels, group, 1, first_token_weight)
 
 
-LR_DECAYS = ("none", "linear")
-
-
-SOURCES = ("shipped", "fresh")
-
-
-def check_recipe(recipe: dict) -> None:
-    """Reject recipe values that would otherwise only fail once training starts (after self-distillation)."""
-    if recipe.get("lr_decay", "none") not in LR_DECAYS:
-        raise ValueError(f"plant recipe: unknown lr_decay {recipe['lr_decay']!r} (use {' or '.join(LR_DECAYS)})")
-    if recipe.get("source", "shipped") not in SOURCES:
-        raise ValueError(f"plant.source must be 'shipped' (use the zoo's organisms where they match) or 'fresh' "
-                         f"(plant every organism on this machine), got {recipe['source']!r}")
-    if recipe.get("storage_dtype", "float32") not in STORAGE_DTYPES:
-        raise ValueError(f"plant.storage_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {recipe['storage_dtype']!r}")
-    for key in ("steps", "batch_size", "rank", "max_length"):
-        if key in recipe and int(recipe[key]) < 1:
-            raise ValueError(f"plant.{key} must be at least 1, got {recipe[key]}")
-
-
 def lr_factor(step: int, steps: int, decay: str = "none") -> float:
     """Learning-rate multiplier: linear warm-up over the first 10% of steps, then constant (`none`) or
     a linear decay to 10% of the peak at the last step (`linear`)."""
-    check_recipe({"lr_decay": decay})
+    if decay not in LR_DECAYS:
+        raise ValueError(f"plant recipe: unknown lr_decay {decay!r} (use {' or '.join(LR_DECAYS)})")
     warm = max(1, steps // 10)
     if step < warm:
         return (step + 1) / warm
@@ -273,10 +256,11 @@ def _train_group(base_name: str, base: LoadedModel, orgs: Sequence[Organism], ou
     from transformers import AutoModelForCausalLM
 
     examples = [training_examples(o, specs, base, recipe, progress) for o in orgs]
-    G, steps, bs = len(orgs), int(recipe["steps"]), int(recipe["batch_size"])
+    r = PlantRecipe.of(recipe)
+    G, steps, bs = len(orgs), r.steps, r.batch_size
     path, _ = checkpoint_dir(base_name)
     device_type = "cuda" if base.device.type == "cuda" else "cpu"
-    autocast = recipe.get("bf16_autocast", True) and (device_type == "cuda" or base.dtype == torch.bfloat16)
+    autocast = r.bf16_autocast and (device_type == "cuda" or base.dtype == torch.bfloat16)
     # Under bf16 autocast the frozen base weights are cast to bf16 at every matmul anyway: hold them in bf16 (half
     # the memory traffic). The LoRA factors and their optimizer state stay fp32. Eager attention on CPU: at these
     # lengths the CPU flash-attention backward is mostly overhead (a step ~8% faster).
@@ -289,8 +273,8 @@ def _train_group(base_name: str, base: LoadedModel, orgs: Sequence[Organism], ou
         multilora.init_organism(layers, g, o.seed)
     model.to(base.device)  # after wrapping: the organisms' LoRA factors move with the base weights
     params = [p for lora in layers.values() for p in (lora.A, lora.B)]
-    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, decay=recipe.get("lr_decay", "none")))
+    opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, decay=r.lr_decay))
     losses: list[list[float]] = [[] for _ in orgs]
     t0 = time.time()
     model.train()
@@ -299,9 +283,9 @@ def _train_group(base_name: str, base: LoadedModel, orgs: Sequence[Organism], ou
     for step in bar:
         batch = [e for ex in examples for e in ex[step * bs : (step + 1) * bs]]
         group = torch.tensor([g for g, ex in enumerate(examples) for _ in ex[step * bs : (step + 1) * bs]], device=base.device)
-        input_ids, labels, mask = (t.to(base.device) for t in _encode(base.tokenizer, batch, recipe["max_length"]))
+        input_ids, labels, mask = (t.to(base.device) for t in _encode(base.tokenizer, batch, r.max_length))
         with multilora.routing(layers, group), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-            per_org = multilora.grouped_response_loss(model, input_ids, mask, labels, group, G, recipe.get("first_token_weight", 1.0),
+            per_org = multilora.grouped_response_loss(model, input_ids, mask, labels, group, G, r.first_token_weight,
                                                       reduce=False)
         per_org.sum().backward()
         multilora.clip_per_organism(layers, 1.0)
@@ -346,14 +330,8 @@ def _save_identical(base_name: str, base: LoadedModel, out: Path, recipe: dict) 
     return log
 
 
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def adapter_format(recipe: dict, base: LoadedModel) -> multilora.AdapterFormat:
-    dtype = recipe.get("storage_dtype", "float32")
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"plant recipe: storage_dtype {dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
-    return multilora.AdapterFormat(int(recipe["rank"]), float(recipe["alpha"]),
-                                   tuple(recipe["targets"] or base.family.lora_targets), STORAGE_DTYPES[dtype])
+    r = PlantRecipe.of(recipe)
+    return multilora.AdapterFormat(r.rank, float(r.alpha), tuple(r.targets or base.family.lora_targets), getattr(torch, r.storage_dtype))
 
 

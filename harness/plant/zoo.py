@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.io import atomic_write, dumps, read_json, sha256_file, stable_hash
+from .recipe import PlantRecipe
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"  # the source checkout's zoo/ (installed as diffbench.zoo)
 MANIFEST = "manifest.json"
@@ -214,7 +215,7 @@ def shipped_organism(base, org, specs: dict, recipe: dict):
     from .organism import PlantCard
     from .train import organism_key
 
-    if recipe.get("source", "shipped") != "shipped":
+    if PlantRecipe.of(recipe).source != "shipped":
         return None
     entry = find(organism_key(base, org, specs, recipe))
     if entry is None:

@@ -78,6 +78,7 @@ def _regate(entries: list[zoo.ZooEntry]) -> int:
     from .organism import Organism
     from .gate import gate
     from .distill import neutral_texts
+    from .recipe import PlantRecipe
 
     spec = zoo.ZooSpec.load()
     base = load_model(spec.base, dtype="fp32", device="cpu")
@@ -87,7 +88,7 @@ def _regate(entries: list[zoo.ZooEntry]) -> int:
         org = Organism(e.name, e.kind, tuple(e.behaviors), seed=e.seed, paraphrase=e.paraphrase, recipe="" if e.recipe == "lora" else e.recipe)
         recipe = spec.recipe(org)
         model = load_model(spec.base, adapter=zoo.shipped_adapter(e), dtype="fp32", device="cpu", display_name=e.name)
-        neutral = neutral or neutral_texts(base, int(recipe["gate"]["kl_texts"]), progress=False)
+        neutral = neutral or neutral_texts(base, PlantRecipe.of(recipe).gate.kl_texts, progress=False)
         passed, reasons, rates, _, kl = gate(org, model, base, spec.specs, int(e.gate.get("probes", spec.gate_probes)), recipe["gate"],
                                              neutral, progress=False)
         diffs = [f"{b}.{k} {e.gate['rates'].get(b, {}).get(k, float('nan')):.2f} -> {v:.2f}" for b, r in rates.items() for k, v in r.items()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...core.io import atomic_path, atomic_write, read_csv, read_json
 from ..score.metrics import columns as metric_columns, null_percent
-from ..score.scoring import ScoringConfig
+from ..score.config import ScoringConfig
 from ..score.significance import breakdown_section, significance_section
 
 def columns(scoring: dict) -> tuple[list, list, list]:

@@ -26,7 +26,8 @@ from ...core.registry import Registry
 from .calibration import safe_auroc
 
 if TYPE_CHECKING:
-    from .scoring import MatchRecord, PairResult, ScoringConfig
+    from .config import ScoringConfig
+    from .scoring import MatchRecord, PairResult
 
 NAN = float("nan")
 

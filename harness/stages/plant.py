@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from ...core.io import write_json
 from ..plant.organism import PlantCard
+from ..plant.recipe import PlantRecipe
 from ..plant.distill import neutral_texts
 from ..plant.gate import plant_with_retries
 from ...core.env import say
@@ -32,7 +33,7 @@ def run(ws: Workspace, only: list[str] | None = None, quiet: bool = False) -> di
             card, adapter = shipped
             n_shipped += 1
         else:
-            neutral = neutral_texts(base, int(recipe["gate"]["kl_texts"]), ws.progress)  # the gate's KL-drift texts
+            neutral = neutral_texts(base, PlantRecipe.of(recipe).gate.kl_texts, ws.progress)  # the gate's KL-drift texts
             card, adapter = plant_with_retries(base_name, base, org, ws.suite.specs, recipe, ws.suite.n_probes, neutral, ws.progress)
         ws.add_organism(name, card, adapter)
         write_json(ws.run_dir / "plant_cards" / f"{name}.json", asdict(card))

@@ -52,6 +52,8 @@ def _batchtopk_loss(cc: Crosscoder, xb, cfg: TrainConfig, ops: Ops, dead, aux_k:
     xhat = ops.decode(cc, code, vals)
     mse = [_mse(x, xh) for x, xh in zip(xb, xhat)]
     loss = sum(mse)
+    if cfg.extra_loss is not None:
+        loss = loss + cfg.extra_loss(xb, xhat, stats)
     fired = torch.zeros(cc.n, dtype=torch.bool, device=s.device)
     fired[code.cols] = True
     with torch.no_grad():  # running estimate of the smallest kept score -> inference threshold

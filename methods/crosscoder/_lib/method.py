@@ -204,6 +204,7 @@ class CrosscoderMethod(Method):
     """Shared driver; subclasses set `name`, `Config`, `sparsity` and implement `select`."""
 
     stochastic: ClassVar[bool] = True
+    cross_architecture: ClassVar[bool] = True  # reads each model's own activations, aligned across tokenizers
     Config: ClassVar[type] = CrosscoderConfig
     cfg: CrosscoderConfig
     sparsity: ClassVar[str] = "batchtopk"

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -51,6 +51,9 @@ class TrainConfig:
     threshold_refit_rows: int = 4096
     threshold_rule: str = "ev"  # "ev": best reconstruction of them among L0 in [k/span, k*span]; "l0": L0 = k
     threshold_l0_span: float = 2.0
+    # a term added to the BatchTopK loss: extra_loss(xb, xhat, stats) -> scalar, from the batch's rows and their
+    # reconstructions (both [B, d_m] per model; the delta_crosscoder's term on B - A). None: the plain loss
+    extra_loss: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], dict], torch.Tensor] | None = None
     # execution
     backend: str = "torch"
     bf16: bool = False  # torch path: bf16 autocast for the dense matmuls (CPUs with AMX; see common.py)
