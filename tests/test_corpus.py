@@ -116,3 +116,32 @@ def test_the_gpu_suite_composes_and_its_corpus_fits():
         assert 0 < per_side <= N_AUDIT
         assert p.composition()["topic_censorship/T"] == per_side
         assert p.composition()[EVERYDAY] == n_texts - 2 * per_side * len(SPECS)
+
+
+def test_the_zoo_suite_composes_and_its_corpus_fits():
+    """suite=zoo (conf/suite/zoo.yaml): every zoo organism, pooled floors of at least 200 draws, and an audit corpus
+    that holds every one of its ~80 behaviors' audit splits at its prevalence (250k tokens are ~2,900 texts of the
+    quick suite's length; the test checks 2,000 to 4,000)."""
+    from hydra import compose, initialize_config_module
+
+    from omegaconf import OmegaConf
+
+    from diffbench.harness.schema import check_config
+
+    with initialize_config_module(config_module="diffbench.conf", version_base=None):
+        cfg = compose("config", overrides=["suite=zoo"])
+    check_config(OmegaConf.to_container(cfg, resolve=False))
+    suite = Suite.from_config(cfg.suite)
+    units = [(p.b, b) for p in suite.pairs if p.kind == "planted" for b in p.behaviors]
+    nulls = [p for p in suite.pairs if p.kind == "null"]
+    assert len(units) >= 100 and len(nulls) >= 20 and suite.floor_draws >= 200
+    floor_runs = sum(len(suite.floor_seeds_for(p.id)) for p in suite.pairs if not p.cross)
+    assert floor_runs == suite.floor_draws  # the draws are dealt over the pairs, not repeated on each
+    specs = catalogue(suite.specs)
+    assert len(specs) >= 75  # 8 hand-written and 71 generated behaviors
+    for n_texts in (2_000, 2_900, 4_000):
+        p = plan(specs, n_texts, suite.corpus)
+        per_side = round(suite.corpus.prevalence * n_texts)
+        assert 0 < per_side <= N_AUDIT
+        audit = sum(v for k, v in p.composition().items() if k != EVERYDAY)
+        assert audit == 2 * per_side * len(specs) and p.composition()[EVERYDAY] == n_texts - audit

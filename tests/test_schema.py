@@ -14,7 +14,7 @@ def cfg_with(*overrides, tmp="/tmp/diffbench-schema-test"):
         return compose("config", overrides=[f"run_dir={tmp}", *overrides])
 
 
-@pytest.mark.parametrize("suite", ["quick", "full", "crossarch", "tiny", "tinycross"])
+@pytest.mark.parametrize("suite", ["quick", "full", "crossarch", "tiny", "tinycross", "zoo"])
 def test_every_shipped_suite_fits_the_schema(suite):
     from diffbench.harness.schema import check_config
     from omegaconf import OmegaConf
@@ -22,7 +22,7 @@ def test_every_shipped_suite_fits_the_schema(suite):
     check_config(OmegaConf.to_container(cfg_with(f"suite={suite}"), resolve=True))
 
 
-@pytest.mark.parametrize("suite", ["quick", "full", "gpu", "crossarch"])
+@pytest.mark.parametrize("suite", ["quick", "full", "gpu", "crossarch", "zoo"])
 def test_every_shipped_suite_runs_both_floors(suite):
     """A suite that lists its methods must not leave a floor out: recall means nothing without chance beside it."""
     from diffbench.core.method import METHODS
