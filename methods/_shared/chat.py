@@ -3,7 +3,7 @@
 Corpus texts are `chat_prompt(tokenizer, user) + answer` (the tokenizer's own chat template with the generation
 prompt, i.e. the assistant header, e.g. SmolLM2's `<|im_start|>assistant\\n`). The header's tokens are those the
 template adds with `add_generation_prompt=True` to a dummy conversation; a text's response is every position after
-the header's last occurrence. Methods may not import the harness, so this does not call `harness.generate`.
+the header's last occurrence. Methods may not import the harness, so this does not call `harness/data/generate.py`.
 """
 
 from __future__ import annotations
