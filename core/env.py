@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 from contextlib import contextmanager
 from functools import lru_cache
@@ -123,5 +125,8 @@ def bf16_flag(flag: Any, device: str) -> bool:
 
 
 def say(msg: str) -> None:
-    """One progress line of a run, flushed at once (runs are long and often logged to a file)."""
+    """One progress line of a run: printed at once (runs are long and often piped to a file), and logged to the
+    `diffbench.say` logger, which a command's run writes into the run folder's cli.log
+    (conf/hydra/job_logging/diffbench.yaml); elsewhere that logger has no handler and prints nothing more."""
     print(f"[diffbench] {msg}", flush=True)
+    logging.getLogger("diffbench.say").info(msg)

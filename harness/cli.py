@@ -414,6 +414,7 @@ def _unknown_command(word: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)  # third-party warnings: a run's cli.log, not the terminal (conf/hydra/job_logging/)
     for noisy in ("transformers", "transformers.modeling_utils", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if argv and argv[0] in (*HELP_FLAGS, "help"):

@@ -331,3 +331,16 @@ def test_diff_runs_from_an_installed_copy_outside_the_checkout(tmp_path, corpus)
     assert [m["key"] for m in summary["methods"]] == ["dfc", *(m for m in shipped["methods"] if m == "batchtopk_crosscoder")]
     assert all(m["status"] == "ok" and m["calibration"].startswith("uncalibrated") for m in summary["methods"])
     assert "not applied" in summary["calibration"] and (work / "o" / "html" / "index.html").exists()
+
+
+def test_the_terminal_shows_progress_and_the_run_log_keeps_everything(adapter, corpus, tmp_path):
+    """conf/hydra/job_logging/diffbench.yaml: method diagnostics (a crosscoder's INFO metrics) and third-party warnings
+    go to the run folder's cli.log only; diffbench's progress lines go to the terminal and into cli.log."""
+    out = tmp_path / "o"
+    r = subprocess.run([*EXE, "diff", "model_a=tiny-llama", f"model_b={adapter}", f"corpus={corpus}", "method=[l1_crosscoder]",
+                        "+method.l1_crosscoder.params.steps=20", f"out={out}", "progress=false", "evidence=0", "collect.layers=[2]",
+                        "calibration=null"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[diffbench] diff done" in r.stdout and "[INFO]" not in r.stdout and "Warning" not in r.stderr
+    log = (out / "cli.log").read_text()
+    assert "diff done" in log and "l1_crosscoder on A_vs_B" in log  # the progress line and the method's diagnostics
