@@ -45,6 +45,21 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
 
 
 @lru_cache(maxsize=1)
+def source_commit() -> str:
+    """The source checkout's git commit, 12 characters, "+dirty" with uncommitted changes to tracked files ('' outside
+    a checkout): results and shipped organisms name the code that made them."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip()[:12] + ("+dirty" if dirty else "") if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), else what the platform module knows: results name the machine that made them."""
     import platform

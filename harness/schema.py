@@ -137,15 +137,22 @@ def _check_mapping(value: dict, schema: dict, path: str, errors: list[str]) -> N
         _check(value[k], spec, f"{path + '.' if path else ''}{k}", errors)
 
 
-def check_config(cfg: dict) -> None:
-    """Raise ConfigError listing every unknown key and wrong type of the resolved run config."""
+def _schema_errors(cfg: dict, schema: dict) -> list[str]:
+    """Unknown keys and wrong types of a resolved config (its `hydra` block aside), code where data belongs, and
+    choices out of CHOICES: every error, for one message."""
     errors: list[str] = []
-    _check_mapping({k: v for k, v in cfg.items() if k != "hydra"}, SCHEMA, "", errors)
+    _check_mapping({k: v for k, v in cfg.items() if k != "hydra"}, schema, "", errors)
     # free-form values (method params) are not walked by the schema: a `_target_` there is refused all the same
     errors += [e for e in code_keys(cfg, plugins_allowed=True) if e not in errors]
     for key, ok in CHOICES.items():
         if isinstance(cfg.get(key), str) and not ok(cfg[key]):
             errors.append(f"{key}={cfg[key]!r} is not one of its choices")
+    return errors
+
+
+def check_config(cfg: dict) -> None:
+    """Raise ConfigError listing every unknown key and wrong type of the resolved run config."""
+    errors = _schema_errors(cfg, SCHEMA)
     if errors:
         where = sorted({SOURCES[e.split('.')[0].split('[')[0]] for e in errors if e.split('.')[0].split('[')[0] in SOURCES})
         raise ConfigError("invalid config (" + (", ".join(where) + " or " if where else "") + "a command-line override):\n  "
@@ -183,12 +190,7 @@ DIFF_MINIMA = {"top": 1, "evidence": 0, "steer_prompts": 1, "steer_tokens": 1, "
 def check_diff_config(cfg: dict) -> None:
     """Raise ConfigError listing every unknown key, wrong type, bad choice or out-of-range count of a resolved
     `diffbench diff` config (conf/diff.yaml and its overrides)."""
-    errors: list[str] = []
-    _check_mapping({k: v for k, v in cfg.items() if k != "hydra"}, DIFF_SCHEMA, "", errors)
-    errors += [e for e in code_keys(cfg, plugins_allowed=True) if e not in errors]
-    for key, ok in CHOICES.items():
-        if key != "threads" and isinstance(cfg.get(key), str) and not ok(cfg[key]):
-            errors.append(f"{key}={cfg[key]!r} is not one of its choices")
+    errors = _schema_errors(cfg, DIFF_SCHEMA)
     if not errors:  # the types are right: the ranges
         for key, least in DIFF_MINIMA.items():
             group, _, name = key.rpartition(".")

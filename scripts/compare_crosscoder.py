@@ -349,13 +349,6 @@ def _code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _commit() -> str:
-    r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return r.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default=os.environ.get("DIFFBENCH_CACHE"), help="diffbench cache dir (has activations/)")
@@ -415,9 +408,11 @@ def main() -> None:
         torch.save({"train": data["train"], "eval": data["eval"], "info": data["info"]}, args.save_rows)
         print(f"# rows written to {args.save_rows}: {data['info']}")
         return
+    from diffbench.core.env import source_commit
+
     lines = [
         "# command: python scripts/compare_crosscoder.py " + " ".join(a for a in sys.argv[1:]),
-        f"# diffbench commit {_commit()}; reference: {args.reference or '-'} at commit {ref_note if ref_ok else '-'}",
+        f"# diffbench commit {source_commit()}; reference: {args.reference or '-'} at commit {ref_note if ref_ok else '-'}",
         f"# machine: {platform.platform()}, {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads={args.threads}, load avg at start {os.getloadavg()[0]:.1f}",
         f"# data: {data['info']}; {data.get('n_all', '-')} training rows in the largest row count",

@@ -441,16 +441,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "fuzz" / "fuzz.txt"))
     args = ap.parse_args()
-    from diffbench.core.env import cpu_model
+    from diffbench.core.env import cpu_model, source_commit
 
     t0 = time.time()
     res = fuzz(args.specs, args.commands, args.seed, progress=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = " (with uncommitted changes)" if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                                             capture_output=True, text=True).stdout.strip() else ""
     lines = ["# diffbench input fuzz (scripts/fuzz_inputs.py)", "",
              f"command:  python scripts/fuzz_inputs.py --specs {args.specs} --commands {args.commands} --seed {args.seed}",
-             f"commit:   {commit}{dirty}", f"machine:  {cpu_model()}, {os.cpu_count()} CPUs", f"wall:     {time.time() - t0:.0f} s",
+             f"commit:   {source_commit()}", f"machine:  {cpu_model()}, {os.cpu_count()} CPUs", f"wall:     {time.time() - t0:.0f} s",
              "random:   Python's random.Random(seed) (hypothesis is not installed); the same seed gives the same cases",
              f"limit:    {LIMIT_S} s per case (a forked child per case; alarm, then SIGKILL)", ""]
     for what in ("specs", "commands"):

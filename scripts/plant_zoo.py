@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from diffbench.core.env import source_commit
 from diffbench.core.io import atomic_write, dumps, read_json
 from diffbench.harness.plant import zoo
 from diffbench.harness.models import load_model
@@ -39,7 +40,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = ZooSpec.load()
-    source_commit = zoo.commit()  # the code this process runs, recorded with every organism it ships
+    commit = source_commit()  # the code this process runs, recorded with every organism it ships
     base = load_model(spec.base, dtype="fp32", device="cpu")
     manifest = zoo.load_manifest()
     shipped_keys = {e.key for e in manifest.values() if not zoo.verify(e)}
@@ -87,7 +88,7 @@ def main() -> None:
                 failed.pop(org.name, None)
                 atomic_write(failed_path, dumps(failed) + "\n")
                 train_log = read_json(Path(adapter) / "train_log.json")
-                entry = spec.entry(base, org, card, train_log, recipe, source_commit)
+                entry = spec.entry(base, org, card, train_log, recipe, commit)
                 zoo.add(entry, Path(adapter))
     print(f"[plant_zoo] done in {time.time() - t_start:.0f}s; zoo: {len(zoo.load_manifest())} organisms, "
           f"{zoo.size_bytes() / 1e6:.1f} MB", flush=True)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ...core import PairContext, save_findings
 from ...core.activations import TextSet
-from ...core.env import default_device
+from ...core.env import default_device, say
 from ...core.io import atomic_write, read_json, write_json
 from ...core.model import LoadedModel
 from ...core.plugins import load_plugins
@@ -31,7 +31,7 @@ from ..score.flags import FILE as FLAGS_FILE, Calibration
 from ..models import ModelNotAvailableError, checkpoint_dir, load_model
 from ..pair_run import check_methods, paired_activations, run_method
 from .usercorpus import Document, read_corpus
-from ...core.env import say
+
 
 @dataclass
 class MethodRun:
@@ -202,8 +202,9 @@ def run(cfg: DictConfig, out: Path) -> Path:
         say(f"warning: model_a and model_b are the same model ({cfg.model_a} and {cfg.model_b}): every difference is "
             "zero by construction, so the diff will find nothing; check the two names or paths")
     docs = read_corpus(cfg.corpus, max_tokens=int(cfg.collect.max_length)) if cfg.get("corpus") else None
-    methods = method_configs(cfg)
-    calib = _calibration(cfg)
+    kind = pair_kind(str(cfg.model_a), str(cfg.model_b))  # once: the default methods and the calibration both depend on it
+    methods = method_configs(cfg, kind)
+    calib = _calibration(cfg, kind)
     device = default_device() if cfg.device == "auto" else cfg.device
     ma = load_model(src_a[0], adapter=src_a[1], dtype=cfg.dtype, device=device, display_name=display_name(str(cfg.model_a)))
     mb = load_model(src_b[0], adapter=src_b[1], dtype=cfg.dtype, device=device, display_name=display_name(str(cfg.model_b)))
@@ -265,10 +266,8 @@ def _calibration(cfg: DictConfig, kind: PairKind | None = None) -> Calibration |
         say(f"no calibration file at {path}: findings are shown without calibrated flags")
         return None
     kind = kind or pair_kind(str(cfg.model_a), str(cfg.model_b))
-    if kind.cross:
-        c = Calibration.load(path)
-        return SameArchitectureOnly(c.path, c.model, c.suite, c.thresholds, kind.why)
-    return Calibration.load(path)
+    c = Calibration.load(path)
+    return SameArchitectureOnly(c.path, c.model, c.suite, c.thresholds, kind.why) if kind.cross else c
 
 
 def _activations(cfg: DictConfig, ma: LoadedModel, mb: LoadedModel, docs: list[Document]):

@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ...core.env import source_commit
 from ...core.io import atomic_write, dumps, read_json, sha256_file, stable_hash
 from .recipe import PlantRecipe
 
@@ -122,19 +123,6 @@ def shipped_adapter(entry: ZooEntry, root: Path | None = None) -> Path:
         raise ZooError(f"shipped organism {entry.name!r} is damaged: {'; '.join(problems)}. Restore it with "
                        "`git checkout -- zoo/` (or reinstall diffbench), or re-plant with plant.source=fresh")
     return organism_dir(entry.name, root)
-
-
-def commit() -> str:
-    """The source checkout's git commit ('' outside one), recorded with each planted organism."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip()[:12] + ("+dirty" if dirty else "") if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def machine() -> dict[str, str]:
@@ -290,9 +278,9 @@ class ZooSpec:
         base = OmegaConf.to_container(OmegaConf.create((resources.files("diffbench.conf") / "plant" / "lora.yaml").read_text()))
         return overlay_recipe(base, org.recipe, f"zoo organism {org.name}") if org.recipe else base
 
-    def entry(self, base, org, card, train_log: dict, recipe: dict, source_commit: str | None = None) -> ZooEntry:
+    def entry(self, base, org, card, train_log: dict, recipe: dict, commit: str | None = None) -> ZooEntry:
         """The manifest entry of a planted organism that passed its gate (files are filled in by `add`).
-        `source_commit`: the commit the planting process started from (`commit()` at its start; "+dirty" when the
+        `commit`: the commit the planting process started from (`core.env.source_commit()` at its start; "+dirty" when the
         checkout had uncommitted changes then)."""
         from .train import organism_key
 
@@ -307,6 +295,6 @@ class ZooSpec:
                   "attempts": [{k: v for k, v in a.items() if k != "adapter"} for a in card.attempts]},  # no machine paths
             trained={"seconds": round(float(train_log.get("seconds", 0.0)), 1), "group_size": train_log.get("group_size", 1),
                      "loss_first": losses[0], "loss_last": sum(losses[-5:]) / len(losses[-5:]), "dtype": "fp32",
-                     "commit": commit() if source_commit is None else source_commit,
+                     "commit": source_commit() if commit is None else commit,
                      **machine()},
             family=[self.specs[b].family for b in org.behaviors])
