@@ -23,12 +23,12 @@ from ..core.io import stable_hash, write_json
 from ..core.model import LoadedModel
 from ..core.plugins import load_plugins
 from .data.align import render_chat
+from .data.answers import corpus_answers
 from .data.corpus import CorpusPlan, plan_for
 from .data.generate import chat_prompt
 from .models import load_model
 from .plant.organism import PlantCard
 from .plant.recipe import PlantRecipe
-from .plant.distill import distill
 from .schema import check_config, check_recipe_schema, resolved_config
 from .score.config import ScoringConfig
 from .data.config import CollectConfig
@@ -172,10 +172,11 @@ class Workspace:
         key = self.base_of(base)
         if key not in self._corpora:
             p, cfg, m = self.corpus_plan(key), self.suite.corpus, self.model(key)
-            answers = distill(m, p.prompts, cfg.answer_tokens, self.progress)
+            answers, source = corpus_answers(m, p.prompts, cfg.answer_tokens, self.progress)
             texts = TextSet.of(f"corpus{len(p.prompts)}", [chat_prompt(m.tokenizer, q) + a for q, a in zip(p.prompts, answers)])
             n_tokens = sum(len(m.tokenizer(t, add_special_tokens=False).input_ids) for t in texts.texts)
-            record = {"base": m.name, "config": asdict(cfg), "texts": len(texts), "tokens": n_tokens, "composition": p.composition()}
+            record = {"base": m.name, "config": asdict(cfg), "texts": len(texts), "tokens": n_tokens, "answers": source,
+                      "composition": p.composition()}
             write_json(self.run_dir / "corpus" / f"{key}.json", record)
             say(f"audit corpus of {m.name}: {len(texts)} texts, {n_tokens} tokens, prevalence {cfg.prevalence:g} "
                 f"({sum(v for k, v in record['composition'].items() if k != 'everyday')} audit-split texts)")
@@ -189,7 +190,7 @@ class Workspace:
         if key not in self._cross_corpus:
             base = self.base_of(answer_node)
             p = self.corpus_plan(base)
-            answers = distill(self.model(base), p.prompts, self.suite.corpus.answer_tokens, self.progress)
+            answers, _ = corpus_answers(self.model(base), p.prompts, self.suite.corpus.answer_tokens, self.progress)
             rendered = [render_chat(model.tokenizer, q, a) for q, a in zip(p.prompts, answers)]
             self._cross_corpus[key] = (TextSet.of(f"corpus{len(p.prompts)}x", [r.text for r in rendered]), [r.spans for r in rendered])
         return self._cross_corpus[key]

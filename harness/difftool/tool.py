@@ -173,12 +173,12 @@ def method_configs(cfg: DictConfig, kind: PairKind | None = None) -> dict[str, d
 def default_corpus(model: LoadedModel, cfg: DictConfig) -> list[Document]:
     """The audit corpus (harness/data/corpus.py: everyday chat plus every shipped behavior's audit split at `prevalence`),
     answered by model A."""
+    from ..data.answers import corpus_answers
     from ..data.corpus import CorpusConfig, plan_for
-    from ..plant.distill import distill
 
     ccfg = CorpusConfig.from_dict(OmegaConf.to_container(cfg.audit_corpus, resolve=True))
     prompts = list(plan_for(model.tokenizer, {}, ccfg).prompts)
-    answers = distill(model, prompts, ccfg.answer_tokens, bool(cfg.progress))
+    answers, _ = corpus_answers(model, prompts, ccfg.answer_tokens, bool(cfg.progress))
     return [Document(a, q) for q, a in zip(prompts, answers)]
 
 

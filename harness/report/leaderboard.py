@@ -68,6 +68,32 @@ def floor_check(metrics: dict, floors: list[str] | set[str], K: int) -> tuple[li
     return [f"Floor check (mean over seeds, any channel): " + "; ".join(parts) + f". {verdict}."], ok
 
 
+# The suite whose pooled floors (hundreds of draws) estimate chance best: a shorter run (the quick suite's few floor
+# draws) states that estimate beside its own.
+FLOOR_REFERENCE = "zoo"
+
+
+def reference_floor_lines(scores: dict, floors: set[str], K: int) -> list[str]:
+    """The floors' estimate on the zoo reference run, beside this run's own (nothing on the zoo run itself, or where
+    the reference is not in this checkout)."""
+    from ..evaluate import REFERENCES, REPO
+
+    path = REPO / REFERENCES[FLOOR_REFERENCE] / "scores.json"
+    if scores.get("suite") == FLOOR_REFERENCE or not floors or not path.is_file():
+        return []
+    ref = read_json(path)
+    ref_metrics = ref.get("metrics") or {}
+    parts = []
+    for f in sorted(floors & set(ref_metrics)):
+        sm = ref_metrics[f]
+        draws = sm.get("_pooled_draws") or len(sm.get("_seeds") or [])
+        parts.append(f"`{f}` recall@1 {fmt(sm.get('recall@1'))}, recall@{K} {fmt(sm.get(f'recall@{K}'))} ({draws} draws)")
+    if not parts:
+        return []
+    return ["", f"The floors on the {FLOOR_REFERENCE} reference run ({REFERENCES[FLOOR_REFERENCE]}, pooled over its units; "
+                "a tighter estimate of chance than this run's few draws): " + "; ".join(parts) + "."]
+
+
 def _nan(x) -> float:
     """A number read back from strict JSON, where null stands for NaN (no value)."""
     return float("nan") if x is None else float(x)
@@ -124,6 +150,7 @@ def write_report(run_dir: Path) -> None:
             if not title:
                 check, _ = floor_check(metrics, floors, K)
                 lines += [""] + check if check else []
+                lines += reference_floor_lines(scores, floors, K)
     if cross:
         lines += cross_section(run_dir, scores, cross)
     if metrics:
