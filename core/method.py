@@ -35,6 +35,7 @@ class PairContext:
     device: str = "cpu"
     work_dir: Path | None = None  # scratch space for the method (checkpoints, logs)
     layers_b: list[int] | None = None  # model B's residual indices when they differ (cross-architecture pairs)
+    progress: bool = False  # a method may show a progress bar on its long steps (the run's `progress` option)
 
     @property
     def same_architecture(self) -> bool:

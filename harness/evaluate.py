@@ -87,12 +87,22 @@ def run(reference: str, composed: DictConfig, run_dir: Path) -> Path:
     if not (ref_scores.get("protocol") or {}).get("version"):
         raise ReferenceMismatch(f"the reference {ref_dir} records no protocol version (made before diffbench evaluate "
                                 "existed); regenerate it with this code")
+    from .score.scoring import PROTOCOL_VERSION
+
+    if ref_scores["protocol"]["version"] != PROTOCOL_VERSION:  # before any work; the pair inputs are checked after
+        check_compatible(ref_scores, {"protocol": {"version": PROTOCOL_VERSION, "pair_inputs": {}}})
     methods = new_methods(ref_cfg, composed)
     cfg = OmegaConf.merge(ref_cfg, {"run_dir": str(run_dir), "stages": ["plant", "collect", "diff", "score"],
                                     "plugins": list(composed.get("plugins") or []), "progress": bool(composed.get("progress", True)),
                                     "pairs": None, "cache_dir": composed.get("cache_dir")})
     cfg.method = methods
+    if (ref_scores["protocol"].get("dtype") or "auto") != "auto":  # the reference's realised dtype, not this CPU's pick
+        cfg.dtype = ref_scores["protocol"]["dtype"]
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (ref_dir / "strong").is_dir() and not (run_dir / "strong").exists():
+        # the reference's causal-channel cache: its null draws are this run's (same models, prompts and settings, a
+        # cache key checks it), so only the new methods' directions are generated
+        shutil.copytree(ref_dir / "strong", run_dir / "strong")
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     t0 = time.time()
     pipeline.run(cfg, run_dir, ["plant", "collect", "diff", "score"])
@@ -100,6 +110,9 @@ def run(reference: str, composed: DictConfig, run_dir: Path) -> Path:
     check_compatible(ref_scores, new_scores)
     merge_into(run_dir, ref_dir, ref_scores, new_scores, ref_cfg)
     report.run(run_dir)
+    from .report.leaderboard import lead_table
+
+    print("\n" + lead_table(run_dir) + "\n", flush=True)
     print(f"[diffbench] evaluated {', '.join(methods)} against {ref_dir.name} in {time.time() - t0:.0f}s: "
           f"{run_dir / 'leaderboard.md'}", flush=True)
     return run_dir

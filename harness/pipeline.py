@@ -76,6 +76,11 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
             tracker.finish()
     record_timing(ws.run_dir, stages, time.time() - t0, seconds, threads)
     say(f"done in {time.time() - t0:.0f}s; run folder: {ws.run_dir}")
+    if "report" in stages and (ws.run_dir / "leaderboard.md").exists():
+        from .report.leaderboard import lead_table
+
+        print("\n" + lead_table(ws.run_dir) + f"\n\nleaderboard: {ws.run_dir / 'leaderboard.md'}\n"
+              f"HTML report: {ws.run_dir / 'html' / 'index.html'}", flush=True)
 
 
 def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_seconds: dict[str, float], threads: int) -> None:

@@ -262,7 +262,7 @@ class Workspace:
         ma, mb = self.model(pair.a), self.model(pair.b)
         la, lb = self.layers_for(ma), self.layers_for(mb)
         return PairContext(pair.id, ma, mb, self.paired_corpus(pair), la, seed=seed, device=self.device, work_dir=work_dir,
-                           layers_b=lb if lb != la else None)
+                           layers_b=lb if lb != la else None, progress=self.progress)
 
     def finding_path(self, method_key: str, pair: Pair, seed: int) -> Path:
         return self.run_dir / "findings" / method_key / f"{pair.id}@s{seed}"

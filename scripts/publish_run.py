@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Copy a finished run folder's publishable part into results/: the report, the scores, the corpus card, the plant
-cards and the HTML pages, not the caches (findings/, strong/: large, and rebuilt by rescoring).
+cards, the HTML pages and the causal channel's deltas (strong/: kilobytes per unit, and `diffbench evaluate` reuses
+their null draws), not the methods' findings (findings/: tens of MB, rebuilt by rerunning the diff stage).
 
     python scripts/publish_run.py RUN_DIR results/NAME [--replace]
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 FILES = ["command.txt", "config.yaml", "flag_thresholds.json", "hit_matrix.png", "leaderboard.md", "matches.csv",
          "pair_results.csv", "recall_vs_false_alarms.png", "runs.csv", "scores.csv", "scores.json", "timing.json"]
-FOLDERS = ["corpus", "plant_cards", "html", "alignment"]  # alignment: cross-tokenizer pairs only
+FOLDERS = ["corpus", "plant_cards", "html", "alignment", "strong"]  # alignment: cross-tokenizer pairs only
 REQUIRED = ["scores.json", "leaderboard.md", "timing.json"]
 
 

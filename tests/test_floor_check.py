@@ -44,3 +44,12 @@ def test_a_short_run_states_the_zoo_references_floors(tmp_path, monkeypatch):
     assert reference_floor_lines({"suite": "zoo"}, {"random_directions"}, 20) == []
     monkeypatch.setitem(evaluate.REFERENCES, "zoo", str(tmp_path / "absent"))
     assert reference_floor_lines({"suite": "quick"}, {"random_directions"}, 20) == []
+
+
+def test_the_run_ends_with_the_lead_table(tmp_path):
+    from diffbench.harness.report.leaderboard import lead_table
+
+    (tmp_path / "leaderboard.md").write_text("# t\n\ntext\n\n| method | R@5 |\n|---|---|\n| a | 1.00 |\n\n| method | x |\n")
+    assert lead_table(tmp_path) == "| method | R@5 |\n|---|---|\n| a | 1.00 |"
+    (tmp_path / "leaderboard.md").write_text("# nothing scored\n")
+    assert lead_table(tmp_path) == "(no methods scored)"

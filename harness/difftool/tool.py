@@ -296,7 +296,7 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
     r = MethodRun(key, mcfg["name"])
     # finding ids of some methods carry the pair id: keep it short (the report names the models)
     ctx = PairContext("A_vs_B", ma, mb, paired, la, seed=int(cfg.seed), device=device, work_dir=out / "work",
-                      layers_b=lb if lb != la else None)
+                      layers_b=lb if lb != la else None, progress=bool(cfg.progress))
     outcome = run_method(mcfg, ctx, texts_a, int(cfg.collect.max_length), top=int(cfg.top))
     r.status, r.error, r.seconds, findings = outcome.status, outcome.error, outcome.seconds, outcome.findings
     if outcome.status == "ok":

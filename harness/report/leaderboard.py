@@ -183,6 +183,16 @@ def write_report(run_dir: Path) -> None:
     print(f"[diffbench] report: {run_dir / 'leaderboard.md'}", flush=True)
 
 
+def lead_table(run_dir: Path) -> str:
+    """The leaderboard's first table (the lead metrics, one row per method), as the terminal shows it at a run's end."""
+    lines = (Path(run_dir) / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| method |")), None)
+    if start is None:
+        return "(no methods scored)"
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 _ABS_PATH = re.compile(r"(?<![\w.~])/[^\s'\"\],;]+")
 
 

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ...core.batching import right_pad
 from ...core.capture import residual_hooks
@@ -214,8 +215,8 @@ def response_gains(ctx: PairContext, n_texts: int | None = None, batch_size: int
         if not keep:
             raise NotApplicableError("no audit corpus text with a response token")
         corpus = (str(ctx.corpus.a.root), tuple(chosen), layer, batch_size)
-        lp_a, h_a = _side_pass(ctx.model_a, seqs, starts, keep, layer, batch_size, corpus)
-        lp_b, h_b = _side_pass(ctx.model_b, seqs, starts, keep, layer, batch_size, corpus)
+        lp_a, h_a = _side_pass(ctx.model_a, seqs, starts, keep, layer, batch_size, corpus, ctx.progress)
+        lp_b, h_b = _side_pass(ctx.model_b, seqs, starts, keep, layer, batch_size, corpus, ctx.progress)
         gains, diff_mean, norm_a, diff_norm = [], [], [], []
         for i in keep:
             gain = torch.zeros(len(seqs[i]))
@@ -231,12 +232,19 @@ def response_gains(ctx: PairContext, n_texts: int | None = None, batch_size: int
                          seconds=time.time() - t0)
 
 
-_SIDES: dict[tuple, tuple[dict, dict]] = {}  # the two most recent (model, corpus) passes
+# The most recent (model, corpus) passes, oldest first: the current pair's two, and earlier ones while they fit in
+# SIDES_BYTES (a suite's analog pair reads two organisms whose passes its planted pairs already made)
+_SIDES: dict[tuple, tuple[dict, dict]] = {}
+SIDES_BYTES = 1 << 30
+
+
+def _side_bytes(side: tuple[dict, dict]) -> int:
+    return sum(t.numel() * t.element_size() for part in side for t in part.values())
 
 
 @torch.inference_mode()
 def _side_pass(model, seqs: list[torch.Tensor], starts: list[int], keep: list[int], layer: int, batch_size: int,
-               corpus: tuple) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+               corpus: tuple, progress: bool = False) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """One model over the texts `keep`: per text the log-probability of each actual token (positions 1..n-1) and the
     residual at `layer` over its response positions. Batches are the same for either model (longest texts first),
     so a cached pass is bit-identical to a fresh one."""
@@ -246,7 +254,8 @@ def _side_pass(model, seqs: list[torch.Tensor], starts: list[int], keep: list[in
         return _SIDES[key]
     lp, hid = {}, {}
     order = sorted(keep, key=lambda i: -len(seqs[i]))  # similar lengths per batch: less padding
-    for b0 in range(0, len(order), batch_size):
+    for b0 in tqdm(range(0, len(order), batch_size), desc=f"log-probs {model.name}", unit="batch", disable=not progress,
+                   leave=False):
         rows = order[b0 : b0 + batch_size]
         batch = [seqs[i] for i in rows]
         logits, h, mask = _forward(model, batch, layer)
@@ -255,9 +264,9 @@ def _side_pass(model, seqs: list[torch.Tensor], starts: list[int], keep: list[in
             lp[i] = _token_logprobs(logits[r, :n], batch[r][:n]).cpu()
             hid[i] = h[r, starts[i] : n].float().cpu()
         del logits, h  # [B, T, V] logits: one batch at a time
-    while len(_SIDES) >= 2:
-        _SIDES.pop(next(iter(_SIDES)))
     _SIDES[key] = (lp, hid)
+    while len(_SIDES) > 2 and sum(_side_bytes(v) for v in _SIDES.values()) > SIDES_BYTES:
+        _SIDES.pop(next(iter(_SIDES)))
     return lp, hid
 
 

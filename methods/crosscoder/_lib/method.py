@@ -227,6 +227,7 @@ class CrosscoderMethod(Method):
         tc.backend = backend
         tc.bf16 = bf16_flag(self.cfg.bf16, ctx.device)
         tc.threads = None  # find() has already set the thread count for the whole run
+        tc.progress = ctx.progress
         if isinstance(tc.adam_betas, list):
             tc.adam_betas = tuple(tc.adam_betas)
         return tc

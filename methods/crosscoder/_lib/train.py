@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ....core.env import pick_threads
 from . import reference as R
@@ -64,6 +65,7 @@ class TrainConfig:
     sparse_decode_frac: float | None = None
     adam_betas: tuple[float, float] = (0.9, 0.999)
     threads: int | str | None = None  # torch CPU threads while training: None = leave, "auto" = calibrate, int
+    progress: bool = False  # a progress bar over the steps (the run's `progress` option, set by the method)
     seed: int = 0
     log_every: int = 0
 
@@ -160,7 +162,7 @@ def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> Trai
     history: list[dict[str, float]] = []
     tokens = 0
     loss_val = float("nan")
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="train crosscoder", unit="step", disable=not cfg.progress, leave=False):
         if cursor + bsz > n_train:
             perm, cursor = torch.randperm(n_train, generator=g), 0
         rows = train_rows[perm[cursor : cursor + bsz]].to(dev)
