@@ -33,29 +33,28 @@ def _read(path: Path) -> dict:
                                "regenerate them with scripts/ship_corpus_answers.py") from None
 
 
-def shipped_answers(model: LoadedModel, answer_tokens: int) -> dict[str, str]:
-    """prompt -> answer for `model` (matched by its weights' identity, not its name), {} when none are shipped."""
+def shipped_file(model: LoadedModel, answer_tokens: int) -> dict | None:
+    """The shipped answers file for `model` (matched by its weights' identity, not its name): its answers (prompt ->
+    answer) and where they were made; None when none is shipped for these weights."""
     path = answers_path(model.name, answer_tokens)
     if not path.exists():
-        return {}
+        return None
     data = _read(path)
-    if data.get("identity") != model.identity:  # another checkpoint under the same name: its own answers
-        return {}
-    return data["answers"]
+    return data if data.get("identity") == model.identity else None  # another checkpoint under the same name
 
 
 def corpus_answers(model: LoadedModel, prompts: Sequence[str], answer_tokens: int,
                    progress: bool = True) -> tuple[list[str], dict]:
     """The base model's answer to each prompt, shipped where the file has it, else generated (`distill`, cached);
     with a record of where they came from for the run's corpus record."""
-    shipped = shipped_answers(model, answer_tokens)
-    missing = [p for p in prompts if p not in shipped]
+    shipped = shipped_file(model, answer_tokens)
+    known = shipped["answers"] if shipped else {}
+    missing = [p for p in prompts if p not in known]
     made = dict(zip(missing, distill(model, missing, answer_tokens, progress))) if missing else {}
     record = {"shipped": len(prompts) - len(missing), "generated_here": len(missing)}
     if shipped:
-        meta = _read(answers_path(model.name, answer_tokens))
-        record["shipped_from"] = {k: meta[k] for k in ("dtype", "machine", "commit") if k in meta}
-    return [shipped[p] if p in shipped else made[p] for p in prompts], record
+        record["shipped_from"] = {k: shipped[k] for k in ("dtype", "machine", "commit") if k in shipped}
+    return [known[p] if p in known else made[p] for p in prompts], record
 
 
 def ship(model: LoadedModel, prompts: Sequence[str], answer_tokens: int, machine: str, commit: str,
