@@ -687,3 +687,21 @@ def test_a_spec_file_of_a_hundred_thousand_list_items_loads_within_seconds(tmp_p
     t0 = time.time()
     assert len(load_bounded(path)["keywords"]) == 200_000
     assert time.time() - t0 < 5
+
+
+def test_a_shipped_zoo_organism_copied_anywhere_diffs_against_its_base(tmp_path):
+    """A shipped organism's adapter_config.json names no base (it would carry the planting machine's path); the diff
+    tool finds the base in the zoo manifest by the adapter weights' checksum, wherever the folder was copied. An
+    adapter the zoo did not ship and that names no base stays one clear error."""
+    from diffbench.harness.difftool.tool import model_source
+    from diffbench.harness.models import ModelNotAvailableError
+    from diffbench.harness.plant.zoo import load_manifest, organism_dir
+
+    entry = load_manifest()["topic_censorship"]
+    copy = tmp_path / "my-organism"
+    shutil.copytree(organism_dir(entry.name), copy)
+    assert json.loads((copy / "adapter_config.json").read_text()).get("base_model_name_or_path") is None
+    assert model_source(str(copy)) == (entry.base, copy)
+    (copy / "adapter_model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(ModelNotAvailableError, match="names no base_model_name_or_path"):
+        model_source(str(copy))

@@ -61,7 +61,12 @@ def model_source(spec: str) -> tuple[str, Path | None]:
                                             "which can run code; save it again with safe_serialization=True)"
                                             if (path / "adapter_model.bin").exists() else ""))
         if not base:
-            raise ModelNotAvailableError(f"adapter {spec!r}: adapter_config.json names no base_model_name_or_path")
+            from ..plant.zoo import base_of
+
+            base = base_of(path)  # a shipped zoo organism: its manifest names the base
+        if not base:
+            raise ModelNotAvailableError(f"adapter {spec!r}: adapter_config.json names no base_model_name_or_path "
+                                         "(set it to the base model's name or checkpoint folder)")
         try:
             checkpoint_dir(base)
         except ModelNotAvailableError as e:

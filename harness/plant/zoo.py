@@ -116,6 +116,17 @@ def verify(entry: ZooEntry, root: Path | None = None) -> list[str]:
     return problems
 
 
+def base_of(adapter: Path, root: Path | None = None) -> str | None:
+    """The base model name of a shipped organism's adapter folder, wherever it was copied: the manifest entry whose
+    adapter weights have the folder's sha256 (the shipped adapter_config.json names no base, to carry no machine
+    path); None for an adapter the zoo did not ship."""
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    digest = sha256_file(weights)
+    return next((e.base for e in load_manifest(root).values() if e.files.get("adapter_model.safetensors") == digest), None)
+
+
 def shipped_adapter(entry: ZooEntry, root: Path | None = None) -> Path:
     """The verified adapter folder of a shipped organism; a ZooError if any file is missing or damaged."""
     problems = verify(entry, root)

@@ -40,7 +40,9 @@ def run(ws: Workspace) -> dict:
                 for (key, seed), findings in loaded.items():
                     records += scorer.match_cross(key, seed, pair, b, findings)
                 continue
+            t0 = time.time()
             unit = scorer.match_unit(pair, b, loaded)
+            say(f"score {pair.id} / {b}: {len(unit)} findings matched on held-out probes ({time.time() - t0:.0f}s)")
             if ws.scoring.strong.enabled:
                 t0 = time.time()
                 scorer.strong_channel(pair, b, loaded, unit)
@@ -230,6 +232,7 @@ class Scorer:
                     candidates[(key, seed, r)] = (int(f.direction_layer), f.direction)
         if not candidates:
             return
+        say(f"strong {pair.id} / {behavior}: testing {len(candidates)} directions (steer and ablate)")
         ma, mb = ws.model(pair.a), ws.model(pair.b)
         T, C = ws.suite.specs[behavior].probes(ws.suite.n_probes)
         prompts = [p.text for p in T[: cfg.n_prompts]]
