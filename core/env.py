@@ -44,6 +44,11 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     return table[dtype]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name `resolve_dtype` reads back ("fp32", "bf16", "fp16"): what results and shipped files record."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).removeprefix("torch."))
+
+
 @lru_cache(maxsize=1)
 def source_commit() -> str:
     """The source checkout's git commit, 12 characters, "+dirty" with uncommitted changes to tracked files ('' outside

@@ -24,24 +24,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.io import atomic_write, read_csv, read_json, write_csv, write_json
+from .references import REFERENCES, reference_dir
 
-REPO = Path(__file__).resolve().parent.parent
-REFERENCES = {"quick": "results/quick-audit-smollm2-135m", "full": "results/full-audit-smollm2-135m", "zoo": "results/zoo-smollm2-135m"}
 TABLES = ("matches.csv", "pair_results.csv", "runs.csv")
 
 
 class ReferenceMismatch(ValueError):
     """The reference was made under another protocol or from other inputs than this run's."""
-
-
-def reference_dir(name: str) -> Path:
-    """A reference name (quick, full, zoo: the source checkout's results/) or a run folder."""
-    path = REPO / REFERENCES[name] if name in REFERENCES else Path(name).expanduser()
-    if not (path / "scores.json").is_file() or not (path / "config.yaml").is_file():
-        known = ", ".join(REFERENCES)
-        raise FileNotFoundError(f"reference {name!r}: {path} is not a scored run folder (no scores.json / config.yaml); "
-                                f"give a run folder or one of {known} (in a source checkout)")
-    return path
 
 
 def new_methods(reference_cfg: DictConfig, composed: DictConfig) -> dict:
@@ -109,12 +98,12 @@ def run(reference: str, composed: DictConfig, run_dir: Path) -> Path:
     new_scores = read_json(run_dir / "scores.json")
     check_compatible(ref_scores, new_scores)
     merge_into(run_dir, ref_dir, ref_scores, new_scores, ref_cfg)
-    report.run(run_dir)
+    index = report.run(run_dir)
     from .report.leaderboard import lead_table
 
     print("\n" + lead_table(run_dir) + "\n", flush=True)
-    print(f"[diffbench] evaluated {', '.join(methods)} against {ref_dir.name} in {time.time() - t0:.0f}s: "
-          f"{run_dir / 'leaderboard.md'}", flush=True)
+    print(f"[diffbench] evaluated {', '.join(methods)} against {ref_dir.name} in {time.time() - t0:.0f}s\n"
+          f"leaderboard: {run_dir / 'leaderboard.md'}\nHTML report: {index}", flush=True)
     return run_dir
 
 

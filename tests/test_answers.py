@@ -42,7 +42,7 @@ def test_corpus_answers_mix_shipped_and_generated(tiny, tmp_path, monkeypatch):
     mod.ship(tiny, prompts[:2], 6, machine="test cpu", commit="abc")
     got, record = mod.corpus_answers(tiny, prompts, 6, progress=False)
     assert record["shipped"] == 2 and record["generated_here"] == 1
-    assert record["shipped_from"] == {"dtype": "float32", "machine": "test cpu", "commit": "abc"}
+    assert record["shipped_from"] == {"dtype": "fp32", "machine": "test cpu", "commit": "abc"}
     assert got == distill(tiny, prompts, 6, progress=False)  # the same greedy answers either way (fp32, same model)
 
     # a file made for other weights under the same name is not used

@@ -30,19 +30,19 @@ def test_a_short_run_states_the_zoo_references_floors(tmp_path, monkeypatch):
     """The quick run's few floor draws come with the zoo reference's pooled estimate beside them; the zoo run itself,
     and a checkout without the reference, add nothing."""
     from diffbench.core.io import write_json
-    from diffbench.harness import evaluate
+    from diffbench.harness import references
     from diffbench.harness.report.leaderboard import reference_floor_lines
 
     ref = tmp_path / "zoo-ref"
     ref.mkdir()
     write_json(ref / "scores.json", {"suite": "zoo", "metrics": {
         "random_directions": {**_metrics(0.01, 0.04), "_pooled_draws": 200}, "mean_diff": _metrics(0.5, 0.9)}})
-    monkeypatch.setitem(evaluate.REFERENCES, "zoo", str(ref))
+    monkeypatch.setitem(references.REFERENCES, "zoo", str(ref))
     lines = reference_floor_lines({"suite": "quick"}, {"random_directions", "random_dictionary"}, 20)
     assert len(lines) == 2 and "`random_directions` recall@1 0.01" in lines[1] and "recall@20 0.04" in lines[1]
     assert "(200 draws)" in lines[1] and "random_dictionary" not in lines[1] and "mean_diff" not in lines[1]
     assert reference_floor_lines({"suite": "zoo"}, {"random_directions"}, 20) == []
-    monkeypatch.setitem(evaluate.REFERENCES, "zoo", str(tmp_path / "absent"))
+    monkeypatch.setitem(references.REFERENCES, "zoo", str(tmp_path / "absent"))
     assert reference_floor_lines({"suite": "quick"}, {"random_directions"}, 20) == []
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from ...core.env import dtype_name
 from ...core.io import CorruptFileError, read_checked_json, write_checked_json
 from ...core.model import LoadedModel
 from ..plant.distill import distill
@@ -65,7 +66,7 @@ def ship(model: LoadedModel, prompts: Sequence[str], answer_tokens: int, machine
     path = answers_path(model.name, answer_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_checked_json(path, {"base": model.name, "identity": model.identity, "answer_tokens": answer_tokens,
-                              "dtype": str(model.dtype).removeprefix("torch."), "machine": machine, "commit": commit,
+                              "dtype": dtype_name(model.dtype), "machine": machine, "commit": commit,
                               "answers": dict(zip(unique, answers))})
     _read.cache_clear()
     return path

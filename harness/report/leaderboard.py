@@ -10,6 +10,7 @@ from pathlib import Path
 from ...core.io import atomic_path, atomic_write, read_csv, read_json
 from ..score.metrics import columns as metric_columns, null_percent
 from ..score.config import ScoringConfig
+from ..references import REFERENCES, REPO
 from ..score.significance import breakdown_section, significance_section
 
 def columns(scoring: dict) -> tuple[list, list, list]:
@@ -76,8 +77,6 @@ FLOOR_REFERENCE = "zoo"
 def reference_floor_lines(scores: dict, floors: set[str], K: int) -> list[str]:
     """The floors' estimate on the zoo reference run, beside this run's own (nothing on the zoo run itself, or where
     the reference is not in this checkout)."""
-    from ..evaluate import REFERENCES, REPO
-
     path = REPO / REFERENCES[FLOOR_REFERENCE] / "scores.json"
     if scores.get("suite") == FLOOR_REFERENCE or not floors or not path.is_file():
         return []

@@ -19,7 +19,7 @@ from ..report.leaderboard import TRAINING_INFO
 from ..score.scoring import PROTOCOL_VERSION, Keywords, MatchRecord, PairResult, compute_metrics, keywords_for, match_finding, match_finding_one_side, probe_null
 from ..score.status import findings_intact, read_status
 from ..suite import BASE, Pair
-from ...core.env import say
+from ...core.env import dtype_name, say
 from ..workspace import Workspace
 
 
@@ -109,8 +109,9 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
         "floors": sorted(floors),
         # what `diffbench evaluate` checks before adding a method to this run as a reference (harness/evaluate.py)
         "protocol": {"version": PROTOCOL_VERSION, "pair_inputs": {p.id: ws.pair_inputs(p) for p in ws.suite.pairs},
-                     "dtype": {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(ws.model(BASE).dtype, "auto")},  # what dtype=auto
-        #   became here: `diffbench evaluate` runs in the reference's dtype, whatever its machine would pick
+                     # what dtype=auto became here: `diffbench evaluate` runs in the reference's dtype, whatever its
+                     # machine would pick
+                     "dtype": dtype_name(ws.model(BASE).dtype)},
         "seeds": {k: ws.seeds_for(m["name"]) for k, m in ws.methods.items()},
     }
     if cross_ids:
