@@ -382,7 +382,7 @@ def usage(command: str) -> str:
         g = _group_defaults(c)
         opts = [(f"suite={g['suite']}", f"one of {', '.join(conf_choices('suite'))} (conf/suite/*.yaml)"),
                 (f"model={g['model']}", f"one of {', '.join(conf_choices('model'))}; model.name=PATH for a checkpoint folder"),
-                (f"method=[...]", f"default: all {len(g['method'])} of conf/method/*.yaml ({', '.join(g['method'])})"),
+                (f"method=[...]", f"default: these {len(g['method'])} (conf/config.yaml; every name: conf/method/*.yaml): {', '.join(g['method'])}"),
                 (f"plant={g['plant']}", f"one of {', '.join(conf_choices('plant'))} (fresh: plant every organism here)"),
                 (f"stages={show(c['stages'])}", "any subset runs alone (or: diffbench plant|collect|score)"),
                 (f"run_dir={c['run_dir']}", "the run folder (a rerun with the same run_dir resumes)"),

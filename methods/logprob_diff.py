@@ -32,11 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import Finding, Method, MethodConfig, PairContext, Readout, register_method
-from ._shared.difference import difference_readout
-from ._shared.outputs import decode_tokens, group_direction, response_gains
-
-MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normally distributed scores
+from ..core import Finding, Method, MethodConfig, PairContext, register_method
+from ._shared.outputs import TextFindingOptions, TextScores, rank_texts, response_gains, robust_center
 
 
 @dataclass
@@ -62,52 +59,15 @@ class LogprobDiff(Method):
     def find(self, ctx: PairContext) -> list[Finding]:
         c = self.cfg
         rg = response_gains(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
-        layer = rg.layer
         resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
         scores = torch.stack([g.mean() for g in resp])
-        # a robust z: the planted contexts are a few outliers among many texts, and a fine-tune shifts every
-        # text a little; the median and MAD ignore both, where a mean and standard deviation would be pulled
-        # by the very outliers they should expose
-        med = float(scores.median())
-        spread = MAD_TO_SD * float((scores - med).abs().median())
+        med, spread = robust_center(scores)
         n_resp = sum(g.numel() for g in resp)
         diff_norm = float((rg.diff_norm * torch.tensor([g.numel() for g in resp])).sum()) / n_resp
-        scale = diff_norm or 1.0
         common = {"texts": float(rg.n_texts), "scored_texts": float(len(resp)), "response_tokens": float(n_resp),
                   "median_score": med, "robust_sd": spread, "seconds_forward": rg.seconds}
-        tok_b = ctx.model_b.tokenizer
-        order = sorted(range(len(resp)), key=lambda i: (-abs(float(scores[i])), rg.text_idx[i]))
-        out = []
-        for i in order[: c.n_findings]:
-            s = float(scores[i])
-            side = "b" if s > 0 else "a"
-            sign = 1.0 if side == "b" else -1.0
-            ids = rg.token_ids[i][rg.start[i]:]
-            toward = sign * resp[i]
-            token_ids, gains = [], []
-            for p in torch.argsort(toward, descending=True, stable=True).tolist():
-                if toward[p] <= 0 or len(token_ids) >= c.n_tokens:
-                    break
-                if int(ids[p]) not in token_ids:  # the best occurrence of each token
-                    token_ids.append(int(ids[p]))
-                    gains.append(float(resp[i][p]))
-            tokens = decode_tokens(ctx, token_ids)
-            d = rg.diff_mean[i]
-            if float(d.norm()) <= 1e-6 * max(float(rg.norm_a[i]), 1e-12):
-                # the residual streams agree here (e.g. only the unembedding changed): the tokens' logit lens, in the
-                # side's model, read with w_side = +w as the mean-difference readout below
-                w = group_direction(ctx, token_ids[: c.readout_tokens], side)
-                ro = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-sign * w, w_b=sign * w, input_norm="rms")
-                direction, how = w / w.norm().clamp_min(1e-12) * scale, "logit_lens"
-            else:
-                # one readout for both sides: (h_B - h_A) . d/|d| is high where the models differ as on this text
-                ro, direction, how = difference_readout(layer, d / d.norm()), sign * d, "mean_difference"
-            info = {**common, "text": rg.text_idx[i], "score": s, "n_response_tokens": int(ids.numel()), "readout": how,
-                    "gains": [{"token": t, "gain": g} for t, g in zip(tokens, gains)],
-                    "excerpt": tok_b.decode(ids.tolist())[: c.excerpt_chars]}
-            if spread > 0:
-                info["robust_z"] = (s - med) / spread
-            flagged = abs(s - med) > c.flag_z * spread
-            out.append(Finding(id=f"lp:text{rg.text_idx[i]}", uniqueness=abs(s), flagged=flagged, readout=ro, side=side,
-                               direction=direction, direction_layer=layer, tokens=tokens, token_ids=token_ids, info=info))
-        return out
+        ts = TextScores(layer=rg.layer, text_idx=rg.text_idx, scores=scores,
+                        ids=[t[s:] for t, s in zip(rg.token_ids, rg.start)], values=resp, common=common,
+                        scale=diff_norm or 1.0, diff_mean=rg.diff_mean, norm_a=rg.norm_a)
+        return rank_texts(ctx, ts, TextFindingOptions("lp", c.n_findings, c.n_tokens, c.flag_z, c.readout_tokens,
+                                                      c.excerpt_chars))

@@ -58,6 +58,7 @@ import types
 from pathlib import Path
 
 import torch
+from diffbench.core.env import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -323,14 +324,20 @@ def child(spec: dict) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def built_width(res: dict) -> int:
+    """Latents the dictionary was built and trained with (ours caps dict_size by its samples; the reference builds
+    every latent it is asked for)."""
+    return int(res.get("trained_width", res["n"]))
+
+
+def speed_ratio(row: dict) -> float | None:
+    """Reference seconds / our seconds for one (rows, width, k) cell, or None unless both implementations ran and built
+    dictionaries of the same width: a 4,096-latent dictionary beside a 16,384-latent one is not a speed comparison."""
+    if "ours" not in row or "reference" not in row:
+        return None
+    if built_width(row["ours"]) != built_width(row["reference"]):
+        return None
+    return row["reference"]["seconds"] / row["ours"]["seconds"]
 
 
 def _strip_code(key: str) -> str:
@@ -413,7 +420,7 @@ def main() -> None:
     lines = [
         "# command: python scripts/compare_crosscoder.py " + " ".join(a for a in sys.argv[1:]),
         f"# diffbench commit {source_commit()}; reference: {args.reference or '-'} at commit {ref_note if ref_ok else '-'}",
-        f"# machine: {platform.platform()}, {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"# machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads={args.threads}, load avg at start {os.getloadavg()[0]:.1f}",
         f"# data: {data['info']}; {data.get('n_all', '-')} training rows in the largest row count",
         f"# training: batch {args.batch}, {args.steps} steps, seed {args.seed}; widths {args.widths}, k {args.ks}",
@@ -472,9 +479,9 @@ def main() -> None:
                                                                              if k_ not in {r_["key"] for r_ in results}], indent=1))
                     for impl, res in row.items():
                         o = res["ours"]
-                        speed = (row["reference"]["seconds"] / row["ours"]["seconds"]) if ("reference" in row and impl == "ours") else None
+                        speed = speed_ratio(row) if impl == "ours" else None  # None across built widths
                         ema = res.get("ema", {}).get("ev_a")
-                        line = (f"{n_rows:>6} {n:>6} {k:>4} {impl:>9} {res.get('trained_width', n):>6} | {o['ev_a']:6.3f} {o['ev_b']:6.3f} {o['l0']:6.1f} "
+                        line = (f"{n_rows:>6} {n:>6} {k:>4} {impl:>9} {built_width(res):>6} | {o['ev_a']:6.3f} {o['ev_b']:6.3f} {o['l0']:6.1f} "
                                 f"{o['dead']:5.2f} | {res['seconds']:6.0f} {res['peak_mib']:6.0f} "
                                 f"{(f'{speed:5.2f}' if speed else '    -')} | {res['batchtopk']['ev_a']:6.3f} "
                                 f"{(f'{ema:6.3f}' if ema is not None else '     -')} {res['train_ours']['ev_a']:6.3f} "

@@ -30,7 +30,7 @@ def test_help_is_short_names_diffbench_and_the_defaults(capsys, command):
     if command == "diff":  # defaults as in conf/diff.yaml
         assert "model_a=A model_b=B" in out and "top=20" in out and "calibration=packaged" in out and "evidence=3" in out
     else:  # defaults as in conf/config.yaml
-        assert "suite=quick" in out and "model=smollm2-135m" in out and "plant=lora" in out and "all 14" in out
+        assert "suite=quick" in out and "model=smollm2-135m" in out and "plant=lora" in out and "these 14" in out
 
 
 def test_help_config_prints_the_whole_config():

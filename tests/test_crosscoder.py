@@ -420,3 +420,19 @@ def test_large_stores_are_streamed_and_subsampled(tiny_pair, monkeypatch):
     assert data.eval[0].shape[0] > 0 and data.layer_a == data.layer_b == 2
     mean_norm = data.train[0].norm(dim=1).mean()
     assert abs(float(mean_norm) - 8.0) < 1e-3  # sqrt(64): normalised to the fixed mean norm
+
+
+def test_compare_crosscoder_prints_no_speed_ratio_between_dictionaries_of_different_built_widths():
+    """scripts/compare_crosscoder.py: ours caps the width by its samples, the reference builds every latent; a ratio
+    between a 4,096-latent and a 16,384-latent dictionary is refused, one between equal built widths is given."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compare_crosscoder", Path(__file__).parents[1] / "scripts" / "compare_crosscoder.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ours = {"n": 16384, "trained_width": 4096, "seconds": 10.0}
+    ref = {"n": 16384, "seconds": 150.0}
+    assert mod.speed_ratio({"ours": ours, "reference": ref}) is None
+    assert mod.speed_ratio({"ours": {**ours, "trained_width": 16384}, "reference": ref}) == 15.0
+    assert mod.speed_ratio({"ours": ours}) is None

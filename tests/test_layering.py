@@ -53,11 +53,15 @@ def test_no_method_imports_another_method():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level and node.module:
-                top = node.module.split(".")[0]
-                if top not in ("_shared",) and top != "core" and (methods / f"{top}.py").exists() or (
-                        node.level and node.module and (path.parent / f"{node.module.split('.')[0]}.py").exists()
-                        and path.parent != methods / "_shared"):
-                    bad.append(f"{path.relative_to(ROOT)} imports .{node.module}")
+                parts = node.module.split(".")
+                if any(p.startswith("_") for p in parts):
+                    continue  # a private helper package
+                base = path.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                target = base.joinpath(*parts).with_suffix(".py")  # the module the relative import names
+                if target.is_file() and target.resolve().is_relative_to(methods.resolve()):
+                    bad.append(f"{path.relative_to(ROOT)} imports {'.' * node.level}{node.module}")
     assert not bad, "\n".join(bad)
 
 

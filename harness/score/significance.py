@@ -1,4 +1,4 @@
-"""Statistics for a decisive leaderboard (issue #35): paired tests between methods, detection at a fixed false-alarm
+"""Statistics for a decisive leaderboard: paired tests between methods, detection at a fixed false-alarm
 rate, and the power of the suite.
 
 Everything here reads a finished run folder (scores.json, pair_results.csv, matches.csv and, for the pair scores,

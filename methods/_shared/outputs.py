@@ -22,6 +22,8 @@ share one pass.
 `response_gains` is a leaner pass for `logprob_diff`, usually over every corpus text: per text only the
 log-probability gain log p_B(x_t) - log p_A(x_t) of the actual token at each position (reduced per batch, no
 [N, V] tensor is kept) and the mean residual difference over the text's response positions (chat.py finds them).
+`rank_texts` turns per-text scores into findings, one per text (`logprob_diff` and the sampled variants of
+sampled.py share it).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from tqdm.auto import tqdm
 from ...core.batching import right_pad
 from ...core.capture import residual_hooks
 
-from ...core import NotApplicableError, PairContext
+from ...core import Finding, NotApplicableError, PairContext, Readout
 from ...core.lens import final_norm_gain, unembedding
+from .difference import difference_readout
 
 TOP_K = 64
 TOP_GAIN = 16
@@ -81,7 +84,11 @@ def check_shared_vocabulary(ctx: PairContext) -> None:
 
 def token_sequences(ctx: PairContext, n_texts: int) -> tuple[list[int], list[torch.Tensor]]:
     """(text indices, token ids per text) of `n_texts` corpus texts evenly spaced over the set."""
-    store = ctx.corpus.a
+    return store_sequences(ctx.corpus.a, n_texts)
+
+
+def store_sequences(store, n_texts: int) -> tuple[list[int], list[torch.Tensor]]:
+    """`token_sequences` from one model's activation store (its own tokens: model B's across tokenizers)."""
     ids, tidx, pos = [], [], []
     for sh in store.iter_shards(store.layers[0]):
         ids.append(sh.token_id)
@@ -295,3 +302,110 @@ def _vocab_mean(w_u: torch.Tensor) -> torch.Tensor:
 def decode_tokens(ctx: PairContext, ids: list[int]) -> list[str]:
     tok = ctx.model_b.tokenizer
     return [tok.decode([i]) for i in ids]
+
+
+# ----------------------------------------------------------------------------- text findings
+
+MAD_TO_SD = 1.4826  # MAD x this estimates the standard deviation of normally distributed scores
+
+
+@dataclass
+class TextScores:
+    """Per scored text (the input of `rank_texts`): its score and the values (B - A: a log-probability gain, or a
+    KL >= 0) of its scored tokens, in model B's vocabulary; `ids_a`/`values_a` hold model A's own tokens and values
+    where the tokenizers differ (side-a findings name A's tokens then). `diff_mean`/`norm_a` (the mean h_B - h_A and
+    mean |h_A| at `layer` over the scored positions) are None where the models share no activation space: every
+    readout is then the side's own logit lens, read from that model alone at its `layer_a`/`layer`."""
+
+    layer: int
+    text_idx: list[int]
+    scores: torch.Tensor  # [texts]
+    ids: list[torch.Tensor]
+    values: list[torch.Tensor]
+    common: dict  # info shared by every finding (with robust_center's median_score and robust_sd)
+    scale: float  # norm of a logit-lens direction (the mean |h_B - h_A|, or 1)
+    diff_mean: torch.Tensor | None = None
+    norm_a: torch.Tensor | None = None
+    layer_a: int | None = None
+    ids_a: list[torch.Tensor] | None = None
+    values_a: list[torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class TextFindingOptions:
+    prefix: str  # finding ids: <prefix>:text<idx>
+    n_findings: int
+    n_tokens: int
+    flag_z: float
+    readout_tokens: int
+    excerpt_chars: int
+    value: str = "gain"  # what a token's value is: info["<value>s"] = [{"token", "<value>"}]
+
+
+def robust_center(scores: torch.Tensor) -> tuple[float, float]:
+    """(median, 1.4826 x MAD) of the texts' scores, the centre and spread of `rank_texts`' robust z (callers put both
+    in `TextScores.common`): the planted contexts are a few outliers among many texts, and a fine-tune shifts every
+    text a little; the median and MAD ignore both, where a mean and standard deviation would be pulled by the very
+    outliers they should expose."""
+    med = float(scores.median())
+    return med, MAD_TO_SD * float((scores - med).abs().median())
+
+
+def _top_tokens(ids: torch.Tensor, toward: torch.Tensor, values: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+    """The distinct tokens with the largest value toward the side (the best occurrence of each; > 0 only)."""
+    token_ids, vals = [], []
+    for p in torch.argsort(toward, descending=True, stable=True).tolist():
+        if toward[p] <= 0 or len(token_ids) >= k:
+            break
+        if int(ids[p]) not in token_ids:
+            token_ids.append(int(ids[p]))
+            vals.append(float(values[p]))
+    return token_ids, vals
+
+
+def rank_texts(ctx: PairContext, ts: TextScores, o: TextFindingOptions) -> list[Finding]:
+    """One finding per text, the `n_findings` largest |score| first: side b where score > 0, else a; flagged by a
+    robust z of the score among all texts' (see logprob_diff.py); tokens = the text's tokens with the largest value
+    toward the side; readout = the text's mean difference, or the tokens' logit lens where that vanishes or the
+    models share no space."""
+    scores = ts.scores
+    med, spread = robust_center(scores)
+    tok_b = ctx.model_b.tokenizer
+    layer = ts.layer
+    order = sorted(range(len(scores)), key=lambda i: (-abs(float(scores[i])), ts.text_idx[i]))
+    out = []
+    for i in order[: o.n_findings]:
+        s = float(scores[i])
+        side = "b" if s > 0 else "a"
+        sign = 1.0 if side == "b" else -1.0
+        own = side == "a" and ts.ids_a is not None  # model A's own tokens (different tokenizers)
+        ids, values = (ts.ids_a[i], ts.values_a[i]) if own else (ts.ids[i], ts.values[i])
+        token_ids, vals = _top_tokens(ids, sign * values, values, o.n_tokens)
+        model = ctx.model_a if own else ctx.model_b
+        tokens = [model.tokenizer.decode([t]) for t in token_ids]
+        if ts.diff_mean is None:
+            # no shared space: the tokens' logit lens in the side's model, read from that model alone
+            w = group_direction(ctx, token_ids[: o.readout_tokens], side)
+            ro = Readout(layer_a=ts.layer_a, layer_b=layer, kind="linear", w_a=w if side == "a" else None,
+                         w_b=w if side == "b" else None, input_norm="rms")
+            direction, how = w / w.norm().clamp_min(1e-12) * ts.scale, "logit_lens_one_sided"
+        elif float(ts.diff_mean[i].norm()) <= 1e-6 * max(float(ts.norm_a[i]), 1e-12):
+            # the residual streams agree here (e.g. only the unembedding changed): the tokens' logit lens, in the
+            # side's model, read with w_side = +w as the mean-difference readout below
+            w = group_direction(ctx, token_ids[: o.readout_tokens], side)
+            ro = Readout(layer_a=layer, layer_b=layer, kind="linear", w_a=-sign * w, w_b=sign * w, input_norm="rms")
+            direction, how = w / w.norm().clamp_min(1e-12) * ts.scale, "logit_lens"
+        else:
+            # one readout for both sides: (h_B - h_A) . d/|d| is high where the models differ as on this text
+            d = ts.diff_mean[i]
+            ro, direction, how = difference_readout(layer, d / d.norm()), sign * d, "mean_difference"
+        info = {**ts.common, "text": ts.text_idx[i], "score": s, "n_response_tokens": int(ts.ids[i].numel()), "readout": how,
+                f"{o.value}s": [{"token": t, o.value: v} for t, v in zip(tokens, vals)],
+                "excerpt": tok_b.decode(ts.ids[i].tolist())[: o.excerpt_chars]}
+        if spread > 0:
+            info["robust_z"] = (s - med) / spread
+        flagged = abs(s - med) > o.flag_z * spread
+        out.append(Finding(id=f"{o.prefix}:text{ts.text_idx[i]}", uniqueness=abs(s), flagged=flagged, readout=ro, side=side,
+                           direction=direction, direction_layer=ts.layer_a if ts.diff_mean is None and side == "a" else layer,
+                           tokens=tokens, token_ids=token_ids, info=info))
+    return out

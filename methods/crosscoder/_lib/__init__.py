@@ -10,4 +10,5 @@ build on, split by concern. Nothing here registers a method.
     kernels.py         Triton kernels (CUDA; TRITON_INTERPRET=1 on CPU for tests)
     method.py          data preparation and the method base shared by the crosscoders
     batchtopk_base.py  the BatchTopK crosscoder method base (batchtopk_crosscoder, dfc, random_dictionary)
+    nway.py            the N-way dictionary (one section per member and per chosen subset; methods/nway/)
 """

@@ -190,7 +190,12 @@ class Crosscoder(nn.Module):
         if nz.shape[0] > max_density * f.numel():
             return self.decode(f)
         code = R.SparseCode.from_flat(nz[:, 0] * self.n + nz[:, 1], self.n, f.shape[0])
-        return R.sparse_decode(code, f[nz[:, 0], nz[:, 1]], list(self.W_dec), self.ranges, list(self.b_dec))
+        return self.decode_sparse(code, f[nz[:, 0], nz[:, 1]])
+
+    def decode_sparse(self, code: R.SparseCode, vals: torch.Tensor, bias: bool = True) -> list[torch.Tensor]:
+        """x_hat_m of every model from a sparse code (the torch path; differentiable). The one place training and the
+        threshold fit decode through, so a dictionary with another layout (the N-way crosscoder) trains on train.py."""
+        return R.sparse_decode(code, vals, list(self.W_dec), self.ranges, list(self.b_dec) if bias else None)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -231,8 +236,7 @@ class Ops:
         return s, dn, lambda code: torch.where(code.cols >= 0, f[code.rows, code.cols.clamp(min=0)], 0.0)
 
     def decode(self, cc: Crosscoder, code: R.SparseCode, vals, bias: bool = True) -> list[torch.Tensor]:
-        biases = list(cc.b_dec) if bias else None
         if self.backend == "triton":
-            return _kernels().sparse_decode(code, vals, list(cc.W_dec), cc.ranges, biases)
-        return R.sparse_decode(code, vals, list(cc.W_dec), cc.ranges, biases)
+            return _kernels().sparse_decode(code, vals, list(cc.W_dec), cc.ranges, list(cc.b_dec) if bias else None)
+        return cc.decode_sparse(code, vals, bias)
 

@@ -262,7 +262,7 @@ def reconstruction_at(cc: Crosscoder, xs: Sequence[torch.Tensor], thresholds: Se
         for j, t in enumerate(thresholds):
             keep = sv > t
             code = R.SparseCode.from_flat(flat[keep], cc.n, xb[0].shape[0])
-            xh = R.sparse_decode(code, fv[keep], [w.detach() for w in cc.W_dec], cc.ranges, [b.detach() for b in cc.b_dec])
+            xh = cc.decode_sparse(code, fv[keep])
             for m, (x, h) in enumerate(zip(xb, xh)):
                 sse[j, m] += float((x - h).pow(2).sum())
     sst = torch.tensor([float((x - x.mean(0)).pow(2).sum()) for x in xs], dtype=torch.float64).clamp(min=1e-12)
