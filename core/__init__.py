@@ -8,6 +8,7 @@ here; this package imports nothing from them. What lives here:
     activations.py  TextSet, LayerActs, ActivationStore (reading), PairedActivations
     model.py        LoadedModel (module, tokenizer, identity); families/ says where each architecture keeps what
     capture.py      residual-stream capture with forward hooks
+    stream.py       paired activation rows computed on the fly (no store) and a shuffle buffer over them
     lens.py         the logit lens
     env.py          cache folder, device, dtype, CPU threads, `say` (a progress line)
     io.py           atomic writes, checked JSON, stable hashes, cache locks

@@ -292,3 +292,10 @@ def test_aggregate_pools_behaviors_and_groups_with_intervals():
     exact = proportion(2, 4, "exact")
     assert exact.lo < r.lo and exact.hi > r.hi  # Clopper-Pearson is wider
     assert math.isnan(proportion(0, 0).value) and proportion(0, 10).lo == pytest.approx(0.0, abs=1e-12)
+
+
+def test_nway_crosscoder_refuses_streamed_training():
+    """The two-model crosscoders' `data: stream` option is not silently ignored by the N-way one."""
+    with pytest.raises(ValueError, match="data='stream' is not supported"):
+        NWAY_METHODS.get("nway_crosscoder")(data="stream")
+    assert "data" not in NWAY_METHODS.get("nway_crosscoder")().config

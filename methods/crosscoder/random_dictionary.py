@@ -60,6 +60,9 @@ class RandomDictionary(BatchTopKBase):
             raise ValueError(f"{self.name} takes no gradient steps (steps must be 0, got {self.cfg.steps}); "
                              "use batchtopk_crosscoder for a trained dictionary")
 
+    def train_steps(self) -> int:
+        return 0  # never trained, whatever stream_tokens says
+
     def fit(self, ctx: PairContext) -> tuple[Crosscoder, PairData, dict[str, Any]]:
         cc, data, metrics = super().fit(ctx)  # train() with 0 steps: no update, threshold by the refit
         if not torch.isfinite(cc.threshold):

@@ -30,7 +30,7 @@ from ...core.env import bf16_flag, cpu_threads
 from ...core.nway import GroupContext, GroupFinding, NWayMethod, register_nway_method, subset_name
 from ..crosscoder._lib.batchtopk_base import BatchTopKConfig
 from ..crosscoder._lib.evaluate import latent_mass
-from ..crosscoder._lib.method import SPLIT_SEED, shared_fields, subsample
+from ..crosscoder._lib.method import SPLIT_SEED, STREAM_FIELDS, shared_fields, subsample
 from ..crosscoder._lib.nway import NWayCrosscoder, evaluate_nway
 from ..crosscoder._lib.train import TrainConfig, init_from_data, train
 
@@ -95,6 +95,10 @@ class NWayCrosscoderMethod(NWayMethod):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
+        if self.cfg.data != "stored":
+            raise ValueError(f"{self.name}: data={self.cfg.data!r} is not supported; the N-way crosscoder trains on stored rows")
+        for key in STREAM_FIELDS:  # options of the two-model crosscoders' streamed training: not part of this config
+            self.config.pop(key)
         self.last_metrics: dict[str, Any] = {}
         self.crosscoder: NWayCrosscoder | None = None
         self.data: GroupData | None = None

@@ -71,10 +71,10 @@ class BatchTopKBase(CrosscoderMethod):
 
     def trained_width(self) -> int:
         """dict_size, capped at steps x batch_size / samples_per_latent for a trained dictionary (see the config)."""
-        c = self.cfg
-        if c.steps <= 0 or not c.samples_per_latent:
+        c, steps = self.cfg, self.train_steps()
+        if steps <= 0 or not c.samples_per_latent:
             return c.dict_size
-        return max(1, min(c.dict_size, int(c.steps * c.batch_size // float(c.samples_per_latent))))
+        return max(1, min(c.dict_size, int(steps * c.batch_size // float(c.samples_per_latent))))
 
     def init_kwargs(self) -> dict[str, Any]:
         return {"score_norm": self.cfg.score_norm}
@@ -83,7 +83,7 @@ class BatchTopKBase(CrosscoderMethod):
         c, width = self.cfg, self.trained_width()
         if width < c.dict_size:
             log.warning("%s on %s: training %d of the %d requested latents (%d steps x %d rows feed at most one latent per "
-                        "%g samples; samples_per_latent)", self.name, ctx.pair_id, width, c.dict_size, c.steps,
+                        "%g samples; samples_per_latent)", self.name, ctx.pair_id, width, c.dict_size, self.train_steps(),
                         c.batch_size, c.samples_per_latent)
         return super().fit(ctx)
 

@@ -7,7 +7,8 @@ are dropped (SmolLM2's attention sink has norm ~20000 vs ~50 elsewhere), as are 
 more than `outlier_factor` x the median in either model; each model is then scaled by one scalar
 so its training rows have mean norm sqrt(d). Texts are split (fixed seed) into training and
 evaluation rows. Stores up to 200k tokens are loaded whole; larger ones are streamed shard by shard
-and uniformly subsampled to `max_tokens`, so no more than that is ever held.
+and uniformly subsampled to `max_tokens`, so no more than that is ever held. With `data: stream` the rows come from
+the models run over a text source instead (`streamed.py`), through the same `split_rows`.
 
 Readouts fold the normalisation back in: a finding's readout computes the latent from raw
 activations, w_m = W_enc_m[i] * scale_m; its direction is the owning model's decoder row in raw
@@ -118,31 +119,54 @@ def prepare_data(ctx: PairContext, opts: DataOptions) -> PairData:
     return _PREPARED[key]
 
 
-def _prepare_data(ctx: PairContext, opts: DataOptions) -> PairData:
+def resolve_layers(ctx: PairContext, opts: DataOptions) -> tuple[int, int]:
+    """(layer of model A, layer of model B) the options name (`layer`, `layer_b`; the middle layers by default)."""
     layer_a = opts.layer if opts.layer is not None else ctx.middle_layer
     if opts.layer_b is not None:
-        layer_b = opts.layer_b
-    elif ctx.layers_b is not None and opts.layer is None:
-        layer_b = ctx.middle_layer_b  # models of different depth: B's own middle layer
-    else:
-        layer_b = layer_a
+        return layer_a, opts.layer_b
+    if ctx.layers_b is not None and opts.layer is None:
+        return layer_a, ctx.middle_layer_b  # models of different depth: B's own middle layer
+    return layer_a, layer_a
+
+
+def _prepare_data(ctx: PairContext, opts: DataOptions) -> PairData:
+    layer_a, layer_b = resolve_layers(ctx, opts)
+    rows = _load_rows(ctx, layer_a, layer_b, int(opts.max_tokens * 1.3), ctx.seed)
+    return split_rows(*rows, opts, ctx, layer_a, layer_b)[0]
+
+
+@dataclass
+class RowRules:
+    """What `split_rows` fixed on its rows, for the rows a stream reads after them: outlier norm bounds, the
+    held-out rows and the training rows, each row by (text index, position)."""
+
+    max_norms: list[torch.Tensor | None]  # per model: rows with a larger norm are outliers (None: no filter)
+    eval_rows: tuple[torch.Tensor, torch.Tensor]  # (text_idx, pos) of the rows of held-out texts
+    train_rows: tuple[torch.Tensor, torch.Tensor]  # (text_idx, pos) of PairData.train's rows, in its order
+
+
+def split_rows(xa: torch.Tensor, xb: torch.Tensor, text_idx: torch.Tensor, pos: torch.Tensor, opts: DataOptions,
+               ctx: PairContext, layer_a: int, layer_b: int) -> tuple[PairData, RowRules]:
+    """Training and evaluation rows of raw paired rows (module docstring: position 0, outliers, split by text, the
+    `max_tokens` cap, scales) and the rules it fixed."""
     max_tokens = opts.max_tokens
-    xa, xb, text_idx, pos = _load_rows(ctx, layer_a, layer_b, int(max_tokens * 1.3), ctx.seed)
     keep = torch.ones(xa.shape[0], dtype=torch.bool)
     n_pos0 = 0
     if opts.drop_bos:
         keep &= pos > 0
         n_pos0 = int((pos == 0).sum())
     n_out = 0
+    max_norms: list[torch.Tensor | None] = [None, None]
     if opts.outlier_factor:
         bad = torch.zeros_like(keep)
-        for x in (xa, xb):
+        for m, x in enumerate((xa, xb)):
             norms = x.norm(dim=1)
             med = norms[keep].median() if keep.any() else norms.median()
-            bad |= norms > opts.outlier_factor * med
+            max_norms[m] = opts.outlier_factor * med
+            bad |= norms > max_norms[m]
         n_out = int((bad & keep).sum())
         keep &= ~bad
-    xa, xb, text_idx = xa[keep], xb[keep], text_idx[keep]
+    xa, xb, text_idx, pos = xa[keep], xb[keep], text_idx[keep], pos[keep]
     if xa.shape[0] < 16:
         raise NotApplicableError(f"only {xa.shape[0]} usable activation rows at layer {layer_a}")
     # split by text, fixed seed: the evaluation rows are the same for every method seed
@@ -158,6 +182,7 @@ def _prepare_data(ctx: PairContext, opts: DataOptions) -> PairData:
     g2 = torch.Generator().manual_seed(ctx.seed)
     if tr.numel() > max_tokens:
         tr = tr[torch.randperm(tr.numel(), generator=g2)[:max_tokens]]
+    rules = RowRules(max_norms, (text_idx[ev], pos[ev]), (text_idx[tr], pos[tr]))
     max_eval = opts.max_eval_tokens
     if ev.numel() > max_eval:
         ev = ev[torch.randperm(ev.numel(), generator=torch.Generator().manual_seed(SPLIT_SEED))[:max_eval]]
@@ -169,7 +194,7 @@ def _prepare_data(ctx: PairContext, opts: DataOptions) -> PairData:
         scales.append(c)
         train_x.append((xt * c).to(ctx.device))
         eval_x.append((x[ev] * c).to(ctx.device))
-    return PairData(train_x, eval_x, scales, layer_a, layer_b, n_pos0, n_out)
+    return PairData(train_x, eval_x, scales, layer_a, layer_b, n_pos0, n_out), rules
 
 
 @dataclass
@@ -198,6 +223,15 @@ class CrosscoderConfig(MethodConfig):
     data_init_frac: float = 0.25  # share of latents initialised from (centred) training rows
     save_weights: bool = False  # with ctx.work_dir: also save the crosscoder (<name>-<pair>-seed<s>.pt, ~19 MB at defaults)
     threads: int | str | None = "auto"  # torch CPU threads for the whole run: auto = core/env.py pick_threads; None = leave
+    # where the training rows come from: "stored" = the collect stage's activation stores; "stream" = both models run
+    # over a text source while training, nothing stored (_lib/streamed.py: calibration block, skipped rows, buffer)
+    data: Literal["stored", "stream"] = "stored"
+    stream_tokens: int | None = None  # data=stream: rows the gradient steps draw (steps = this / batch_size); None = steps x batch_size
+    buffer_rows: int = 32_768  # data=stream: the shuffle buffer's rows (32,768 x (576 + 576) fp32 = 151 MB for SmolLM2)
+    stream_texts: str | None = None  # data=stream: a UTF-8 file, one text per line; None = the audit corpus's tokens
+
+
+STREAM_FIELDS = ("data", "stream_tokens", "buffer_rows", "stream_texts")  # the options only data=stream reads
 
 
 class CrosscoderMethod(Method):
@@ -211,6 +245,13 @@ class CrosscoderMethod(Method):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
+        if self.cfg.data == "stored":
+            # the stored path's config (and so its config hash) is the one it had before the stream options existed:
+            # packaged flag calibrations and saved findings apply only under their hash
+            for key in STREAM_FIELDS:
+                self.config.pop(key)
+        elif self.cfg.buffer_rows < self.cfg.batch_size:
+            raise ValueError(f"buffer_rows ({self.cfg.buffer_rows}) must hold at least one batch ({self.cfg.batch_size})")
         self.last_metrics: dict[str, Any] = {}
         self.crosscoder: Crosscoder | None = None
         self.data: PairData | None = None
@@ -220,8 +261,16 @@ class CrosscoderMethod(Method):
         """(n_excl_a, n_shared, n_excl_b)."""
         return 0, dict_size, 0
 
+    def train_steps(self) -> int:
+        """Gradient steps: `steps`, or with data=stream and `stream_tokens`, stream_tokens / batch_size."""
+        c = self.cfg
+        if c.data == "stream" and c.stream_tokens is not None:
+            return max(1, c.stream_tokens // c.batch_size)
+        return c.steps
+
     def train_config(self, ctx: PairContext, backend: str) -> TrainConfig:
         tc = TrainConfig(**shared_fields(TrainConfig, self.cfg))
+        tc.steps = self.train_steps()
         tc.sparsity = self.sparsity
         tc.seed = ctx.seed
         tc.backend = backend
@@ -251,13 +300,23 @@ class CrosscoderMethod(Method):
         from .module import resolve_backend
 
         cfg = self.cfg
-        data = prepare_data(ctx, DataOptions.of(cfg))
         backend = resolve_backend(cfg.backend, ctx.device)
+        tc = self.train_config(ctx, backend)
+        stream_metrics: dict[str, Any] = {}
+        stream = batches = None
+        if cfg.data == "stream":
+            from .streamed import stream_data
+
+            data, batches, stream = stream_data(ctx, DataOptions.of(cfg), cfg.stream_texts, cfg.buffer_rows, tc)
+        else:
+            data = prepare_data(ctx, DataOptions.of(cfg))
         n_a, n_s, n_b = self.sections(self.trained_width())
         cc = Crosscoder(data.widths, n_s, n_a, n_b, seed=ctx.seed, **self.init_kwargs()).to(ctx.device)
         init_from_data(cc, data.train, seed=ctx.seed, data_frac=cfg.data_init_frac)
-        tc = self.train_config(ctx, backend)
-        res: TrainResult = train(cc, data.train, tc)
+        res: TrainResult = train(cc, data.train, tc, batches)
+        if stream is not None and batches is not None:
+            stream_metrics = {"data": "stream", "stream_rows_buffered": batches.rows_read, "stream_buffer_fills": batches.fills,
+                              "stream_passes": stream.passes, "stream_rows_read": stream.rows}
         cc.eval()
         mode = self.eval_mode()
         ev = evaluate(cc, data.eval, mode, k=tc.k)
@@ -268,7 +327,7 @@ class CrosscoderMethod(Method):
             "train_seconds": res.seconds, "train_tokens": data.train[0].shape[0], "eval_tokens": data.eval[0].shape[0],
             "tokens_seen": res.tokens_seen, "threads": res.threads, "steps": res.steps, "final_loss": res.final_loss,
             "dict_size": cc.n, "dict_size_requested": cfg.dict_size, "layer_a": data.layer_a, "layer_b": data.layer_b, "backend": backend,
-            "dropped_pos0": data.n_dropped_pos0, "dropped_outliers": data.n_dropped_outliers,
+            "dropped_pos0": data.n_dropped_pos0, "dropped_outliers": data.n_dropped_outliers, **stream_metrics,
         }
         if self.sparsity == "batchtopk":
             metrics["threshold"] = float(cc.threshold)

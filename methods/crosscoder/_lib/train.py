@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -127,34 +127,62 @@ def init_from_data(cc: Crosscoder, xs: Sequence[torch.Tensor], seed: int = 0, da
             w[li] = v * w[li].norm(dim=1, keepdim=True)
 
 
-def train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> TrainResult:
-    """Train in place on normalised activations xs = [x_a [N, d_a], x_b [N, d_b]] (same rows)."""
+class BatchSource(Protocol):
+    """Where the training loop takes its batches from: `next()` gives one batch [x_a [B, d_a], x_b [B, d_b]] on the
+    crosscoder's device; `batch_size` is B."""
+
+    batch_size: int
+
+    def next(self) -> list[torch.Tensor]: ...
+
+
+class StoredBatches:
+    """Batches from rows held in memory: a seeded permutation of `rows` (indices into xs) served `batch_size` rows at
+    a time, permuted afresh when fewer than a batch remain (they are skipped for that epoch)."""
+
+    def __init__(self, xs: Sequence[torch.Tensor], rows: torch.Tensor, batch_size: int, seed: int):
+        self.xs, self.rows, self.batch_size = xs, rows, batch_size
+        self.g = torch.Generator().manual_seed(seed)
+        self.perm, self.cursor = torch.randperm(rows.numel(), generator=self.g), 0
+
+    def next(self) -> list[torch.Tensor]:
+        n = self.rows.numel()
+        if self.cursor + self.batch_size > n:
+            self.perm, self.cursor = torch.randperm(n, generator=self.g), 0
+        rows = self.rows[self.perm[self.cursor : self.cursor + self.batch_size]].to(self.xs[0].device)
+        self.cursor += self.batch_size
+        return [x.index_select(0, rows) for x in self.xs]
+
+
+def train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig, batches: BatchSource | None = None) -> TrainResult:
+    """Train in place on normalised activations xs = [x_a [N, d_a], x_b [N, d_b]] (same rows). The gradient steps draw
+    from `batches` (default: `StoredBatches` over xs less the threshold-calibration rows); the inference threshold is
+    fitted on xs's calibration rows (`split_calibration`) either way."""
     threads = pick_threads(cfg.threads, cc.b_enc.device)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        res = _train(cc, xs, cfg)
+        res = _train(cc, xs, cfg, batches)
     finally:
         torch.set_num_threads(old_threads)
     res.threads = threads or old_threads
     return res
 
 
-def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> TrainResult:
+def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig, batches: BatchSource | None) -> TrainResult:
     dev = cc.b_enc.device
     n_rows = xs[0].shape[0]
-    bsz = min(cfg.batch_size, n_rows)
     backend = resolve_backend(cfg.backend, dev)
     ops = Ops(backend, cfg.bf16)
     # fused Adam: one kernel per parameter instead of ~10 ops (the unfused step was 15 ms of a 60 ms CPU step)
     opt = torch.optim.Adam(cc.parameters(), lr=effective_lr(cfg, cc.n), betas=tuple(cfg.adam_betas), fused=dev.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-    g = torch.Generator().manual_seed(cfg.seed + 1)
     train_rows, calib_rows = split_calibration(n_rows, cfg)
     n_train = train_rows.numel()
-    bsz = min(bsz, n_train)
-    perm, cursor = torch.randperm(n_train, generator=g), 0
+    if batches is None:
+        batches = StoredBatches(xs, train_rows, min(cfg.batch_size, n_rows, n_train), cfg.seed + 1)
+    bsz = batches.batch_size
     last_fired = torch.zeros(cc.n, dtype=torch.long, device=dev)
     aux_k = cfg.aux_k or max(1, min(cc.widths) // 2)
     ramp = max(1, int(cfg.l1_ramp_frac * cfg.steps))
@@ -163,11 +191,7 @@ def _train(cc: Crosscoder, xs: Sequence[torch.Tensor], cfg: TrainConfig) -> Trai
     tokens = 0
     loss_val = float("nan")
     for step in tqdm(range(cfg.steps), desc="train crosscoder", unit="step", disable=not cfg.progress, leave=False):
-        if cursor + bsz > n_train:
-            perm, cursor = torch.randperm(n_train, generator=g), 0
-        rows = train_rows[perm[cursor : cursor + bsz]].to(dev)
-        cursor += bsz
-        xb = [x.index_select(0, rows) for x in xs]
+        xb = batches.next()
         stats: dict[str, float] = {}
         if cfg.sparsity == "l1":
             lam = cfg.l1_coeff * min(1.0, (step + 1) / ramp)
