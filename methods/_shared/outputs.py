@@ -138,7 +138,8 @@ def _output_diff(ctx: PairContext, n_texts: int, batch_size: int, layer: int | N
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("text_idx", "pos", "token_id", "kl", "top_diff", "gain_ids", "gain_vals", "hid_a", "hid_b")}
     prob_gain = None
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths per batch: less padding
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc="output pass (both models)", unit="batch",
+                      disable=not ctx.progress, leave=False):
         rows = order[start : start + batch_size]
         batch = [seqs[i] for i in rows]
         la, ha, mask = _forward(ctx.model_a, batch, layer)
