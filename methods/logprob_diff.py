@@ -33,7 +33,10 @@ from dataclasses import dataclass
 import torch
 
 from ..core import Finding, Method, MethodConfig, PairContext, register_method
+from ..core.env import cpu_threads
 from ._shared.outputs import TextFindingOptions, TextScores, rank_texts, response_gains, robust_center
+from ._shared.sampled import (corpus_answers_as_samples, cross_tokenizer_gains, sampled_text_scores, shared_space,
+                              shared_vocabulary)
 
 
 @dataclass
@@ -52,12 +55,15 @@ class LogprobDiffConfig(MethodConfig):
 @register_method
 class LogprobDiff(Method):
     name = "logprob_diff"
+    cross_architecture = True  # across tokenizers: per-byte scores, one-sided readouts (find_across_tokenizers)
 
     Config = LogprobDiffConfig
     cfg: LogprobDiffConfig
 
     def find(self, ctx: PairContext) -> list[Finding]:
         c = self.cfg
+        if not (shared_vocabulary(ctx) and shared_space(ctx)):  # no position-by-position residual difference
+            return self.find_across_tokenizers(ctx)
         rg = response_gains(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
         resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
         scores = torch.stack([g.mean() for g in resp])
@@ -71,3 +77,14 @@ class LogprobDiff(Method):
                         scale=diff_norm or 1.0, diff_mean=rg.diff_mean, norm_a=rg.norm_a)
         return rank_texts(ctx, ts, TextFindingOptions("lp", c.n_findings, c.n_tokens, c.flag_z, c.readout_tokens,
                                                       c.excerpt_chars))
+
+    def find_across_tokenizers(self, ctx: PairContext) -> list[Finding]:
+        """Models with different tokenizers (or activation spaces): each model scores the corpus's answer text after its own chat template
+        (its own store), and a text's score is sum log p_B - sum log p_A per UTF-8 byte of the answer, the only unit
+        both share; readouts are one-sided logit lenses (`_shared/sampled.py`: `cross_tokenizer_gains`)."""
+        c = self.cfg
+        with cpu_threads(c.threads, ctx.device):
+            sm = corpus_answers_as_samples(ctx, c.n_texts)
+            ss = cross_tokenizer_gains(ctx, sm, False, c.batch_size)
+        return rank_texts(ctx, sampled_text_scores(ss, sm, per_byte=True),
+                          TextFindingOptions("lp", c.n_findings, c.n_tokens, c.flag_z, c.readout_tokens, c.excerpt_chars))

@@ -156,7 +156,7 @@ def test_defaults_per_pair_kind(adapter):
         cfg = diff_cfg("o", "model_a=tiny-llama", f"model_b={other}")
         kind = difftool.pair_kind("tiny-llama", other)
         assert kind.cross and why in kind.why
-        assert list(difftool.method_configs(cfg)) == ["dfc", "batchtopk_crosscoder"]
+        assert list(difftool.method_configs(cfg)) == ["dfc", "batchtopk_crosscoder", "logprob_diff"]
         calib = difftool._calibration(cfg)
         assert calib.flag("batchtopk_crosscoder", "", 1e9) == (None, "uncalibrated: the packaged thresholds come from same-architecture null pairs")
         assert "not applied" in difftool.calibration_text(calib)
@@ -328,7 +328,7 @@ def test_diff_runs_from_an_installed_copy_outside_the_checkout(tmp_path, corpus)
     summary = json.loads((work / "o" / "summary.json").read_text())
     shipped = json.loads((target / "diffbench" / "harness" / "difftool" / "reference" / "default_methods.json").read_text())
     # a cross-architecture pair (widths 64 vs 96): dfc and the packaged defaults that apply to such pairs, uncalibrated
-    assert [m["key"] for m in summary["methods"]] == ["dfc", *(m for m in shipped["methods"] if m == "batchtopk_crosscoder")]
+    assert [m["key"] for m in summary["methods"]] == ["dfc", *(m for m in shipped["methods"] if m in ("batchtopk_crosscoder", "logprob_diff"))]
     assert all(m["status"] == "ok" and m["calibration"].startswith("uncalibrated") for m in summary["methods"])
     assert "not applied" in summary["calibration"] and (work / "o" / "html" / "index.html").exists()
 

@@ -240,6 +240,39 @@ def test_cross_tokenizer_pairs_are_scored_per_byte(cross):
     assert f.info["score"] == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
 
 
+def test_logprob_diff_scores_the_corpus_answers_per_byte_across_tokenizers(cross):
+    """`logprob_diff` (the corpus's answers, no sampling) applies to a cross-tokenizer pair: each model scores the
+    same answer text ("Sure.") after its own template, per byte, with one-sided readouts; its config hash is the one
+    the packaged calibration was made under (no new option)."""
+    ctx, _ = cross
+    method = METHODS.get("logprob_diff")(batch_size=4, threads=1)
+    assert method.cross_architecture
+    found = method.find(ctx)
+    validate_findings(found, ctx)
+    assert len(found) == 8 and {f.info["score_unit"] for f in found} == {"nats/byte"}
+    f = found[0]
+    user, tok_a, tok_b = CONTROLS[f.info["text"]], ctx.model_a.tokenizer, ctx.model_b.tokenizer
+
+    def logprob(model, user: str) -> float:
+        tok = model.tokenizer
+        p = tok(chat_prompt(tok, user), add_special_tokens=False).input_ids
+        ids = torch.tensor([p + tok("Sure.", add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            lp = torch.log_softmax(model.model(input_ids=ids).logits[0, :-1].float(), -1)
+        return float(lp.gather(1, ids[0, 1:, None]).squeeze(1)[len(p) - 1 :].sum())
+
+    assert f.info["score"] == pytest.approx((logprob(ctx.model_b, user) - logprob(ctx.model_a, user)) / len(b"Sure."),
+                                            rel=1e-4, abs=1e-6)
+    import json
+    from pathlib import Path
+
+    import diffbench.harness.difftool as difftool
+
+    packaged = json.loads((Path(difftool.__file__).parent / "reference" / "flag_thresholds.json").read_text())
+    packaged = packaged["thresholds"]["logprob_diff"]
+    assert METHODS.get("logprob_diff")().config_hash == packaged["config_hash"]
+
+
 def test_kl_sampled_is_not_applicable_across_tokenizers(cross):
     from diffbench.core import NotApplicableError
 

@@ -102,6 +102,28 @@ def sample_completions(ctx: PairContext, s: Sampling) -> Samples:
     return out
 
 
+def corpus_answers_as_samples(ctx: PairContext, n_texts: int | None) -> Samples:
+    """The corpus texts themselves as `Samples` (model B's store: its own chat template around each prompt, then the
+    corpus's answer), so `cross_tokenizer_gains` scores the base answers the way it scores B's completions:
+    `logprob_diff` across tokenizers."""
+    store = ctx.corpus.b
+    chosen, seqs = store_sequences(store, store.n_texts if n_texts is None else n_texts)
+    header = chat_header(ctx.model_b.tokenizer)
+    keep, prompts, completions, chat = [], [], [], []
+    for t, ids in zip(chosen, seqs):
+        prompt, is_chat = prompt_of(ids, header)
+        if prompt is None or not is_chat or len(prompt) >= len(ids):
+            continue
+        keep.append(t)
+        prompts.append(prompt)
+        completions.append(ids[len(prompt):])
+        chat.append(True)
+    if not prompts:
+        raise NotApplicableError("no audit corpus text with a chat prompt and an answer")
+    key = ("corpus", ctx.model_b.identity, str(store.root), tuple(keep))
+    return Samples(keep, prompts, completions, chat, len(seqs), 0.0, key)
+
+
 @torch.inference_mode()
 def _generate(model, prompts: list[torch.Tensor], max_new: int, temperature: float, gen: torch.Generator,
               stop: torch.Tensor) -> list[torch.Tensor]:
