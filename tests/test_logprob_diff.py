@@ -195,7 +195,9 @@ def test_readout_and_direction_agree_on_both_sides(tmp_path, tiny):
         assert float(f.readout(la.acts[rows], lb.acts[rows]).mean()) == pytest.approx(float(d.norm()), rel=1e-3)
 
 
-def test_not_applicable_without_equal_width(tmp_path, tiny):
+def test_across_widths_plain_texts_are_not_applicable_with_the_reason(tmp_path, tiny):
+    """Models of different widths share no residual space: logprob_diff scores chat answers per byte there
+    (tests/test_output_baselines_sampled.py); plain texts without an answer to score are not applicable, saying so."""
     from diffbench.harness.models import load_model
 
     wide = load_model("tiny-llama-wide", dtype="fp32", device="cpu")
@@ -204,5 +206,5 @@ def test_not_applicable_without_equal_width(tmp_path, tiny):
 
     ts = TextSet.of("x", SENTENCES[:4])
     a, b = collect(tiny, ts, [2], root=tmp_path, progress=False), collect(wide, ts, [2], root=tmp_path, progress=False)
-    with pytest.raises(NotApplicableError, match="equal depth and width"):
+    with pytest.raises(NotApplicableError, match="no audit corpus text with a chat prompt and an answer"):
         METHODS.get("logprob_diff")().find(PairContext("cross", tiny, wide, PairedActivations(a, b, 4), layers=[2]))
