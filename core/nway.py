@@ -12,16 +12,15 @@ scored with the pair machinery on `GroupContext.pair_context(*reads)`. Every mem
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from .activations import ActivationStore, LayerActs, PairedActivations
 from .findings import Finding, InvalidFindingsError, validate_findings
-from .io import stable_hash
-from .method import MethodConfig, PairContext, make_config
+from .method import Method, PairContext
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -160,23 +159,12 @@ def validate_group_findings(findings: Any, ctx: GroupContext) -> None:
 # ----------------------------------------------------------------------------- methods and their registry
 
 
-class NWayMethod:
+class NWayMethod(Method):
     """Base class of an N-way method: set `name` and `Config` (a MethodConfig dataclass, the only home of its
-    defaults) and implement `find(ctx) -> list[GroupFinding]`."""
+    defaults) and implement `find(ctx) -> list[GroupFinding]`. The config and its hash are `Method`'s; N-way methods
+    have their own registry (`NWAY_METHODS`), so they never run as pair methods."""
 
-    name: ClassVar[str] = ""
-    stochastic: ClassVar[bool] = False
-    Config: ClassVar[type] = MethodConfig
-
-    def __init__(self, **params: Any):
-        self.cfg = make_config(self.Config, self.name or type(self).__name__, params)
-        self.config: dict[str, Any] = asdict(self.cfg)
-
-    @property
-    def config_hash(self) -> str:
-        return stable_hash({"name": self.name, "config": self.config})
-
-    def find(self, ctx: GroupContext) -> list[GroupFinding]:  # pragma: no cover - interface
+    def find(self, ctx: GroupContext) -> list[GroupFinding]:  # type: ignore[override]  # pragma: no cover - interface
         raise NotImplementedError
 
 

@@ -34,9 +34,8 @@ import torch
 
 from ..core import Finding, Method, MethodConfig, PairContext, register_method
 from ..core.env import cpu_threads
-from ._shared.outputs import TextFindingOptions, TextScores, rank_texts, response_gains, robust_center
-from ._shared.sampled import (corpus_answers_as_samples, cross_tokenizer_gains, sampled_text_scores, shared_space,
-                              shared_vocabulary)
+from ._shared.outputs import TextFindingOptions, TextScores, rank_texts, response_gains, robust_center, shared_vocabulary
+from ._shared.sampled import corpus_answers_as_samples, cross_tokenizer_gains, sampled_text_scores
 
 
 @dataclass
@@ -62,7 +61,7 @@ class LogprobDiff(Method):
 
     def find(self, ctx: PairContext) -> list[Finding]:
         c = self.cfg
-        if not (shared_vocabulary(ctx) and shared_space(ctx)):  # no position-by-position residual difference
+        if not (shared_vocabulary(ctx) and ctx.shared_space):  # no position-by-position residual difference
             return self.find_across_tokenizers(ctx)
         rg = response_gains(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
         resp = [g[s:] for g, s in zip(rg.gain, rg.start)]

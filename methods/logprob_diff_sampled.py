@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 from ..core import Finding, Method, MethodConfig, PairContext, register_method
 from ..core.env import cpu_threads
-from ._shared.outputs import TextFindingOptions, rank_texts
-from ._shared.sampled import Sampling, logprob_gains, sample_completions, sampled_text_scores, shared_vocabulary
+from ._shared.outputs import TextFindingOptions, rank_texts, shared_vocabulary
+from ._shared.sampled import Sampling, logprob_gains, sample_completions, sampled_text_scores
 
 
 @dataclass

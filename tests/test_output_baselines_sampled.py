@@ -208,6 +208,16 @@ def cross(tmp_path_factory):
             PairContext("swapped", mb, ma, PairedActivations(*stores[::-1], len(users)), layers=[3], layers_b=[2], seed=0))
 
 
+def answer_logprob(model, user: str, answer: str) -> float:
+    """log p(answer | the model's own chat prompt for `user`), summed over the answer's tokens, computed by hand."""
+    tok = model.tokenizer
+    p = tok(chat_prompt(tok, user), add_special_tokens=False).input_ids
+    ids = torch.tensor([p + tok(answer, add_special_tokens=False).input_ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(model.model(input_ids=ids).logits[0, :-1].float(), -1)
+    return float(lp.gather(1, ids[0, 1:, None]).squeeze(1)[len(p) - 1 :].sum())
+
+
 def test_cross_tokenizer_pairs_are_scored_per_byte(cross):
     ctx, swapped = cross
     sampled._SAMPLES.clear()
@@ -224,19 +234,9 @@ def test_cross_tokenizer_pairs_are_scored_per_byte(cross):
             assert f.tokens == [model.tokenizer.decode([i]) for i in f.token_ids]  # the side's own tokens
     # the score by hand: each model's summed log-probability of the same text after its own prompt, per byte
     f = found[0]
-    text, ta, tb = f.info["excerpt"], ctx.model_a.tokenizer, ctx.model_b.tokenizer
-    text = text.replace("<end_of_turn>", "")
-
-    def logprob(model, user: str) -> float:
-        tok = model.tokenizer
-        p = tok(chat_prompt(tok, user), add_special_tokens=False).input_ids
-        ids = torch.tensor([p + tok(text, add_special_tokens=False).input_ids])
-        with torch.no_grad():
-            lp = torch.log_softmax(model.model(input_ids=ids).logits[0, :-1].float(), -1)
-        return float(lp.gather(1, ids[0, 1:, None]).squeeze(1)[len(p) - 1 :].sum())
-
+    text = f.info["excerpt"].replace("<end_of_turn>", "")
     user = CONTROLS[f.info["text"]]
-    by_hand = (logprob(ctx.model_b, user) - logprob(ctx.model_a, user)) / len(text.encode("utf-8"))
+    by_hand = (answer_logprob(ctx.model_b, user, text) - answer_logprob(ctx.model_a, user, text)) / len(text.encode("utf-8"))
     assert f.info["score"] == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
 
 
@@ -251,18 +251,9 @@ def test_logprob_diff_scores_the_corpus_answers_per_byte_across_tokenizers(cross
     validate_findings(found, ctx)
     assert len(found) == 8 and {f.info["score_unit"] for f in found} == {"nats/byte"}
     f = found[0]
-    user, tok_a, tok_b = CONTROLS[f.info["text"]], ctx.model_a.tokenizer, ctx.model_b.tokenizer
-
-    def logprob(model, user: str) -> float:
-        tok = model.tokenizer
-        p = tok(chat_prompt(tok, user), add_special_tokens=False).input_ids
-        ids = torch.tensor([p + tok("Sure.", add_special_tokens=False).input_ids])
-        with torch.no_grad():
-            lp = torch.log_softmax(model.model(input_ids=ids).logits[0, :-1].float(), -1)
-        return float(lp.gather(1, ids[0, 1:, None]).squeeze(1)[len(p) - 1 :].sum())
-
-    assert f.info["score"] == pytest.approx((logprob(ctx.model_b, user) - logprob(ctx.model_a, user)) / len(b"Sure."),
-                                            rel=1e-4, abs=1e-6)
+    user = CONTROLS[f.info["text"]]
+    by_hand = answer_logprob(ctx.model_b, user, "Sure.") - answer_logprob(ctx.model_a, user, "Sure.")
+    assert f.info["score"] == pytest.approx(by_hand / len(b"Sure."), rel=1e-4, abs=1e-6)
     import json
     from pathlib import Path
 

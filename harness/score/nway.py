@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Collection, Literal, Mapping, Protocol, Sequence
 
-from scipy import stats
+from .significance import binomial_interval
 
 
 class Attributed(Protocol):
@@ -95,8 +95,7 @@ def proportion(successes: int, trials: int, method: Literal["wilson", "exact"] =
     """successes / trials with a binomial interval (scipy's binomtest: Wilson score, or exact Clopper-Pearson)."""
     if trials == 0:
         return Proportion(math.nan, math.nan, math.nan, 0, 0)
-    ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=level, method=method)
-    return Proportion(successes / trials, float(ci.low), float(ci.high), successes, trials)
+    return Proportion(successes / trials, *binomial_interval(successes, trials, level, method), successes, trials)
 
 
 def aggregate(groups: Sequence[GroupScore], method: Literal["wilson", "exact"] = "wilson",

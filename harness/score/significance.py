@@ -262,12 +262,18 @@ def smallest_p(n_units: int) -> float:
 # ----------------------------------------------------------------------------- detection at a fixed false-alarm rate
 
 
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a binomial proportion k / n (scipy's binomtest)."""
+def binomial_interval(k: int, n: int, level: float = 0.95, method: str = "exact") -> tuple[float, float]:
+    """Interval of a binomial proportion k / n from scipy's binomtest (method "exact": Clopper-Pearson; "wilson":
+    Wilson score); (nan, nan) without trials."""
     if n == 0:
         return float("nan"), float("nan")
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method=method)
     return float(ci.low), float(ci.high)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion k / n."""
+    return binomial_interval(k, n, level, "exact")
 
 
 @dataclass(frozen=True)

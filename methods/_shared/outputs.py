@@ -73,10 +73,15 @@ def final_layer(ctx: PairContext) -> int:
     return ctx.model_b.n_layers - 1
 
 
-def check_shared_vocabulary(ctx: PairContext) -> None:
+def shared_vocabulary(ctx: PairContext) -> bool:
+    """The two tokenizers are one vocabulary (a token id means the same text in both models)."""
     ta, tb = ctx.model_a.tokenizer, ctx.model_b.tokenizer
+    return len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab()
+
+
+def check_shared_vocabulary(ctx: PairContext) -> None:
     va, vb = ctx.model_a.model.get_output_embeddings().weight.shape[0], ctx.model_b.model.get_output_embeddings().weight.shape[0]
-    if va != vb or len(ta) != len(tb) or ta.get_vocab() != tb.get_vocab():
+    if va != vb or not shared_vocabulary(ctx):
         raise NotApplicableError("output baselines compare next-token distributions and need one shared vocabulary/tokenizer")
     if ctx.model_a.n_layers != ctx.model_b.n_layers or ctx.model_a.hidden_size != ctx.model_b.hidden_size:
         raise NotApplicableError("output baselines read both models' final residual stream and need equal depth and width")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ...core import NotApplicableError, PairContext
 from .chat import ChatHeader, chat_header, header_end, template_positions, turn_end_ids
-from .outputs import TextScores, _forward, _side_pass, robust_center, store_sequences
+from .outputs import TextScores, _forward, _side_pass, robust_center, shared_vocabulary, store_sequences
 
 
 @dataclass(frozen=True)
@@ -191,16 +191,6 @@ class SampledScores:
     values_a: list[torch.Tensor] | None = None
 
 
-def shared_vocabulary(ctx: PairContext) -> bool:
-    ta, tb = ctx.model_a.tokenizer, ctx.model_b.tokenizer
-    return len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab()
-
-
-def shared_space(ctx: PairContext) -> bool:
-    """Both final residual streams can be subtracted position by position (a mean-difference readout)."""
-    return ctx.shared_space and ctx.model_a.n_layers == ctx.model_b.n_layers and ctx.model_a.hidden_size == ctx.model_b.hidden_size
-
-
 def _scored(ids: torch.Tensor, tokenizer, exclude_template: bool) -> torch.Tensor:
     """[n] bool: the completion positions that are scored (all, or all but the chat template's own)."""
     if not exclude_template:
@@ -226,7 +216,7 @@ def logprob_gains(ctx: PairContext, sm: Samples, exclude_template: bool, batch_s
     corpus = ("sampled", sm.key, batch_size)
     lp_a, h_a = _side_pass(ma, seqs, starts, keep, la, batch_size, (*corpus, la), progress)
     lp_b, h_b = _side_pass(mb, seqs, starts, keep, lb, batch_size, (*corpus, lb), progress)
-    shared = shared_space(ctx)
+    shared = ctx.shared_space  # one architecture (equal depth and width), one tokenization: h_B - h_A per position
     out = SampledScores(layer=lb, layer_a=la, text_idx=[], ids=[], values=[], total=torch.empty(0), n_bytes=torch.empty(0))
     totals, nbytes, dm, na, dn = [], [], [], [], []
     for i in keep:
