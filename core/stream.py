@@ -31,7 +31,7 @@ class RowBlock:
 
 
 def collection_order(lengths: Sequence[int]) -> list[int]:
-    """The order in which collection batches texts (longest first, ties by index; harness/data/store._plan_shards):
+    """The order in which collection batches texts (longest first, ties by index; harness/data/store._plan_shards uses it):
     a stream over texts in this order, in the store's batch size, pads each batch as collection did, so its rows carry
     the store's float rounding too."""
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))

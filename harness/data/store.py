@@ -37,6 +37,7 @@ from ...core.env import cache_dir
 from ...core.activations import ActivationStore, CorruptStoreError, PairedActivations, RowAlignment, TextSet
 from ...core.batching import right_pad
 from ...core.capture import capture_residuals
+from ...core.stream import collection_order
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def store_key(model: LoadedModel, layers: Sequence[int], texts: TextSet, dtype: 
 
 def _plan_shards(lengths: list[int], batch_size: int, shard_tokens: int) -> tuple[list[int], list[list[int]]]:
     """Length-sorted order of texts, and shards as lists of batch start offsets into that order."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    order = collection_order(lengths)  # the stream (core/stream.py) reads texts in this same order
     shards: list[list[int]] = [[]]
     tokens = 0
     for start in range(0, len(order), batch_size):
