@@ -5,8 +5,10 @@ set), `GroupFinding` (a `Finding` plus the subset of members it is attributed to
 registry, so a two-model method never sees a group and an N-way method is one file with `@register_nway_method`.
 
 A `GroupFinding`'s readout is an ordinary two-input `Readout` over the activations of two members, `reads`
-(x_a = member reads[0], x_b = member reads[1]; the same member twice for a one-model read), so it can be read and
-scored with the pair machinery on `GroupContext.pair_context(*reads)`. Every member shares one activation space
+(x_a = member reads[0], x_b = member reads[1]), so it can be read and scored with the pair machinery on
+`GroupContext.pair_context(*reads)`. `reads` = (m, m) is a read against the shared base: x_a is the base model's
+activations, x_b member m's (a latent exclusive to m reads x_b only; a per-member pair method's readout is over
+(base, m)); scoring reads it on (base, member m). Every member shares one activation space
 (one architecture and tokenizer), so its direction needs no member.
 """
 
@@ -20,7 +22,7 @@ import torch
 
 from .activations import ActivationStore, LayerActs, PairedActivations
 from .findings import Finding, InvalidFindingsError, validate_findings
-from .method import Method, PairContext
+from .method import Method, NotApplicableError, PairContext
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -85,6 +87,10 @@ class GroupContext:
     device: str = "cpu"
     work_dir: Path | None = None  # scratch space for the method
     progress: bool = False
+    # the unmodified base every member was fine-tuned from and its store on the same texts, where the harness knows
+    # it: a method that diffs each member against the base (`base_pair_context`) needs both
+    base: "LoadedModel | None" = None
+    base_store: ActivationStore | None = None
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -113,6 +119,17 @@ class GroupContext:
     def pair_context(self, i: int, j: int) -> PairContext:
         """The ordinary two-model context of members i (model A) and j (model B), on the same stores."""
         return PairContext(f"{self.group_id}:{i}>{j}", self.models[i], self.models[j], self.corpus.pair(i, j),
+                           layers=list(self.layers), seed=self.seed, device=self.device, work_dir=self.work_dir,
+                           progress=self.progress)
+
+    def base_pair_context(self, m: int) -> PairContext:
+        """The two-model context of the shared base (model A) and member m (model B). Its findings belong in the group
+        with `reads` = (m, m): a read whose x_a is the base's activations and x_b member m's (module docstring)."""
+        if self.base is None or self.base_store is None:
+            raise NotApplicableError(f"group {self.group_id}: this method diffs each member against the base model, "
+                                     "and the group was given no base (GroupContext.base and base_store)")
+        return PairContext(f"{self.group_id}:base>{m}", self.base, self.models[m],
+                           PairedActivations(self.base_store, self.corpus.stores[m], self.corpus.n_texts),
                            layers=list(self.layers), seed=self.seed, device=self.device, work_dir=self.work_dir,
                            progress=self.progress)
 

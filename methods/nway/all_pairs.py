@@ -54,11 +54,17 @@ class AllPairs(NWayMethod):
     Config = AllPairsConfig
     cfg: AllPairsConfig
 
-    def find(self, ctx: GroupContext) -> list[GroupFinding]:
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         if self.cfg.pair_method not in METHODS:
             from .. import load_all_methods  # the pair method's module registers it
 
             load_all_methods()
+        pair_cls = METHODS.get(self.cfg.pair_method)
+        # a floor's all-pairs form is the N-way floor, with the floor's seeds (chance is estimated, not guessed)
+        self.floor, self.stochastic = pair_cls.floor, pair_cls.stochastic
+
+    def find(self, ctx: GroupContext) -> list[GroupFinding]:
         method = METHODS.get(self.cfg.pair_method)(**self.cfg.pair_params)
         runs = [(i, j, f) for j in range(ctx.n) for i in range(ctx.n) if i != j
                 for f in method.find(ctx.pair_context(i, j))]
