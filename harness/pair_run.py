@@ -5,6 +5,7 @@
     run_method(config, ctx, ...)   the method's findings: built, run, validated, ranked, with corpus snippets;
                                    a method that does not apply, raises or exits (sys.exit, os._exit) is
                                    recorded, never fatal
+    run_group_method(method, gctx, ...)   the same for an N-way method on a group (core/nway.py)
 
 What each caller does with the outcome (status records and resume for the benchmark, calibrated flags for the diff
 tool) stays with the caller.
@@ -16,7 +17,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -27,6 +28,9 @@ from ..methods import load_all_methods
 from .data.align import same_tokenizer
 from .data.store import pair_stores
 from .report.snippets import attach_snippets
+
+if TYPE_CHECKING:
+    from ..core.nway import GroupContext, NWayMethod
 
 Spans = list  # per text, the character spans of its shared content (data/align.py)
 
@@ -46,19 +50,23 @@ def paired_activations(model_a: LoadedModel, model_b: LoadedModel, collect: Call
                        spans_a=sa, spans_b=sb, max_window=max_window)
 
 
-def check_methods(methods: dict) -> dict[str, Method]:
+def check_methods(methods: dict, nway: bool = False) -> dict[str, Method]:
     """Each method config ({key: {"name", "params"}}) built once: an unknown name or an unknown or ill-typed
-    parameter fails here, before any model loads. Returns the built methods (their resolved config and its hash)."""
+    parameter fails here, before any model loads. Returns the built methods (their resolved config and its hash).
+    `nway`: the configs name N-way methods (core/nway.py's registry, conf/nway_method/)."""
+    from ..core.nway import NWAY_METHODS
+
     load_all_methods()
+    registry, what, folder = (NWAY_METHODS, "N-way method", "nway_method") if nway else (METHODS, "method", "method")
     built = {}
     for key, mcfg in methods.items():
         if not isinstance(mcfg, dict) or "name" not in mcfg:
-            raise ValueError(f"method config {key!r} needs a `name` (the registered method) and optional `params`")
-        cls = METHODS.get(mcfg["name"])
+            raise ValueError(f"{what} config {key!r} needs a `name` (the registered {what}) and optional `params`")
+        cls = registry.get(mcfg["name"])
         try:  # constructors check and store their parameters, nothing more
             built[key] = cls(**(mcfg.get("params") or {}))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"method {key!r} (conf/method/{key}.yaml or an override): {e}") from e
+            raise ValueError(f"{what} {key!r} (conf/{folder}/{key}.yaml or an override): {e}") from e
     return built
 
 
@@ -90,23 +98,14 @@ class MethodOutcome:
     findings: list[Finding] = field(default_factory=list, repr=False)
 
 
-def run_method(method_config: dict, ctx: PairContext, texts_a: TextSet | None, max_length: int,
-               top: int | None = None) -> MethodOutcome:
-    """`method_config` = {"name", "params"}; `texts_a` = the texts model A read (None across tokenizers, where each
-    finding's snippets come from each model's own store); `top`: keep only the best findings."""
-    out = MethodOutcome()
+def _guarded(out: MethodOutcome, body: Callable[[], list[Finding]]) -> MethodOutcome:
+    """Run `body` (build, find, validate, rank) with os._exit refused, recording in `out` a method that does not
+    apply, raises or exits instead of letting it end the run."""
     t0 = time.time()
     real_exit = os._exit
     os._exit = _exit_guard(real_exit, os.getpid())  # restored below, whatever the method does
     try:
-        method = METHODS.get(method_config["name"])(**(method_config.get("params") or {}))
-        out.config_hash = method.config_hash
-        torch.manual_seed(ctx.seed)
-        findings = method.find(ctx)
-        validate_findings(findings, ctx)
-        findings = rank(findings)[:top]
-        attach_snippets(findings, ctx.corpus, texts_a, ctx.model_a.tokenizer, max_length, tokenizer_b=ctx.model_b.tokenizer)
-        out.findings = findings
+        out.findings = body()
     except NotApplicableError as e:
         out.status, out.error = "not_applicable", str(e)
     except (Exception, SystemExit, MethodExitedError) as e:  # a crashing (or exiting) method is recorded, the caller goes on
@@ -115,3 +114,47 @@ def run_method(method_config: dict, ctx: PairContext, texts_a: TextSet | None, m
         os._exit = real_exit
     out.seconds = time.time() - t0
     return out
+
+
+def run_method(method_config: dict, ctx: PairContext, texts_a: TextSet | None, max_length: int,
+               top: int | None = None) -> MethodOutcome:
+    """`method_config` = {"name", "params"}; `texts_a` = the texts model A read (None across tokenizers, where each
+    finding's snippets come from each model's own store); `top`: keep only the best findings."""
+    out = MethodOutcome()
+
+    def body() -> list[Finding]:
+        method = METHODS.get(method_config["name"])(**(method_config.get("params") or {}))
+        out.config_hash = method.config_hash
+        torch.manual_seed(ctx.seed)
+        findings = method.find(ctx)
+        validate_findings(findings, ctx)
+        findings = rank(findings)[:top]
+        attach_snippets(findings, ctx.corpus, texts_a, ctx.model_a.tokenizer, max_length, tokenizer_b=ctx.model_b.tokenizer)
+        return findings
+
+    return _guarded(out, body)
+
+
+def run_group_method(method: "NWayMethod", ctx: "GroupContext", texts: TextSet, max_length: int,
+                     top: int | None = None) -> MethodOutcome:
+    """`run_method` for an N-way method (built beforehand: `check_methods(..., nway=True)`) on a group: findings validated with
+    `validate_group_findings`, ranked, and given snippets from the stores of the members they read (`reads`; (m, m)
+    is read against the group's base where it has one)."""
+    from ..core.nway import validate_group_findings
+
+    out = MethodOutcome(config_hash=method.config_hash)
+
+    def body() -> list[Finding]:
+        torch.manual_seed(ctx.seed)
+        findings = method.find(ctx)
+        validate_group_findings(findings, ctx)
+        findings = rank(findings)[:top]
+        by_reads: dict[tuple[int, int], list] = {}
+        for f in findings:
+            by_reads.setdefault(tuple(f.reads), []).append(f)
+        for (i, j), group in by_reads.items():
+            pair = ctx.base_pair_context(j) if i == j and ctx.base is not None else ctx.pair_context(i, j)
+            attach_snippets(group, pair.corpus, texts, ctx.models[j].tokenizer, max_length)
+        return findings
+
+    return _guarded(out, body)
