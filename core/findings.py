@@ -216,6 +216,8 @@ def save_findings(path: Path, findings: list[Finding], meta: dict[str, Any]) -> 
             "token_ids": [int(t) for t in f.token_ids],
             "info": f.info, "readout": r,
         })
+        if hasattr(f, "models"):  # a GroupFinding (core/nway.py): the members it is attributed to and reads
+            records[-1] |= {"models": [int(m) for m in f.models], "reads": [int(m) for m in f.reads]}
     tensors.setdefault("_empty", torch.zeros(1))
     with atomic_path(path.with_suffix(".safetensors")) as tmp:
         save_file(tensors, str(tmp))
@@ -223,15 +225,20 @@ def save_findings(path: Path, findings: list[Finding], meta: dict[str, Any]) -> 
 
 
 def load_findings(path: Path) -> tuple[list[Finding], dict[str, Any]]:
+    """The findings `save_findings` wrote (GroupFindings come back as GroupFindings) and their meta."""
     path = Path(path)
     data = json.loads(path.with_suffix(".json").read_text())
     tensors = load_file(str(path.with_suffix(".safetensors")))
     out = []
     for i, rec in enumerate(data["findings"]):
         readout = Readout(**rec["readout"], w_a=tensors.get(f"{i}.w_a"), w_b=tensors.get(f"{i}.w_b"))
-        out.append(Finding(
-            id=rec["id"], uniqueness=rec["uniqueness"], flagged=rec["flagged"], readout=readout, side=rec["side"],
-            direction=tensors.get(f"{i}.direction"), direction_layer=rec["direction_layer"],
-            tokens=rec["tokens"], token_ids=rec["token_ids"], info=rec["info"],
-        ))
+        fields = dict(id=rec["id"], uniqueness=rec["uniqueness"], flagged=rec["flagged"], readout=readout, side=rec["side"],
+                      direction=tensors.get(f"{i}.direction"), direction_layer=rec["direction_layer"],
+                      tokens=rec["tokens"], token_ids=rec["token_ids"], info=rec["info"])
+        if "models" in rec:  # saved from a GroupFinding
+            from .nway import GroupFinding
+
+            out.append(GroupFinding(**fields, models=tuple(rec["models"]), reads=tuple(rec["reads"])))
+        else:
+            out.append(Finding(**fields))
     return out, data["meta"]

@@ -65,6 +65,7 @@ SUITE = {"name": str, "behaviors": list[str], "zoo?": bool, "multi": list[list[s
          "analogs": list[str] | None, "n_probes": int, "corpus": OneOf((dataclass_spec(CorpusConfig), None)),
          "method_seeds?": list[int] | None, "floor_seeds?": int | None, "floor_draws?": int | None, "methods?": list[str] | None,
          "n_neutral?": float,  # gone; Suite.from_config says what replaced it
+         "groups?": OneOf((list[dict[str, Any]], None)),  # N-way groups: [{id, members}], checked by Suite.from_config
          "cross?": OneOf(({"a": str, "b": str, "planted_a?": list[str] | None, "planted_b?": list[str] | None,
                            "analogs?": list[str] | None, "background?": bool, "plant_recipes?": dict[str, str] | None}, None))}
 SCHEMA = {
@@ -79,10 +80,11 @@ SCHEMA = {
     "plant": PLANT,
     "scoring": SCORING,
     "method?": OneOf((AnyMapping({"name": str, "params?": dict[str, Any] | None}), None)),
+    "nway_method?": OneOf((AnyMapping({"name": str, "params?": dict[str, Any] | None}), None)),
 }
 # where a group's keys come from, for the error message
 SOURCES = {"plant": "conf/plant/*.yaml", "suite": "conf/suite/*.yaml", "scoring": "harness/score/config.py's ScoringConfig",
-           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml", "collect": "harness/data/config.py's CollectConfig"}
+           "model": "conf/model/*.yaml", "method": "conf/method/*.yaml", "nway_method": "conf/nway_method/*.yaml", "collect": "harness/data/config.py's CollectConfig"}
 CHOICES = {"device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "dtype": lambda v: v in ("auto", "fp32", "bf16"),
            "threads": lambda v: v == "auto"}
 

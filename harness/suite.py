@@ -8,7 +8,7 @@ the nodes "base@<model>", and each pair records on which side the ground truth w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,23 @@ class Pair:
     cross: bool = False  # model A and model B are different base models (cross-architecture)
 
 
+@dataclass(frozen=True)
+class Group:
+    """N models of one base diffed together (N-way diffing, core/nway.py). `members`: nodes (organism names, or
+    "base"), in order (member i is index i); `truth`: (behavior, the members that have it) for every behavior of
+    any member, the ground truth N-way findings are scored against; `null_member`: the index of the member that is
+    a null organism (nothing planted), if any."""
+
+    id: str
+    members: tuple[str, ...]
+    truth: tuple[tuple[str, tuple[int, ...]], ...]
+    null_member: int | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+
 @dataclass
 class Suite:
     name: str
@@ -56,6 +73,7 @@ class Suite:
     floor_seeds: int = 20  # seeds 0..n-1 for floor methods on every pair: their chance rates are estimated, not guessed
     floor_draws: int | None = None  # pooled floors: this many (pair, seed) runs per floor in all, spread evenly over the
     #                                 same-model pairs (`floor_seeds_for`), instead of floor_seeds on every pair
+    groups: list[Group] = field(default_factory=list)  # N-way groups (the `groups:` section), scored by harness/stages/nway.py
 
     def floor_seeds_for(self, pair_id: str | None) -> list[int]:
         """A floor's seeds on one pair (or, for None, every seed any pair has). With pooled floors the pairs are dealt
@@ -138,8 +156,9 @@ class Suite:
             _zoo_pairs(known, used, organisms, pairs, err)
         cross = cfg.get("cross")
         recipes = _cross_pairs(cross, known, organisms, pairs, err) if cross else {}
-        if not pairs:
-            raise err("no pairs: list behaviors, nulls, analogs or a cross section")
+        groups = _groups(cfg.get("groups") or [], known, used, organisms, err)
+        if not pairs and not groups:
+            raise err("no pairs: list behaviors, nulls, analogs, a cross section or N-way groups")
         n_probes = int(cfg.n_probes)
         if not 1 <= n_probes <= 200:
             raise err(f"n_probes must be in 1..200, got {n_probes}")
@@ -156,7 +175,7 @@ class Suite:
             raise err(f"corpus: {e}") from e
         return cls(cfg.name, organisms, pairs, specs, n_probes, corpus, list(cfg.get("method_seeds") or [0]),
                    plant_recipes=recipes or None, methods=methods, floor_seeds=int(cfg.get("floor_seeds") or 20),
-                   floor_draws=_floor_draws(cfg, err))
+                   floor_draws=_floor_draws(cfg, err), groups=groups)
 
 
 def _floor_draws(cfg: Any, err) -> int | None:
@@ -166,6 +185,51 @@ def _floor_draws(cfg: Any, err) -> int | None:
     if int(draws) < 1:
         raise err(f"floor_draws must be a positive number of (pair, seed) floor runs, got {draws}")
     return int(draws)
+
+
+def _groups(entries: Any, known, used: dict, organisms: dict[str, Organism], err) -> list[Group]:
+    """A suite's `groups:` section: each entry {id, members: [...]}, members being "base", organisms the suite's other
+    sections define, or zoo organisms (zoo/zoo.yaml, so shipped ones are not planted again). One base model for
+    all members, at most one null member (the null false-alarm rate is about it), and at least one behavior."""
+    zoo = None
+    groups: list[Group] = []
+    for entry in entries:
+        gid, members = str(entry.get("id") or ""), [str(m) for m in (entry.get("members") or [])]
+        if not gid or any(g.id == gid for g in groups):
+            raise err(f"groups: every group needs a unique `id`, got {gid!r}")
+        if not 2 <= len(members) <= 8 or len(set(members)) != len(members):
+            raise err(f"group {gid}: members must be 2 to 8 distinct models, got {members}")
+        for m in members:
+            if m == BASE or m in organisms:
+                continue
+            if zoo is None:
+                from .plant.zoo import ZooSpec
+
+                zoo = {o.name: o for o in ZooSpec.load().organisms}, ZooSpec.load().specs
+            if m not in zoo[0]:
+                raise err(f"group {gid}: member {m!r} is neither `base`, an organism of this suite nor a zoo organism "
+                          "(`diffbench organisms list`)")
+            org = zoo[0][m]
+            for b in org.behaviors:
+                if used.get(b) is None and b in zoo[1]:
+                    used[b] = zoo[1][b]
+                known(b)
+            organisms[m] = org
+        bases = {organisms[m].base for m in members if m != BASE}
+        if len(bases) > 1 or (bases and None not in bases):
+            raise err(f"group {gid}: every member must be fine-tuned from the suite's base model (N-way diffing needs "
+                      f"one architecture and tokenizer); got bases {sorted(str(b) for b in bases)}")
+        nulls = [i for i, m in enumerate(members) if m != BASE and organisms[m].kind != "behavior"]
+        if len(nulls) > 1:
+            raise err(f"group {gid}: at most one null member, got {[members[i] for i in nulls]}")
+        truth: dict[str, list[int]] = {}
+        for i, m in enumerate(members):
+            for b in (organisms[m].behaviors if m != BASE else ()):
+                truth.setdefault(b, []).append(i)
+        if not truth:
+            raise err(f"group {gid}: no member has a planted behavior, so there is nothing to find")
+        groups.append(Group(gid, tuple(members), tuple((b, tuple(v)) for b, v in truth.items()), nulls[0] if nulls else None))
+    return groups
 
 
 def _zoo_pairs(known, used: dict, organisms: dict[str, Organism], pairs: list[Pair], err) -> None:
