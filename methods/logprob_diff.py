@@ -30,11 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..core import Finding, Method, MethodConfig, PairContext, register_method
 from ..core.env import cpu_threads
-from ._shared.outputs import TextFindingOptions, TextScores, rank_texts, response_gains, robust_center, shared_vocabulary
+from ._shared.outputs import TextFindingOptions, rank_texts, response_gains, response_text_scores, shared_vocabulary
 from ._shared.sampled import corpus_answers_as_samples, cross_tokenizer_gains, sampled_text_scores
 
 
@@ -63,17 +61,7 @@ class LogprobDiff(Method):
         c = self.cfg
         if not (shared_vocabulary(ctx) and ctx.shared_space):  # no position-by-position residual difference
             return self.find_across_tokenizers(ctx)
-        rg = response_gains(ctx, c.n_texts, c.batch_size, c.layer, c.threads)
-        resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
-        scores = torch.stack([g.mean() for g in resp])
-        med, spread = robust_center(scores)
-        n_resp = sum(g.numel() for g in resp)
-        diff_norm = float((rg.diff_norm * torch.tensor([g.numel() for g in resp])).sum()) / n_resp
-        common = {"texts": float(rg.n_texts), "scored_texts": float(len(resp)), "response_tokens": float(n_resp),
-                  "median_score": med, "robust_sd": spread, "seconds_forward": rg.seconds}
-        ts = TextScores(layer=rg.layer, text_idx=rg.text_idx, scores=scores,
-                        ids=[t[s:] for t, s in zip(rg.token_ids, rg.start)], values=resp, common=common,
-                        scale=diff_norm or 1.0, diff_mean=rg.diff_mean, norm_a=rg.norm_a)
+        ts = response_text_scores(response_gains(ctx, c.n_texts, c.batch_size, c.layer, c.threads))
         return rank_texts(ctx, ts, TextFindingOptions("lp", c.n_findings, c.n_tokens, c.flag_z, c.readout_tokens,
                                                       c.excerpt_chars))
 

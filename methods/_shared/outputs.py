@@ -22,8 +22,10 @@ share one pass.
 `response_gains` is a leaner pass for `logprob_diff`, usually over every corpus text: per text only the
 log-probability gain log p_B(x_t) - log p_A(x_t) of the actual token at each position (reduced per batch, no
 [N, V] tensor is kept) and the mean residual difference over the text's response positions (chat.py finds them).
-`rank_texts` turns per-text scores into findings, one per text (`logprob_diff` and the sampled variants of
-sampled.py share it).
+`response_passes` is that pass for any number of models of one tokenizer (the N-way `logprob_vs_rest` contrasts each
+member with the mean of the others: `ResponsePasses.gains`). `rank_texts` turns per-text scores into findings, one per
+text (`logprob_diff`, `logprob_vs_rest` and the sampled variants of sampled.py share it; `response_text_scores` makes
+its input from a contrast's gains).
 """
 
 from __future__ import annotations
@@ -203,6 +205,42 @@ class ResponseGains:
     seconds: float
 
 
+@dataclass
+class ResponsePasses:
+    """`response_passes`: several models' passes over the corpus texts with a response, in corpus order; `gains`
+    contrasts one model with others."""
+
+    layer: int
+    text_idx: list[int]
+    token_ids: list[torch.Tensor]  # [n] the text's tokens
+    start: list[int]  # first response position (>= 1)
+    logprobs: list[list[torch.Tensor]]  # [model][text] log p(x_t | x_<t), t = 1..n-1
+    hidden: list[list[torch.Tensor]]  # [model][text] the residual at `layer` over the response positions
+    n_texts: int  # texts run (with or without a response)
+    seconds: float
+
+    def gains(self, plus: int, minus: list[int]) -> ResponseGains:
+        """Model `plus` against model `minus[0]` (B against A: `response_gains`), or against the mean of several models
+        (log-probabilities and residuals averaged per token; the gain, diff and norm_a are then against that mean)."""
+
+        def rest(parts: list[list[torch.Tensor]], t: int) -> torch.Tensor:
+            return parts[minus[0]][t] if len(minus) == 1 else torch.stack([parts[j][t] for j in minus]).mean(0)
+
+        gains, diff_mean, norm_a, diff_norm = [], [], [], []
+        for t, ids in enumerate(self.token_ids):
+            gain = torch.zeros(len(ids))
+            gain[1:] = self.logprobs[plus][t] - rest(self.logprobs, t)
+            gains.append(gain)
+            h_rest = rest(self.hidden, t)
+            d = self.hidden[plus][t] - h_rest
+            diff_mean.append(d.mean(0))
+            norm_a.append(h_rest.norm(dim=1).mean())
+            diff_norm.append(d.norm(dim=1).mean())
+        return ResponseGains(layer=self.layer, text_idx=self.text_idx, token_ids=self.token_ids, start=self.start,
+                             gain=gains, diff_mean=torch.stack(diff_mean), norm_a=torch.stack(norm_a),
+                             diff_norm=torch.stack(diff_norm), n_texts=self.n_texts, seconds=self.seconds)
+
+
 def _token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log p(ids[t] | <t) for t = 1..n-1 from one sequence's logits [n, V]."""
     lg = logits[:-1].float()
@@ -215,34 +253,48 @@ def response_gains(ctx: PairContext, n_texts: int | None = None, batch_size: int
     `output_diff`), `threads` as there. Each model's side of the pass is cached (`_side_pass`): in a suite most
     pairs share model A, which then runs once."""
     from ...core.env import cpu_threads
-    from .chat import chat_header, response_start
 
     check_shared_vocabulary(ctx)
     layer = final_layer(ctx) if layer is None else int(layer)
     with cpu_threads(threads, ctx.device):
-        t0 = time.time()
-        chosen, seqs = token_sequences(ctx, ctx.corpus.a.n_texts if n_texts is None else int(n_texts))
-        header = chat_header(ctx.model_a.tokenizer)
-        starts = [response_start(s, header) for s in seqs]
-        keep = [i for i in range(len(seqs)) if starts[i] < len(seqs[i])]  # texts with a response
-        if not keep:
-            raise NotApplicableError("no audit corpus text with a response token")
-        corpus = (str(ctx.corpus.a.root), tuple(chosen), layer, batch_size)
-        lp_a, h_a = _side_pass(ctx.model_a, seqs, starts, keep, layer, batch_size, corpus, ctx.progress)
-        lp_b, h_b = _side_pass(ctx.model_b, seqs, starts, keep, layer, batch_size, corpus, ctx.progress)
-        gains, diff_mean, norm_a, diff_norm = [], [], [], []
-        for i in keep:
-            gain = torch.zeros(len(seqs[i]))
-            gain[1:] = lp_b[i] - lp_a[i]
-            gains.append(gain)
-            d = h_b[i] - h_a[i]
-            diff_mean.append(d.mean(0))
-            norm_a.append(h_a[i].norm(dim=1).mean())
-            diff_norm.append(d.norm(dim=1).mean())
-    return ResponseGains(layer=layer, text_idx=[chosen[i] for i in keep], token_ids=[seqs[i] for i in keep],
-                         start=[starts[i] for i in keep], gain=gains, diff_mean=torch.stack(diff_mean),
-                         norm_a=torch.stack(norm_a), diff_norm=torch.stack(diff_norm), n_texts=len(seqs),
-                         seconds=time.time() - t0)
+        return response_passes([ctx.model_a, ctx.model_b], ctx.corpus.a, n_texts, batch_size, layer,
+                               ctx.progress).gains(1, [0])
+
+
+def response_passes(models: list, store, n_texts: int | None, batch_size: int, layer: int,
+                    progress: bool = False) -> ResponsePasses:
+    """Each model over `n_texts` texts of `store` (None: all; evenly spaced, its token ids; the models share that
+    tokenizer, and the first one's chat template says where a response starts), each model's pass cached
+    (`_side_pass`). Threads are the caller's (`cpu_threads`)."""
+    from .chat import chat_header, response_start
+
+    t0 = time.time()
+    chosen, seqs = store_sequences(store, store.n_texts if n_texts is None else int(n_texts))
+    header = chat_header(models[0].tokenizer)
+    starts = [response_start(s, header) for s in seqs]
+    keep = [i for i in range(len(seqs)) if starts[i] < len(seqs[i])]  # texts with a response
+    if not keep:
+        raise NotApplicableError("no audit corpus text with a response token")
+    corpus = (str(store.root), tuple(chosen), layer, batch_size)
+    sides = [_side_pass(m, seqs, starts, keep, layer, batch_size, corpus, progress) for m in models]
+    return ResponsePasses(layer=layer, text_idx=[chosen[i] for i in keep], token_ids=[seqs[i] for i in keep],
+                          start=[starts[i] for i in keep], logprobs=[[lp[i] for i in keep] for lp, _ in sides],
+                          hidden=[[h[i] for i in keep] for _, h in sides], n_texts=len(seqs), seconds=time.time() - t0)
+
+
+def response_text_scores(rg: ResponseGains) -> TextScores:
+    """`rank_texts`' input from a contrast's per-token gains: a text's score is its mean gain over the response tokens;
+    the logit-lens scale is the mean |diff| per response token."""
+    resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
+    scores = torch.stack([g.mean() for g in resp])
+    med, spread = robust_center(scores)
+    n_resp = sum(g.numel() for g in resp)
+    diff_norm = float((rg.diff_norm * torch.tensor([g.numel() for g in resp])).sum()) / n_resp
+    common = {"texts": float(rg.n_texts), "scored_texts": float(len(resp)), "response_tokens": float(n_resp),
+              "median_score": med, "robust_sd": spread, "seconds_forward": rg.seconds}
+    return TextScores(layer=rg.layer, text_idx=rg.text_idx, scores=scores,
+                      ids=[t[s:] for t, s in zip(rg.token_ids, rg.start)], values=resp, common=common,
+                      scale=diff_norm or 1.0, diff_mean=rg.diff_mean, norm_a=rg.norm_a)
 
 
 # The most recent (model, corpus) passes, oldest first: the current pair's two, and earlier ones while they fit in
