@@ -4,7 +4,9 @@
     plant.run(ws)                         # LoRA organisms + plant cards
     collect.run(ws)                       # audit corpus, activations of every model on it and on the probes
     diff.run(ws)                          # every method on every pair: findings/
+    nway.diff(ws)                         # every N-way method on every group (the suite's groups:): nway/findings/
     score.run(ws)                         # findings vs planted ground truth: scores.json, matches.csv
+    nway.score(ws, score.Scorer(ws))      # group findings vs the groups' ground truth: nway_scores.json
     report.run(run_dir)                   # leaderboard.md, plots
 
 Every stage can run alone (`stages=[collect]`). Stages after plant need the organisms, so the plant stage runs
@@ -22,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..core.env import cpu_threads
 from ..core.io import read_json, write_json
-from .stages import collect, diff, plant, report, score
+from .stages import collect, diff, nway, plant, report, score
 from .tracking import Tracker
 from ..core.env import say
 from .workspace import Workspace
@@ -64,12 +66,16 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
                 plant.run(ws, quiet=True)  # the organisms the later stages need (from the cache)
             if "collect" in stages:
                 timed("collect", collect.run, ws)
-            if "diff" in stages:
+            if "diff" in stages and ws.suite.pairs:
                 timed("diff", diff.run, ws)
-            if "score" in stages:
+            if "diff" in stages and ws.suite.groups:
+                timed("diff_nway", nway.diff, ws)
+            if "score" in stages and ws.suite.pairs:
                 scores = timed("score", score.run, ws)
                 for method, summary in scores["metrics"].items():
                     tracker.log({f"{method}/{k}": v["value"] for k, v in summary.items() if not k.startswith("_")})
+            if "score" in stages and ws.suite.groups:
+                timed("score_nway", nway.score, ws, score.Scorer(ws))
             if "report" in stages:
                 timed("report", report.run, ws.run_dir)
         finally:
@@ -79,8 +85,9 @@ def run(cfg: DictConfig, run_dir: Path, stages: list[str]) -> None:
     if "report" in stages and (ws.run_dir / "leaderboard.md").exists():
         from .report.leaderboard import lead_table
 
-        print("\n" + lead_table(ws.run_dir) + f"\n\nleaderboard: {ws.run_dir / 'leaderboard.md'}\n"
-              f"HTML report: {ws.run_dir / 'html' / 'index.html'}", flush=True)
+        html = ws.run_dir / "html" / "index.html"
+        print("\n" + lead_table(ws.run_dir) + f"\n\nleaderboard: {ws.run_dir / 'leaderboard.md'}"
+              + (f"\nHTML report: {html}" if html.exists() else ""), flush=True)
 
 
 def record_timing(run_dir: Path, stages: list[str], seconds: float, stage_seconds: dict[str, float], threads: int) -> None:

@@ -76,6 +76,9 @@ class Workspace:
         for key, method in check_methods(self.methods).items():  # unknown names and params fail now, not after planting
             self.method_configs[key] = method.config
             self.config_hashes[key] = method.config_hash
+        # N-way methods (conf/nway_method/), run on the suite's groups only (harness/stages/nway.py)
+        self.nway_methods = OmegaConf.to_container(cfg.nway_method, resolve=True) if cfg.get("nway_method") else {}
+        self.nway_built = check_methods(self.nway_methods, nway=True) if self.suite.groups else {}
         self.cards: dict[str, PlantCard] = {}  # filled by the plant stage
         self._adapters: dict[str, Path] = {}
         self._models: dict[str, LoadedModel] = {}

@@ -135,6 +135,12 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
     return payload
 
 
+def strong_candidates(key: str, seed: int, findings: list, k: int) -> dict:
+    """{(key, seed, rank): (layer, direction)} of the top-k findings that have a non-zero direction."""
+    return {(key, seed, r): (int(f.direction_layer), f.direction) for r, f in enumerate(findings[:k])
+            if f.direction is not None and f.direction_layer is not None and float(f.direction.norm()) > 0}
+
+
 def side_counts(findings: list) -> dict[str, float]:
     """How many findings a run reported and flagged on each model ("both" counts as B, the changed model), and its top
     finding's uniqueness (the pair-level score of detection at a fixed false-alarm rate; empty without findings)."""
@@ -220,17 +226,20 @@ class Scorer:
         """The causal test (strong.py) of each method's top-k findings with a direction, on the first
         `strong.max_seeds` seeds (a floor's on `strong.floor_max_seeds`, by default all); fills the strong fields of
         `records` in place."""
-        from ..score.strong import StrongCache, settings_of, strong_hits
-
         ws, cfg = self.ws, self.ws.scoring.strong
         candidates = {}
         for (key, seed), findings in loaded.items():
             name = ws.methods[key]["name"]
-            if seed not in cfg.seeds_tested(ws.seeds_for(name, pair), METHODS.get(name).floor):
-                continue
-            for r, f in enumerate(findings[: cfg.k]):
-                if f.direction is not None and f.direction_layer is not None and float(f.direction.norm()) > 0:
-                    candidates[(key, seed, r)] = (int(f.direction_layer), f.direction)
+            if seed in cfg.seeds_tested(ws.seeds_for(name, pair), METHODS.get(name).floor):
+                candidates |= strong_candidates(key, seed, findings, cfg.k)
+        self.strong_test(pair, behavior, candidates, records)
+
+    def strong_test(self, pair: Pair, behavior: str, candidates: dict, records: list[MatchRecord]) -> None:
+        """The causal test of `candidates` {(method key, seed, rank): (layer, direction)} on one unit: steered in
+        pair.a, ablated in pair.b; fills the strong fields of the `records` with the same (method, seed, rank)."""
+        from ..score.strong import StrongCache, settings_of, strong_hits
+
+        ws, cfg = self.ws, self.ws.scoring.strong
         if not candidates:
             return
         say(f"strong {pair.id} / {behavior}: testing {len(candidates)} directions (steer and ablate)")
