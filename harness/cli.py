@@ -232,7 +232,7 @@ def _run_hydra(argv: list[str], config_name: str = "config") -> None:
                 _fail(f"interrupted; rerun the same command (with run_dir={run_dir}) to resume from the caches")
             raise
 
-    _check_choices(argv, CHOICE_GROUPS if config_name == "config" else ("method",))
+    _check_choices(argv, CHOICE_GROUPS if config_name == "config" else ("method", "nway_method"))
     sys.argv = [sys.argv[0], *method_overrides(argv)]
     _guard_composition()
     app()
@@ -341,6 +341,7 @@ COMMANDS = {"run": "the benchmark (the default)", "plant": "one stage", "collect
             "score": "one stage", "report": "rescore a run folder", "list": "models, methods, behaviors",
             "organisms": "the shipped zoo", "evaluate": "one new method against a reference", "help": "this list"}
 HELP_FLAGS = ("-h", "--help")
+NWAY_OUT = "out='runs/diff-nway-${path_name:${models.0}}-${now:%Y%m%d-%H%M%S}'"  # `diffbench diff models=[...]`'s folder (quoted: a nested interpolation)
 FULL_CONFIG = "--help-config"  # = Hydra's `--cfg job`: the whole composed config, every option with its value
 
 
@@ -364,6 +365,7 @@ def usage(command: str) -> str:
     if command == "diff":
         c = _conf_file("diff")
         opts = [("model_a=A model_b=B", "required: a registered name (diffbench list), a Hugging Face checkpoint folder or a PEFT adapter folder"),
+                ("models=[A,B,C,...]", f"instead: N-way, 2..8 models of one architecture; nway_method={show(_group_defaults(c)['nway_method'])}"),
                 (f"corpus={show(c['corpus'])}", "null: the audit corpus answered by model A; or a .jsonl ({prompt, response} or {text}) or text file"),
                 ("method=[...]", "default: chosen per pair kind (same architecture: the packaged reference's methods that beat "
                                  "the floors; across architectures: dfc and those of them that apply); names: conf/method/*.yaml"),
@@ -372,7 +374,7 @@ def usage(command: str) -> str:
                 (f"calibration={show(c['calibration'])}", "null-pair flag thresholds: packaged, a run's flag_thresholds.json, or null"),
                 (f"out={c['out']}", "the output folder"),
                 (f"device={c['device']} dtype={c['dtype']} cache_dir={show(c['cache_dir'])}", "")]
-        head = ("usage: diffbench diff model_a=A model_b=B [key=value ...]\n\n"
+        head = ("usage: diffbench diff model_a=A model_b=B [key=value ...]   (N-way: diffbench diff models=[A,B,...] ...)\n\n"
                 "Runs model-diffing methods on two models of your own (no planting, no ground truth) and writes findings.md,\n"
                 "summary.json and html/index.html: each finding with its side, tokens, top corpus snippets and steered continuations.")
         example = "diffbench diff model_a=smollm2-135m model_b=/path/to/adapter corpus=chats.jsonl method=[kl_diff,logprob_diff]"
@@ -443,10 +445,15 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(organisms_main(argv[1:]))
     if argv and argv[0] == "diff":
-        missing = [k for k in ("model_a", "model_b") if not any(a.startswith(k + "=") for a in argv[1:])]
+        given = lambda key: any(a.lstrip("+").startswith(key + "=") for a in argv[1:])
+        if given("models"):  # N-way (harness/difftool/nway.py): its own default folder, the first member's name in it
+            if given("model_a") or given("model_b"):
+                _fail("diffbench diff takes either models=[A,B,...] (N-way) or model_a= and model_b= (two models), not both")
+            return _run_hydra(argv[1:] + ([] if given("out") else [NWAY_OUT]), "diff")
+        missing = [k for k in ("model_a", "model_b") if not given(k)]
         if missing and "--cfg" not in argv:
             _fail(f"diffbench diff needs {' and '.join(m + '=...' for m in missing)} (a model name, a checkpoint folder or "
-                  "an adapter folder); options: diffbench diff --help")
+                  "an adapter folder), or models=[A,B,...] for an N-way diff; options: diffbench diff --help")
         return _run_hydra(argv[1:], "diff")
     if argv and argv[0] == "run":
         argv = argv[1:]

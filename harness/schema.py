@@ -177,7 +177,9 @@ def resolved_config(cfg: Any, where: str) -> dict:
 
 # `diffbench diff` (conf/diff.yaml): checked at the start of harness/difftool/tool.py's run(), before any model loads
 DIFF_SCHEMA = {
-    "model_a": str | int, "model_b": str | int,  # a name or a folder (a folder may be named 2024)
+    "model_a": str | int | None, "model_b": str | int | None,  # a name or a folder (a folder may be named 2024)
+    "models?": list[str | int] | None,  # N-way: instead of model_a/model_b (harness/difftool/nway.py)
+    "nway_method?": OneOf((AnyMapping({"name": str, "params?": dict[str, Any] | None}), None)),
     "corpus": str | None, "audit_corpus": dataclass_spec(CorpusConfig), "reference": str, "calibration": str | None,
     "top": int, "evidence": int, "steer_prompts": int, "steer_tokens": int, "seed": int, "out": str,
     "cache_dir": str | None, "device": str, "dtype": str, "progress": bool, "plugins?": list[str] | None,

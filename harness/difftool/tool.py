@@ -9,7 +9,8 @@
 
 A model is a registered name, a local Hugging Face checkpoint folder, or a PEFT adapter folder (its base model
 is the adapter's `base_model_name_or_path`, a name or a checkpoint folder). Everything is checked before the
-first model loads. Options: conf/diff.yaml.
+first model loads. Options: conf/diff.yaml. `models=[A,B,C,...]` instead of model_a/model_b is the N-way form
+(harness/difftool/nway.py).
 """
 
 from __future__ import annotations
@@ -200,6 +201,15 @@ def run(cfg: DictConfig, out: Path) -> Path:
     if cfg.get("cache_dir"):
         os.environ["DIFFBENCH_CACHE"] = str(cfg.cache_dir)
     load_plugins(cfg.get("plugins") or [])
+    if cfg.get("models") is not None:  # the N-way form
+        if cfg.get("model_a") is not None or cfg.get("model_b") is not None:
+            raise ValueError("diffbench diff takes either models=[A,B,...] (N-way) or model_a= and model_b= (two models), "
+                             "not both")
+        from .nway import run_group
+
+        return run_group(cfg, out)
+    if cfg.get("model_a") is None or cfg.get("model_b") is None:
+        raise ValueError("diffbench diff needs model_a= and model_b= (two models), or models=[A,B,...] (N-way)")
     t0 = time.time()
     # -- every input checked before the first model loads
     src_a, src_b = model_source(str(cfg.model_a)), model_source(str(cfg.model_b))
@@ -275,13 +285,19 @@ def _calibration(cfg: DictConfig, kind: PairKind | None = None) -> Calibration |
     return SameArchitectureOnly(c.path, c.model, c.suite, c.thresholds, kind.why) if kind.cross else c
 
 
-def _activations(cfg: DictConfig, ma: LoadedModel, mb: LoadedModel, docs: list[Document]):
-    """Both models' residual streams on the corpus, paired position by position (aligned across tokenizers)."""
+def collect_settings(cfg: DictConfig):
+    """The `collect` block: its CollectConfig and the keyword arguments of `collect` (harness/data/store.py)."""
     from ..data.config import CollectConfig
-    from ..data.store import collect
 
     c = CollectConfig.from_dict(OmegaConf.to_container(cfg.collect, resolve=True))
-    kw = dict(batch_size=c.batch_size, max_length=c.max_length, shard_tokens=c.shard_tokens, progress=bool(cfg.progress))
+    return c, dict(batch_size=c.batch_size, max_length=c.max_length, shard_tokens=c.shard_tokens, progress=bool(cfg.progress))
+
+
+def _activations(cfg: DictConfig, ma: LoadedModel, mb: LoadedModel, docs: list[Document]):
+    """Both models' residual streams on the corpus, paired position by position (aligned across tokenizers)."""
+    from ..data.store import collect
+
+    c, kw = collect_settings(cfg)
     la = sorted({ma.layer_index(l) for l in c.layers})
     lb = sorted({mb.layer_index(l) for l in c.layers})
     ra = [d.render(ma.tokenizer) for d in docs]
@@ -303,7 +319,7 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
     ctx = PairContext("A_vs_B", ma, mb, paired, la, seed=int(cfg.seed), device=device, work_dir=out / "work",
                       layers_b=lb if lb != la else None, progress=bool(cfg.progress))
     outcome = run_method(mcfg, ctx, texts_a, int(cfg.collect.max_length), top=int(cfg.top))
-    r.status, r.error, r.seconds, findings = outcome.status, outcome.error, outcome.seconds, outcome.findings
+    findings = record_outcome(r, outcome, out)
     if outcome.status == "ok":
         for f in findings:
             flag, note = calib.flag(key, outcome.config_hash, float(f.uniqueness)) if calib else (None, "no calibration file")
@@ -316,12 +332,19 @@ def _run_method(key: str, mcfg: dict, ma, mb, paired, texts_a: TextSet, la, lb, 
         r.n_calibrated = sum(f.info["calibrated_flag"] == "yes" for f in findings)
         calibrated = "uncalibrated" if r.calibration else f"{r.n_calibrated} clear the null threshold"
         say(f"{key:22s} ok: {r.n_findings} findings, {r.n_flagged} flagged by the method, {calibrated} ({r.seconds:.1f}s)")
-    else:
+    return r
+
+
+def record_outcome(r: MethodRun, outcome, out: Path) -> list:
+    """A method's outcome (harness/pair_run.py's MethodOutcome) into its record; a method that did not run to the end
+    gets its traceback in out/errors/<key>.txt and one line on the terminal. Returns the findings."""
+    r.status, r.error, r.seconds = outcome.status, outcome.error, outcome.seconds
+    if outcome.status != "ok":
         if outcome.traceback:
             (out / "errors").mkdir(parents=True, exist_ok=True)
-            atomic_write(out / "errors" / f"{key}.txt", outcome.traceback)
-        say(f"{key:22s} {r.status.replace('_', ' ')} ({r.seconds:.1f}s): {r.error[:300]}")
-    return r
+            atomic_write(out / "errors" / f"{r.key}.txt", outcome.traceback)
+        say(f"{r.key:22s} {r.status.replace('_', ' ')} ({r.seconds:.1f}s): {r.error[:300]}")
+    return outcome.findings
 
 
 TOP_FINDINGS, TOP_PER_METHOD = 8, 2

@@ -137,6 +137,11 @@ def _num(x: Any, digits: int = 4) -> str:
     return "n/a" if math.isnan(v) else f"{v:.{digits}g}"
 
 
+def shown_token(t: str) -> str:
+    """A token on one line: newlines and tabs escaped."""
+    return t.replace("\n", "\\n").replace("\t", "\\t")
+
+
 def snippet_view(s: dict) -> dict:
     """A saved snippet ({"tokens", "scores", "focus"}) as tokens with a highlight strength in [0, 1]."""
     scores = [_nan(x) for x in s.get("scores", [])]
@@ -185,7 +190,7 @@ def finding_view(rank: int, rec: dict, *, hits: list[str] = (), calibrated: bool
     side = rec.get("side", "b")
     return {"rank": rank + 1, "id": rec["id"], "side": side, "side_label": SIDE_LABEL.get(side, side), "side_help": SIDE_HELP.get(side, ""),
             "uniqueness": _num(rec["uniqueness"]), "flagged": bool(rec.get("flagged")), "calibrated": calibrated,
-            "calibration_note": public(calibration_note), "tokens": [t.replace("\n", "\\n").replace("\t", "\\t") for t in rec.get("tokens", [])[:12]], "hits": list(hits),
+            "calibration_note": public(calibration_note), "tokens": [shown_token(t) for t in rec.get("tokens", [])[:12]], "hits": list(hits),
             "text": text, "tokens_label": ("tokens with the largest log-probability gain toward its side" if text is not None
                                            else "logit-lens tokens (what its direction promotes through the unembedding)"),
             "details": details[:12], "snippets": [snippet_view(s) for s in info.get("snippets") or []], "steering": steering,
@@ -210,8 +215,9 @@ def findings_page(title: str, meta: list, recs: list[dict], view) -> dict:
             "findings": [view(i, rec, skip) for i, rec in enumerate(recs)]}
 
 
-def write_site(out: Path, index: dict, pages: dict[str, dict], assets: list[Path] = ()) -> Path:
-    """index.html from `index`, findings pages from `pages` (file name -> template context), assets copied beside."""
+def write_site(out: Path, index: dict, pages: dict[str, dict], assets: list[Path] = (), template: str = "index.html") -> Path:
+    """index.html from `index` (rendered by `template`), findings pages from `pages` (file name -> template context),
+    assets copied beside."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for a in assets:
@@ -220,7 +226,7 @@ def write_site(out: Path, index: dict, pages: dict[str, dict], assets: list[Path
     for name, ctx in pages.items():
         atomic_write(out / name, render("findings.html", **ctx))
     index = {**index, "meta": [(k, public(v)) for k, v in index["meta"]], "notes": [public(n) for n in index["notes"]]}
-    atomic_write(out / "index.html", render("index.html", **index))
+    atomic_write(out / "index.html", render(template, **index))
     return out / "index.html"
 
 
@@ -385,6 +391,69 @@ def write_diff_html(out: Path, summary: dict, runs: list, evidence: dict[str, di
     index = {"title": f"diffbench diff: {summary['model_a']} vs {summary['model_b']}", "meta": meta, "notes": notes, "summary": top,
              "tables": tables, "plots": [], "glossary": glossary([])}
     return write_site(Path(out) / "html", index, pages)
+
+
+NWAY_LEGEND = ("One row per finding (each method's top {top}, grouped by method), one column per member. A mark (●) "
+               "in a member's column: the method attributes the difference to that member. The marked members are the "
+               "finding's subset: what they have and the other members lack, as the method reads it (a feature in "
+               "one member's stream, or in two members' shared section of the N-way crosscoder; all_pairs: the models "
+               "on whose side a two-model method found it, over every ordered pair). Nothing here is ground truth: "
+               "read the tokens and the snippets; the rank links to the finding's card.")
+NWAY_GLOSSARY = {
+    "subset": "The members a finding is attributed to (its marked cells): the difference is in their models and not "
+              "in the others', as the method reads it.",
+    "reads": "The two members whose activations the finding's readout reads (its snippets come from them); the same "
+             "member twice: that member against the common base where there is one.",
+}
+
+
+def write_nway_html(out: Path, summary: dict, runs: list) -> Path:
+    """The HTML report of `diffbench diff models=[...]`: out/html/. The index's centre is a matrix of findings x members
+    (harness/report/templates/nway.html); each method with findings has a page of finding cards, as the two-model
+    report's (runs: difftool.MethodRun, their findings GroupFindings)."""
+    from ..difftool.nway import UNCALIBRATED, subset_label
+
+    names = list(summary["models"])
+    label = lambda models: subset_label(models, names)
+    meta = [("members", len(names)), ("common base", summary["base"] or "none (per-member methods do not apply)"),
+            ("corpus", f"{summary['corpus']}, {summary['documents']} documents"), ("layers", summary["layers"]),
+            ("calibration", UNCALIBRATED), ("time", f"{summary['seconds']:.0f} s")]
+    notes = ["Nothing here is ground truth: read the tokens and snippets. Method's own flag: the method's published "
+             "rule for calling a finding real; there are no calibrated flags for N-way methods yet."]
+    methods, rows, pages = [], [], {}
+    for r in runs:
+        name = page_name(r.key, "nway")
+        ok = r.status == "ok"
+        rows.append([cell(r.key, name if ok else None), cell(r.status), cell(r.n_findings), cell(r.n_flagged),
+                     cell(f"{r.seconds:.1f}"), cell(r.error)])
+        if not ok:
+            continue
+        shown = r.findings[:TOP]
+        methods.append({"key": r.key, "name": r.name, "page": name, "rows": [
+            {"rank": i + 1, "id": f.id, "href": f"{name}#f{i + 1}", "marks": [m in f.models for m in range(len(names))],
+             "subset": label(f.models), "uniqueness": _num(f.uniqueness), "flagged": bool(f.flagged),
+             "tokens": [shown_token(t) for t in f.tokens[:6]],
+             "snippet": snippet_view(f.info["snippets"][0]) if f.info.get("snippets") else None} for i, f in enumerate(shown)]})
+
+        def view(i, rec, skip, r=r):
+            f = r.findings[i]
+            v = finding_view(i, rec, calibrated=None, calibration_note=f.info.get("calibration", ""), skip=skip)
+            reads = " and ".join(f"{m} ({names[m]})" for m in dict.fromkeys(f.reads))
+            v.update(side="both", side_word="subset", side_label=label(f.models),
+                     side_help=f"the members the method attributes the difference to; its readout reads {reads}")
+            return v
+
+        pages[name] = findings_page(f"{r.key} on {len(names)} models", [("method", r.name), *meta[:2]],
+                                    [_record(f) for f in shown], view)
+        pages[name]["notes"] = notes
+    members = table("members", "Members", ["#", "model", "source", "kind"],
+                    [[cell(m["index"]), cell(m["name"]), cell(m["source"]),
+                      cell("adapter" if m["adapter"] else "checkpoint")] for m in summary["members"]])
+    tables = [members, table("methods", "Methods", ["method", "status", "findings", "flagged (method's own rule)", "seconds", "note"], rows)]
+    index = {"title": f"diffbench diff: {len(names)} models", "meta": meta, "notes": notes, "summary": None, "tables": tables,
+             "plots": [], "members": names, "matrix": methods, "legend": NWAY_LEGEND.format(top=TOP),
+             "glossary": [*NWAY_GLOSSARY.items(), *((k, v) for k, v in glossary([]) if k in ("uniqueness", "method's own flag"))]}
+    return write_site(Path(out) / "html", index, pages, template="nway.html")
 
 
 def _record(f) -> dict:
