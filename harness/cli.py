@@ -331,6 +331,9 @@ def _list() -> None:
     load_all_methods()
     print("models:    " + ", ".join(MODEL_SOURCES.names()) + "  (or a local HF checkpoint path)")
     print("methods:   " + ", ".join(METHODS.names()))
+    from ..core.nway import NWAY_METHODS
+
+    print("N-way:     " + ", ".join(NWAY_METHODS.names()) + "  (nway_method=[...]: suites with groups, diff models=[...])")
     from ..tasks.families import families, family_behaviors
 
     print("behaviors: " + ", ".join(available_behaviors()))

@@ -205,7 +205,8 @@ def _groups(entries: Any, known, used: dict, organisms: dict[str, Organism], err
             if zoo is None:
                 from .plant.zoo import ZooSpec
 
-                zoo = {o.name: o for o in ZooSpec.load().organisms}, ZooSpec.load().specs
+                spec = ZooSpec.load()
+                zoo = {o.name: o for o in spec.organisms}, spec.specs
             if m not in zoo[0]:
                 raise err(f"group {gid}: member {m!r} is neither `base`, an organism of this suite nor a zoo organism "
                           "(`diffbench organisms list`)")

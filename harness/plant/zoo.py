@@ -247,12 +247,20 @@ class ZooSpec:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "ZooSpec":
+        """zoo.yaml with every behavior spec it names, loaded and validated once per process and file version (about
+        80 specs, a second or more each on a busy 2-core machine); the result is shared: treat it as read-only."""
+        path = Path(path or zoo_dir() / "zoo.yaml")
+        return cls._load(str(path), path.stat().st_mtime_ns)
+
+    @classmethod
+    @lru_cache(maxsize=2)
+    def _load(cls, path_str: str, _mtime_ns: int) -> "ZooSpec":
         import yaml
 
         from ...tasks.spec import BehaviorSpec, available_behaviors
         from .organism import NULL_KINDS, Organism
 
-        path = path or zoo_dir() / "zoo.yaml"
+        path = Path(path_str)
         raw = yaml.safe_load(path.read_text())
         where = str(path)
         orgs, seen = [], set()

@@ -53,7 +53,7 @@ def nway_lines(run_dir: Path) -> list[str]:
                      f"{_ci(strong_['exact_set_recall'])} | {_ci(any_['null_false_alarm_rate'])} | "
                      f"{'—' if per_group is None or math.isnan(per_group) else f'{per_group:.1f}'} | "
                      f"{len(methods[m]['seeds'])} |")
-    lines += ["", *comparison_lines(methods, k), "", *cost_lines(s)]
+    lines += ["", *comparison_lines(methods, k), "", *cost_lines(s.get("runs") or [])]
     return lines
 
 
@@ -85,11 +85,12 @@ def comparison_lines(methods: dict, k: str) -> list[str]:
     return out
 
 
-def cost_lines(s: dict) -> list[str]:
-    """Seconds per method run against the group's size N (mean over seeds and groups of that size)."""
+def cost_lines(runs: list[dict]) -> list[str]:
+    """Seconds per method run against the group's size N (mean over seeds and groups of that size), from the runs'
+    records (nway_results.csv's rows)."""
     by: dict[str, dict[int, list[float]]] = {}
-    for r in s.get("runs") or []:
-        if r.get("status") == "ok" and r.get("seconds") is not None:
+    for r in runs:
+        if r.get("status") == "ok" and r.get("seconds") not in (None, ""):
             by.setdefault(r["method"], {}).setdefault(int(r["n_members"]), []).append(float(r["seconds"]))
     sizes = sorted({n for v in by.values() for n in v})
     if not sizes:

@@ -1,6 +1,7 @@
 """N-way groups (the suite's `groups:` section): the diff and score stages for N models of one base.
 
     diff(ws)    every N-way method (conf/nway_method/) on every group and seed: nway/findings/<key>/<group>@s<seed>
+                nway_results.csv: every run's status and seconds (cost against N)
     score(ws)   each finding matched to each behavior of the group with the pair channels, then attribution scores
                 (harness/score/nway.py): nway_scores.json, nway_matches.csv
 
@@ -92,6 +93,19 @@ def diff(ws: Workspace) -> None:
                     log.error("N-way method %s failed on %s: %s", key, group.id, outcome.traceback)
                     say(f"N-way method {key} FAILED on {group.id}: {result.error}")
                 write_json(path.with_suffix(".status.json"), asdict(result))
+    write_csv(ws.run_dir / "nway_results.csv", run_rows(ws))
+
+
+def run_rows(ws: Workspace) -> list[dict]:
+    """Every (method, group, seed) run's status record with the group's size: nway_results.csv (cost against N)."""
+    rows = []
+    for group in ws.suite.groups:
+        for key in ws.nway_methods:
+            for seed in seeds_of(ws, key):
+                status = read_status(finding_path(ws, key, group, seed).with_suffix(".status.json"), missing_ok=True)
+                rows.append({"method": key, "seed": seed, "pair": group.id, "n_members": group.n,
+                             **{k: status.get(k) for k in ("status", "error", "seconds", "n_findings", "n_flagged")}})
+    return rows
 
 
 def group_context(ws: Workspace, group: Group) -> GroupContext:
@@ -112,7 +126,6 @@ def group_context(ws: Workspace, group: Group) -> GroupContext:
 def score(ws: Workspace, scorer) -> dict:
     """`scorer`: the score stage's `Scorer` (probes, keywords, causal test), shared with the pairs of the run."""
     records: list[MatchRecord] = []
-    results: list[dict] = []
     scores: dict[tuple[str, int, str], dict] = {}  # (method, seed, group) -> {channel: {k: GroupScore}}
     k_max = ws.scoring.K
     for group in ws.suite.groups:
@@ -121,8 +134,6 @@ def score(ws: Workspace, scorer) -> dict:
             for seed in seeds_of(ws, key):
                 path = finding_path(ws, key, group, seed)
                 status = read_status(path.with_suffix(".status.json"))
-                results.append({**{k: status.get(k) for k in ("method", "seed", "pair", "status", "error", "seconds",
-                                                               "n_findings", "n_flagged")}, "n_members": group.n})
                 if status.get("status") != "ok":
                     continue
                 if not findings_intact(path, status):
@@ -144,7 +155,7 @@ def score(ws: Workspace, scorer) -> dict:
                                                           (r.hit if ch == "any" else r.strong_match)} for b in truth},
                                     k, group.null_member) for k in ws.scoring.ks}
                 for ch in CHANNELS}
-    return write_scores(ws, records, results, scores)
+    return write_scores(ws, records, run_rows(ws), scores)
 
 
 def match_group(ws: Workspace, scorer, group: Group, behavior: str, loaded: dict, k_max: int) -> list[MatchRecord]:
@@ -191,13 +202,13 @@ def strong_group(ws: Workspace, scorer, group: Group, behavior: str, loaded: dic
 
 def write_scores(ws: Workspace, records: list[MatchRecord], results: list[dict], scores: dict) -> dict:
     """nway_scores.json: per method, channel and k the pooled figures (`aggregate`) with intervals, and per group;
-    nway_matches.csv: every match record; nway_results.csv: every method run's status and time (cost against N)."""
+    nway_matches.csv: every match record; nway_results.csv again (the diff stage writes it too)."""
     methods: dict[str, dict] = {}
     for key in ws.nway_methods:
-        mine = {g: v for (k, _s, g), v in scores.items() if k == key}
+        mine = [v for (k, _s, _g), v in scores.items() if k == key]  # every (seed, group) run of the method
         per_channel = {}
         for ch in CHANNELS:
-            per_channel[ch] = {str(k): {name: _plain(v) for name, v in aggregate([v[ch][k] for v in mine.values()], "exact").items()}
+            per_channel[ch] = {str(k): {name: _plain(v) for name, v in aggregate([v[ch][k] for v in mine], "exact").items()}
                                for k in ws.scoring.ks}
         by_group = {}
         for group in ws.suite.groups:
