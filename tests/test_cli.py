@@ -50,7 +50,7 @@ def test_unknown_command_names_the_commands_and_the_closest(capsys, word, close)
 @pytest.mark.parametrize("argv, message", [
     (["run", "method=[mean_dif,dfc]"], "unknown method 'mean_dif' (did you mean mean_diff"),
     (["method=[mean_diff],[dfcc]"], "unknown method 'dfcc' (did you mean dfc"),
-    (["run", "suite=quik"], "unknown suite 'quik' (did you mean quick?). suite= picks one of crossarch, full, gpu, quick, tiny, tinycross"),
+    (["run", "suite=quik"], "unknown suite 'quik' (did you mean quick?). suite= picks one of crossarch, full, gpu, nway, nway_scaling, quick, tiny, tinycross, tinynway, zoo"),
     (["plant", "plant=brod"], "unknown plant 'brod' (did you mean broad?)"),
     (["run", "model=smolm2-135m"], "unknown model 'smolm2-135m' (did you mean smollm2-135m?). model= picks one of"),
     (["run", "model=tiny-llama-wide"], "model=tiny-llama-wide: there is no conf/model/tiny-llama-wide.yaml"),
