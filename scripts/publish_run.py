@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 FILES = ["command.txt", "config.yaml", "flag_thresholds.json", "hit_matrix.png", "leaderboard.md", "matches.csv",
-         "pair_results.csv", "recall_vs_false_alarms.png", "runs.csv", "scores.csv", "scores.json", "timing.json"]
+         "pair_results.csv", "recall_vs_false_alarms.png", "runs.csv", "scores.csv", "scores.json", "timing.json",
+         "nway_scores.json", "nway_matches.csv", "nway_results.csv"]  # nway_*: suites with groups
 FOLDERS = ["corpus", "plant_cards", "html", "alignment", "strong"]  # alignment: cross-tokenizer pairs only
-REQUIRED = ["scores.json", "leaderboard.md", "timing.json"]
+REQUIRED = ["leaderboard.md", "timing.json"]  # and scores.json or nway_scores.json
 
 
 def main() -> int:
@@ -30,6 +31,8 @@ def main() -> int:
     ap.add_argument("--replace", action="store_true", help="replace an existing destination folder")
     a = ap.parse_args()
     missing = [f for f in REQUIRED if not (a.run_dir / f).is_file()]
+    if not any((a.run_dir / f).is_file() for f in ("scores.json", "nway_scores.json")):
+        missing.append("scores.json")
     if missing:
         sys.exit(f"{a.run_dir} is not a finished run: no {', '.join(missing)} (run its report stage first)")
     if a.dest.exists() and not a.replace:
