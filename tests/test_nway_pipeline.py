@@ -132,6 +132,6 @@ def test_the_leaderboard_has_the_nway_tables(nway_run):
     run_dir, _ = nway_run
     board = (run_dir / "leaderboard.md").read_text()
     assert "## N-way diffing" in board and "| quad | 4 |" in board
-    assert "all_pairs_random (floor)" in board and "Paired comparison" in board
+    assert "all_pairs_random (floor)" in board and "Paired comparison" in board and "Floor check" in board
     assert "| method | N=4 |" in board  # cost by group size
     assert str(run_dir) not in board

@@ -11,6 +11,7 @@ import numpy as np
 
 from ...core.io import read_json
 from ..score.significance import ALPHA, compare_pair, holm
+from .leaderboard import FLOOR_BOUNDS
 
 LEAD_K = 5
 
@@ -41,7 +42,8 @@ def nway_lines(run_dir: Path) -> list[str]:
         members = ", ".join(f"{i}={m}" for i, m in enumerate(g["members"]))
         lines.append(f"| {g['id']} | {len(g['members'])} | {members} | {truth} | "
                      f"{'—' if g['null_member'] is None else g['null_member']} |")
-    strong = "" if s.get("strong") else " The causal channel was off in this run, so strong figures are empty."
+    strong = "" if s.get("strong") else (" The causal channel was off in this run (`scoring.strong=false`): \"any\" is "
+                                         "the activation and token channels, and strong figures are empty.")
     lines += ["", f"Lead table, k = {k}.{strong}", "",
               f"| method | exact-set R@{k} (any) | per-member R@{k} | attribution acc@{k} | exact-set R@{k} (strong) | "
               "null false-alarm rate | null alarms / group | seeds |", "|---|---|---|---|---|---|---|---|"]
@@ -50,11 +52,31 @@ def nway_lines(run_dir: Path) -> list[str]:
         per_group = any_["null_false_alarms_per_group"]
         lines.append(f"| {m}{' (floor)' if methods[m]['floor'] else ''} | {_ci(any_['exact_set_recall'])} | "
                      f"{_ci(any_['per_model_recall'])} | {_ci(any_['attribution_accuracy'])} | "
-                     f"{_ci(strong_['exact_set_recall'])} | {_ci(any_['null_false_alarm_rate'])} | "
+                     f"{_ci(strong_['exact_set_recall']) if s.get('strong') else '—'} | {_ci(any_['null_false_alarm_rate'])} | "
                      f"{'—' if per_group is None or math.isnan(per_group) else f'{per_group:.1f}'} | "
                      f"{len(methods[m]['seeds'])} |")
-    lines += ["", *comparison_lines(methods, k), "", *cost_lines(s.get("runs") or [])]
+    lines += ["", *floor_lines(methods, ks), "", *comparison_lines(methods, k), "", *cost_lines(s.get("runs") or [])]
     return lines
+
+
+def floor_lines(methods: dict, ks: list[int]) -> list[str]:
+    """The pair protocol's floor check (FLOOR_BOUNDS) on each N-way floor's per-member recall at k = 1 and the largest k,
+    any channel: the loosest of the N-way recalls (no attribution needed), so exact-set recall is within it too."""
+    parts, ok = [], True
+    for m, v in methods.items():
+        if not v["floor"]:
+            continue
+        cells = []
+        for k, bound in ((min(ks), FLOOR_BOUNDS["recall@1"]), (max(ks), FLOOR_BOUNDS["recall@K"])):
+            p = v["channels"]["any"][str(k)]["per_model_recall"]
+            within = p["trials"] > 0 and p["value"] <= bound
+            ok &= within
+            cells.append(f"per-member R@{k} {_ci(p)} (bound {bound:.2f}{'' if within else ': ABOVE'})")
+        parts.append(f"`{m}` " + ", ".join(cells))
+    if not parts:
+        return []
+    verdict = "every floor is within the bounds" if ok else "**a floor is above its bound: chance reaches the behaviors here**"
+    return ["Floor check (mean over seeds, any channel): " + "; ".join(parts) + f"; {verdict}."]
 
 
 def _value(m: dict, ch: str, k: str, name: str) -> float:
