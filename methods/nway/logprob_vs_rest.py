@@ -35,7 +35,7 @@ from ...core.env import cpu_threads
 from ...core.nway import GroupContext, GroupFinding, NWayMethod, register_nway_method
 from .._shared.outputs import (TextFindingOptions, check_shared_vocabulary, rank_texts, response_passes,
                                response_text_scores)
-from .all_pairs import Attributed, merge_attributed
+from .._shared.attribution import Attributed, merge_attributed
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from ...core import Finding, MethodConfig, Readout
 from ...core.nway import GroupContext, GroupFinding, NWayMethod, register_nway_method
 from .._shared.difference import principal_directions
-from .all_pairs import Attributed, merge_attributed, same_tokens
+from .._shared.attribution import Attributed, merge_attributed, same_tokens
 
 
 @dataclass

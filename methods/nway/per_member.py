@@ -18,7 +18,7 @@ from typing import Any
 
 from ...core import MethodConfig
 from ...core.nway import GroupContext, GroupFinding, NWayMethod, register_nway_method
-from .all_pairs import Attributed, merge_attributed, pair_method_class, same_tokens
+from .._shared.attribution import Attributed, merge_attributed, pair_method_class, same_tokens
 
 
 @dataclass
