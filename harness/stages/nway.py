@@ -205,20 +205,17 @@ def write_scores(ws: Workspace, records: list[MatchRecord], results: list[dict],
     nway_matches.csv: every match record; nway_results.csv again (the diff stage writes it too)."""
     methods: dict[str, dict] = {}
     for key in ws.nway_methods:
-        mine = [v for (k, _s, _g), v in scores.items() if k == key]  # every (seed, group) run of the method
-        per_channel = {}
-        for ch in CHANNELS:
-            per_channel[ch] = {str(k): {name: _plain(v) for name, v in aggregate([v[ch][k] for v in mine], "exact").items()}
-                               for k in ws.scoring.ks}
-        by_group = {}
-        for group in ws.suite.groups:
-            runs = [v for (k, _s, g), v in scores.items() if k == key and g == group.id]
-            if runs:
-                by_group[group.id] = {str(k): {name: _plain(v) for name, v in aggregate([r["any"][k] for r in runs], "exact").items()}
-                                      for k in ws.scoring.ks}
+        grouped = _by_group(scores, key)  # group -> its (seed) runs, in suite order
+
+        def pooled(runs: list[dict], ch: str) -> dict:
+            return {str(k): {name: _plain(v) for name, v in aggregate([r[ch][k] for r in runs], "exact").items()}
+                    for k in ws.scoring.ks}
+
+        per_channel = {ch: pooled([r for runs in grouped.values() for r in runs], ch) for ch in CHANNELS}
+        by_group = {g: pooled(runs, "any") for g, runs in grouped.items()}
         # per (group, behavior) unit: the share of seeds whose top k has an exact-set hit (paired significance)
         units = {ch: {str(k): {f"{g}/{b.behavior}": sum(v[ch][k].behaviors[i].exact_hit for v in runs) / len(runs)
-                                for g, runs in _by_group(scores, key).items()
+                                for g, runs in grouped.items()
                                 for i, b in enumerate(runs[0][ch][k].behaviors)} for k in ws.scoring.ks} for ch in CHANNELS}
         methods[key] = {"name": ws.nway_methods[key]["name"], "floor": ws.nway_built[key].floor,
                         "config": ws.nway_built[key].config, "seeds": seeds_of(ws, key), "channels": per_channel,
