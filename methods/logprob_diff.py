@@ -1,6 +1,7 @@
 """Log-probability difference of the two models on the corpus texts' responses: which texts does B like more (or less)?
 
-Both models run with their LM heads over every corpus text by default (`outputs.response_gains`; the planted
+Both models run with their LM heads over every corpus text by default (`outputs.response_gains`, each model's pass
+resumed from the residuals collection stored, so only the blocks above them run again; the planted
 contexts are ~1% of the texts, so a 16-text sample as in kl_diff would miss them). A text's response is every
 position after its last assistant header (chat.py; a text without one, e.g. plain text, is all response from
 position 1). The gain of the token at position t is log p_B(x_t | x_<t) - log p_A(x_t | x_<t); a text's score

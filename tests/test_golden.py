@@ -16,7 +16,9 @@ own fixture, `tiny_scores.<class>.json`, recorded with DIFFBENCH_UPDATE_GOLDEN=1
 not change results, and is then pinned bit for bit like the reference class. The zoo change (2026-12-07: rank-2
 fp16 adapters, the batched trainer's own LoRA init) changed results on purpose; its fixture was recorded on the
 AVX2 AMD EPYC that CI runs on, which became the reference class, and the Intel class's fixture, now stale, was
-removed (an Intel session records a new one). The tiny run uses fp32 on every CPU
+removed (an Intel session records a new one). The AMD EPYC class with AVX-512 (Zen 4, `x86-avx512-amd`) moves
+the DFC's latent count too and has its own fixture (2026-12-08; recorded at code whose logprob_diff pass resumes from
+the stored residuals, and checked there to give the same 8 decimals as the pass from the tokens). The tiny run uses fp32 on every CPU
 (conftest.TINY), so a CPU with native bf16 does not take a different arithmetic path.
 """
 

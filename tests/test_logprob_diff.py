@@ -208,3 +208,47 @@ def test_across_widths_plain_texts_are_not_applicable_with_the_reason(tmp_path, 
     a, b = collect(tiny, ts, [2], root=tmp_path, progress=False), collect(wide, ts, [2], root=tmp_path, progress=False)
     with pytest.raises(NotApplicableError, match="no audit corpus text with a chat prompt and an answer"):
         METHODS.get("logprob_diff")().find(PairContext("cross", tiny, wide, PairedActivations(a, b, 4), layers=[2]))
+
+
+# ----------------------------------------------------------------------------- resumed pass
+
+
+def test_a_pass_resumed_from_the_store_equals_the_pass_from_the_tokens(tmp_path, tiny):
+    """Collection stored residual index 2 of both models: logprob_diff's pass starts there (blocks 2-3 and the head
+    run), and gives the log-probabilities, residuals and findings of the pass from the tokens (blocks 0-3)."""
+    from tiny_pairs import perturbed_pair
+
+    from diffbench.methods._shared.outputs import Resume, _side_pass, store_sequences
+
+    texts, *_ = corpus(tiny.tokenizer)
+    ctx = perturbed_pair(tmp_path, texts, layer=2)  # block 1 differs: below the stored layer, so it must be in it
+    chosen, seqs = store_sequences(ctx.corpus.a, len(texts))
+    keep, starts = list(range(len(seqs))), [1] * len(seqs)
+    for model, store in ((ctx.model_a, ctx.corpus.a), (ctx.model_b, ctx.corpus.b)):
+        resume = Resume.of(store, model, 3)
+        assert resume is not None and resume.layer == 2
+        assert Resume.of(store, model, 2) is None  # nothing stored below the layer the pass captures
+        full = _side_pass(model, seqs, starts, keep, 3, 4, ("full",))
+        resumed = _side_pass(model, seqs, starts, keep, 3, 4, ("resumed",), False, resume, chosen)
+        for i in keep:
+            assert torch.allclose(resumed[0][i], full[0][i], atol=1e-5) and torch.allclose(resumed[1][i], full[1][i], atol=1e-5)
+        assert all(isinstance(b, torch.nn.Module) and type(b).__name__ != "_PassThrough" for b in model.decoder_layers())
+    from diffbench.methods._shared import outputs
+
+    scores = {r: outputs.response_text_scores(outputs.response_gains(ctx, resume=r)) for r in (True, False)}
+    assert torch.allclose(scores[True].scores, scores[False].scores, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(scores[True].diff_mean, scores[False].diff_mean, atol=1e-5)
+
+
+def test_a_store_that_does_not_hold_the_pass_tokens_is_refused(tmp_path, tiny):
+    from tiny_pairs import perturbed_pair
+
+    from diffbench.methods._shared.outputs import Resume, store_sequences
+
+    texts, *_ = corpus(tiny.tokenizer)
+    ctx = perturbed_pair(tmp_path, texts, layer=2)
+    chosen, seqs = store_sequences(ctx.corpus.a, len(texts))
+    resume = Resume.of(ctx.corpus.a, ctx.model_a, 3)
+    assert len(resume.residuals(chosen[:2], seqs[:2])[1]) == len(seqs[1])
+    with pytest.raises(ValueError, match="does not hold the pass's tokens"):
+        resume.residuals(chosen[:2], [seqs[1], seqs[0]])

@@ -220,10 +220,21 @@ def header(run_dir: Path, scores: dict) -> list[str]:
         f"- method seeds (stochastic methods): {scores['method_seeds']}",
         f"- pairs: " + ", ".join(f"{p['id']} ({p['kind']})" for p in scores["pairs"]),
         f"- config: `{cfg_path.name}` in the run folder; metric definitions in docs/protocol.md (glossary) and DESIGN.md",
+        *null_reuse_lines(scores),
         "",
         "Values are point estimates with bootstrap 95% intervals over organisms `[lo, hi]`, and `±` the spread "
         "(std) across method seeds where a method is stochastic. `n/a`: undefined (e.g. nothing flagged).",
     ]
+
+
+def null_reuse_lines(scores: dict) -> list[str]:
+    """Where the causal channel's null draws came from, if not all from this run (scoring.strong.null_from)."""
+    r = scores.get("strong_null_reused")
+    if not r:
+        return []
+    return [f"- causal channel: the random-direction null draws of {r['units']} unit(s) ({r['draws']} draws) are reused "
+            f"from the reference `{r['reference']}` (same protocol, dtype, models, prompts and generation settings; "
+            "every finding's own steering ran here; `scoring.strong.null_from=null` draws them here)"]
 
 
 def problems_section(run_dir: Path, metrics: dict, cross: dict) -> list[str]:

@@ -24,6 +24,9 @@ class StrongConfig:
     floor_max_seeds: int | None = None  # the same for floors; None = every seed, so a floor's any-channel rate is
     #                                     estimated over all its seeds (20 in the suites), not guessed from 3
     batch_size: int = 128  # generation rows per batch
+    null_from: str | None = "auto"  # a committed reference (harness/references.py name or run folder) whose null draws
+    #   this run reuses where they are its own: same protocol version, dtype, generation settings, models and prompts
+    #   (checked per unit); auto = the reference named like the suite, where one exists; None = draw every null here
     max_collateral: float | None = 0.25  # ablation specificity: an ablation counts only if it changes model B's greedy
     #   continuation on at most this share of the unit's first n_prompts C prompts (None: not checked; 0.25 = 2 of 8, where 70
     #   random directions changed 0-3 of 8, mean 0.4). Why: ablation

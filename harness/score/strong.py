@@ -182,6 +182,33 @@ def strong_hits(model_a, model_b, prompts: list[str], detector, candidates: dict
     return out
 
 
+def seed_null(cache: StrongCache, reference_unit: Path, name: str) -> int:
+    """Copy a reference run's null draws for the same unit into `cache` where they are longer than the cache's own,
+    if the reference's unit was made with the same settings (models, prompts, generation: the settings key). Only
+    the null: every finding's own deltas are still generated here. The null is a fixed pool per layer (POOL), so
+    the copied draws are the first draws this run would make, and a run that needs more extends them. Returns the
+    number of null deltas taken (0: none, or the file is missing, corrupt or made with other settings); the cache
+    records them under "null_from" (layer key -> [reference `name`, draws]), which the run's scores.json sums."""
+    if not reference_unit.is_file():
+        return 0
+    try:
+        ref = read_checked_json(reference_unit)
+    except CorruptFileError as e:
+        print(f"[diffbench] reference null draws {reference_unit.name}: {e}; drawing them here", flush=True)
+        return 0
+    if not isinstance(ref, dict) or ref.get("settings") != cache.settings_key:
+        return 0
+    taken = 0
+    for key, null in (ref.get("null") or {}).items():
+        if isinstance(null, list) and len(null) > len(cache.data["null"].get(key, [])):
+            cache.data["null"][key] = [float(x) for x in null]
+            cache.data.setdefault("null_from", {})[key] = [name, len(null)]
+            taken += len(null)
+    if taken:
+        cache.save()
+    return taken
+
+
 def settings_of(cfg, prompts: list[str], model_a_id: str, model_b_id: str) -> dict:
     """Everything that changes a cached delta: the models, prompts and generation settings (not alpha or null_draws:
     a null of more draws extends the cached one, see POOL)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +51,7 @@ def run(ws: Workspace) -> dict:
             records += unit
     if ws.scoring.strong.enabled:
         say(f"strong (causal) channel: {t_strong:.0f}s")
-    return write_scores(ws, results, records, sides)
+    return write_scores(ws, results, records, sides, scorer.null_record())
 
 
 def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[str, int], list]]:
@@ -88,7 +89,8 @@ def load_pair(ws: Workspace, pair: Pair) -> tuple[list[PairResult], dict[tuple[s
     return results, loaded
 
 
-def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRecord], sides: dict) -> dict:
+def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRecord], sides: dict,
+                 strong_null: dict | None = None) -> dict:
     cross_ids = {p.id for p in ws.suite.pairs if p.cross}
     floors = ws.floors
     metrics = compute_metrics([r for r in results if r.pair not in cross_ids], [r for r in records if r.pair not in cross_ids], ws.scoring,
@@ -114,6 +116,8 @@ def write_scores(ws: Workspace, results: list[PairResult], records: list[MatchRe
                      "dtype": dtype_name(ws.model(BASE).dtype)},
         "seeds": {k: ws.seeds_for(m["name"]) for k, m in ws.methods.items()},
     }
+    if strong_null:
+        payload["strong_null_reused"] = strong_null
     if cross_ids:
         payload["metrics_crossarch"] = metrics_cross
         payload["models"] = {n: ws.base_model_name(n) for p in ws.suite.pairs if p.cross for n in (p.a, p.b)}
@@ -185,16 +189,72 @@ def alignment_stats(ws: Workspace) -> dict[str, dict]:
     return out
 
 
+def null_reference(ws: Workspace) -> Path | None:
+    """The committed reference whose causal-channel null draws this run reuses (`strong.null_from`), or None. Refused
+    (auto: skipped, saying why) when it was made under another protocol version, in another dtype or with other
+    generation settings; models and prompts are checked per unit by the cache's settings key (strong.seed_null)."""
+    from omegaconf import OmegaConf
+
+    from ..references import REFERENCES, reference_dir
+
+    cfg = ws.scoring.strong
+    name = cfg.null_from
+    if not cfg.enabled or name is None:
+        return None
+    auto = name == "auto"
+    if auto:
+        if ws.suite.name not in REFERENCES:
+            return None
+        name = ws.suite.name
+    try:
+        ref = reference_dir(name)
+    except FileNotFoundError:
+        if auto:
+            return None
+        raise
+    if ref.resolve() == ws.run_dir.resolve():
+        return None
+    scores = read_json(ref / "scores.json")
+    protocol = scores.get("protocol") or {}
+    ref_strong = OmegaConf.to_container(OmegaConf.load(ref / "config.yaml")).get("scoring", {}).get("strong") or {}
+    differ = [k for k in ("n_prompts", "max_new_tokens", "batch_size") if ref_strong.get(k) != getattr(cfg, k)]
+    problems = ([f"protocol version {protocol.get('version')} (this code: {PROTOCOL_VERSION})"]
+                if protocol.get("version") != PROTOCOL_VERSION else [])
+    problems += ([f"dtype {protocol.get('dtype')} (this run: {dtype_name(ws.model(BASE).dtype)})"]
+                 if protocol.get("dtype") != dtype_name(ws.model(BASE).dtype) else [])
+    problems += [f"strong.{k} {ref_strong.get(k)} (this run: {getattr(cfg, k)})" for k in differ]
+    problems += [] if (ref / "strong").is_dir() else ["no strong/ folder"]
+    if problems:
+        msg = f"the causal channel's null draws of {ref.name} are not this run's: {'; '.join(problems)}"
+        if not auto:
+            raise ValueError(msg + "; set scoring.strong.null_from=null to draw them here")
+        say(msg + "; drawing them here")
+        return None
+    say(f"strong (causal) channel: reusing the null draws of {ref.name} where models and prompts match "
+        "(scoring.strong.null_from=null draws them here)")
+    return ref
+
+
 class Scorer:
     """Matching of findings with the probes, keywords and activation nulls of the pair being scored."""
 
     def __init__(self, ws: Workspace):
         self.ws = ws
+        self.null_reference = null_reference(ws)
+        self.null_reused: dict[str, int] = {}  # unit file -> null deltas taken from a reference
+        self._null_sources: dict[str, set[str]] = {}  # unit file -> the references they came from
         self.probes = Probes(ws)
         self.probes.plan()
         self._keywords: dict[tuple, Keywords] = {}
         self._cross_nulls: dict[tuple, object] = {}  # activation nulls of the cross pair being scored
         self._token_null = TokenNull(ws.scoring.token_null_draws, ws.scoring.top_tokens, seed=0)
+
+    def null_record(self) -> dict | None:
+        """What scores.json says of the reused null draws (the leaderboard's header quotes it)."""
+        if not self.null_reused:
+            return None
+        names = sorted({name for f in self.null_reused for name in self._null_sources.get(f, ())})
+        return {"reference": ", ".join(names), "units": len(self.null_reused), "draws": int(sum(self.null_reused.values()))}
 
     def keywords(self, model, behavior: str) -> Keywords:
         """The behavior's keyword ids in the model's vocabulary with the token channel's p-value there (cached)."""
@@ -237,7 +297,7 @@ class Scorer:
     def strong_test(self, pair: Pair, behavior: str, candidates: dict, records: list[MatchRecord]) -> None:
         """The causal test of `candidates` {(method key, seed, rank): (layer, direction)} on one unit: steered in
         pair.a, ablated in pair.b; fills the strong fields of the `records` with the same (method, seed, rank)."""
-        from ..score.strong import StrongCache, settings_of, strong_hits
+        from ..score.strong import StrongCache, seed_null, settings_of, strong_hits
 
         ws, cfg = self.ws, self.ws.scoring.strong
         if not candidates:
@@ -253,7 +313,14 @@ class Scorer:
             keep = (pa.acts.pos >= pa.start[pa.acts.text_idx]) & torch.from_numpy(pa.labels == 1)[pa.acts.text_idx]
             return float((pb.acts.acts[keep].float() - pa.acts.acts[keep].float()).norm(dim=1).mean())
 
-        cache = StrongCache(ws.run_dir / "strong" / f"{pair.id}__{behavior}.json", settings_of(cfg, prompts, ma.identity, mb.identity))
+        unit_file = f"{pair.id}__{behavior}.json"
+        cache = StrongCache(ws.run_dir / "strong" / unit_file, settings_of(cfg, prompts, ma.identity, mb.identity))
+        if self.null_reference is not None:
+            seed_null(cache, self.null_reference / "strong" / unit_file, self.null_reference.name)
+        reused = sum(n for _, n in (cache.data.get("null_from") or {}).values())
+        if reused:
+            self.null_reused[unit_file] = reused
+            self._null_sources[unit_file] = {name for name, _ in cache.data["null_from"].values()}
         res = strong_hits(ma, mb, prompts, ws.suite.specs[behavior].detector_b, candidates, scale_at, cfg, cache,
                           seed=stable_int(pair.id, behavior), progress=ws.progress, controls=controls)
         n_hits = 0

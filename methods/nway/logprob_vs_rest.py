@@ -64,7 +64,8 @@ class LogprobVsRest(NWayMethod):
             check_shared_vocabulary(ctx.pair_context(0, m))
         layer = ctx.models[0].n_layers - 1 if c.layer is None else int(c.layer)
         with cpu_threads(c.threads, ctx.device):
-            passes = response_passes(list(ctx.models), ctx.corpus.stores[0], c.n_texts, c.batch_size, layer, ctx.progress)
+            passes = response_passes(list(ctx.models), ctx.corpus.stores[0], c.n_texts, c.batch_size, layer, ctx.progress,
+                                     list(ctx.corpus.stores))  # each pass resumes from the member's store
         options = TextFindingOptions("lp", c.n_findings, c.n_tokens, c.flag_z, c.readout_tokens, c.excerpt_chars)
         runs = []
         for m in range(ctx.n):
