@@ -167,9 +167,10 @@ class Resume:
     @classmethod
     def of(cls, store, model, layer: int) -> "Resume | None":
         """The deepest stored layer below `layer` (the residual index the pass must capture), when the store was
-        collected in the model's dtype; None when there is none (the pass runs from the tokens)."""
+        collected from this model (its identity) in its dtype; None otherwise (the pass runs from the tokens)."""
         below = [L for L in store.layers if 0 < L < layer]
-        if not below or store.manifest.get("dtype") != str(model.dtype).removeprefix("torch."):
+        m = store.manifest
+        if not below or m.get("model_identity") != model.identity or m.get("dtype") != str(model.dtype).removeprefix("torch."):
             return None
         return cls(store, max(below))
 
