@@ -341,8 +341,9 @@ def response_passes(models: list, store, n_texts: int | None, batch_size: int, l
                     progress: bool = False, stores: list | None = None) -> ResponsePasses:
     """Each model over `n_texts` texts of `store` (None: all; evenly spaced, its token ids; the models share that
     tokenizer, and the first one's chat template says where a response starts), each model's pass cached
-    (`_side_pass`). `stores`: each model's own activation store of the same texts and tokens (row-aligned with
-    `store`), from which its pass resumes (`Resume`); None runs every pass from the tokens. Threads are the
+    (`_side_pass`). `stores`: the models' activation stores of the same texts and tokens (row-aligned with
+    `store`); each model's pass resumes from the one collected from it (`Resume`), and where one model has none,
+    every pass runs from the tokens (as with None). Threads are the
     caller's (`cpu_threads`)."""
     from .chat import chat_header, response_start
 
@@ -354,7 +355,11 @@ def response_passes(models: list, store, n_texts: int | None, batch_size: int, l
     if not keep:
         raise NotApplicableError("no audit corpus text with a response token")
     corpus = (str(store.root), tuple(chosen), layer, batch_size)
-    resumes = [Resume.of(s, m, layer) for m, s in zip(models, stores)] if stores else [None] * len(models)
+    # a model resumes from whichever store is its own (a model diffed against itself: both from one store); all models
+    # resume or none does, so two models' passes always run the same blocks
+    resumes = [next((r for r in (Resume.of(s, m, layer) for s in stores or ()) if r), None) for m in models]
+    if None in resumes:
+        resumes = [None] * len(models)
     sides = [_side_pass(m, seqs, starts, keep, layer, batch_size, corpus, progress, r, chosen)
              for m, r in zip(models, resumes)]
     return ResponsePasses(layer=layer, text_idx=[chosen[i] for i in keep], token_ids=[seqs[i] for i in keep],
