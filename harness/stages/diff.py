@@ -14,7 +14,7 @@ from ...core import save_findings
 from ...core.io import write_json
 from ..score.scoring import PairResult
 from ..pair_run import run_method
-from ..score.status import findings_digest, findings_intact, read_status
+from ..score.status import findings_digest, saved_run_current
 from ..suite import Pair
 from ...core.env import say
 from ..workspace import Workspace
@@ -28,27 +28,9 @@ def run(ws: Workspace) -> None:
         inputs = ws.pair_inputs(pair) if status == "ok" else ""
         for key, mcfg in ws.methods.items():
             for seed in ws.seeds_for(mcfg["name"], pair):
-                if not _done(ws, key, pair, seed, inputs):
+                if not saved_run_current(ws.finding_path(key, pair, seed), ws.config_hashes[key], inputs,
+                                         f"diff {key} on {pair.id} seed {seed}"):
                     _diff_one(ws, key, mcfg, pair, seed, status, inputs)
-
-
-def _done(ws: Workspace, key: str, pair: Pair, seed: int, inputs: str) -> bool:
-    """Saved findings of this method, pair and seed that are intact and were made from the same config and inputs."""
-    path = ws.finding_path(key, pair, seed)
-    prev = read_status(path.with_suffix(".status.json"), missing_ok=True)
-    same_config = prev.get("config_hash") in (None, "", ws.config_hashes[key])  # records from before the hash: the same
-    same_inputs = prev.get("inputs_hash") == inputs
-    done = prev.get("status") == "not_applicable" or (prev.get("status") == "ok" and findings_intact(path, prev))
-    if prev.get("status") == "ok" and not done:
-        say(f"diff {key} on {pair.id} seed {seed}: saved findings missing or corrupt (checksum); recomputing")
-    if done and same_config and same_inputs:
-        return True  # failed and excluded runs are retried
-    if prev and not same_config:
-        say(f"diff {key} on {pair.id} seed {seed}: method config changed since its saved findings; recomputing")
-    elif done and not same_inputs:
-        say(f"diff {key} on {pair.id} seed {seed}: the pair's inputs (models, corpus, layers) "
-            f"{'changed' if prev.get('inputs_hash') else 'were not recorded'} since its saved findings; recomputing")
-    return False
 
 
 def _diff_one(ws: Workspace, key: str, mcfg: dict, pair: Pair, seed: int, status: str, inputs: str) -> None:

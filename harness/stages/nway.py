@@ -30,7 +30,7 @@ from ...core.nway import GroupActivations, GroupContext
 from ..pair_run import run_group_method
 from ..score.nway import aggregate, score_group
 from ..score.scoring import MatchRecord, PairResult, match_finding, probe_null
-from ..score.status import findings_digest, findings_intact, read_status
+from ..score.status import findings_digest, findings_intact, read_status, saved_run_current
 from ..suite import BASE, Group, Pair
 from ..workspace import Workspace
 
@@ -68,9 +68,7 @@ def diff(ws: Workspace) -> None:
         for key, mcfg in ws.nway_methods.items():
             for seed in seeds_of(ws, key):
                 path = finding_path(ws, key, group, seed)
-                prev = read_status(path.with_suffix(".status.json"), missing_ok=True)
-                if (prev.get("status") in ("ok", "not_applicable") and prev.get("config_hash") == ws.nway_built[key].config_hash
-                        and prev.get("inputs_hash") == inputs and (prev["status"] != "ok" or findings_intact(path, prev))):
+                if saved_run_current(path, ws.nway_built[key].config_hash, inputs, f"nway {key} on {group.id} seed {seed}"):
                     continue
                 result = PairResult(key, seed, group.id, f"group{group.n}", tuple(b for b, _ in group.truth), "ok",
                                     config_hash=ws.nway_built[key].config_hash, inputs_hash=inputs)
