@@ -372,11 +372,10 @@ def response_text_scores(rg: ResponseGains) -> TextScores:
     the logit-lens scale is the mean |diff| per response token."""
     resp = [g[s:] for g, s in zip(rg.gain, rg.start)]
     scores = torch.stack([g.mean() for g in resp])
-    med, spread = robust_center(scores)
     n_resp = sum(g.numel() for g in resp)
     diff_norm = float((rg.diff_norm * torch.tensor([g.numel() for g in resp])).sum()) / n_resp
     common = {"texts": float(rg.n_texts), "scored_texts": float(len(resp)), "response_tokens": float(n_resp),
-              "median_score": med, "robust_sd": spread, "seconds_forward": rg.seconds}
+              "seconds_forward": rg.seconds}
     return TextScores(layer=rg.layer, text_idx=rg.text_idx, scores=scores,
                       ids=[t[s:] for t, s in zip(rg.token_ids, rg.start)], values=resp, common=common,
                       scale=diff_norm or 1.0, diff_mean=rg.diff_mean, norm_a=rg.norm_a)
@@ -472,13 +471,16 @@ class TextScores:
     scores: torch.Tensor  # [texts]
     ids: list[torch.Tensor]
     values: list[torch.Tensor]
-    common: dict  # info shared by every finding (with robust_center's median_score and robust_sd)
+    common: dict  # info shared by every finding; __post_init__ adds robust_center's median_score and robust_sd
     scale: float  # norm of a logit-lens direction (the mean |h_B - h_A|, or 1)
     diff_mean: torch.Tensor | None = None
     norm_a: torch.Tensor | None = None
     layer_a: int | None = None
     ids_a: list[torch.Tensor] | None = None
     values_a: list[torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        self.common["median_score"], self.common["robust_sd"] = robust_center(self.scores)
 
 
 @dataclass(frozen=True)
@@ -493,8 +495,8 @@ class TextFindingOptions:
 
 
 def robust_center(scores: torch.Tensor) -> tuple[float, float]:
-    """(median, 1.4826 x MAD) of the texts' scores, the centre and spread of `rank_texts`' robust z (callers put both
-    in `TextScores.common`): the planted contexts are a few outliers among many texts, and a fine-tune shifts every
+    """(median, 1.4826 x MAD) of the texts' scores, the centre and spread of `rank_texts`' robust z (`TextScores`
+    keeps both in `common`): the planted contexts are a few outliers among many texts, and a fine-tune shifts every
     text a little; the median and MAD ignore both, where a mean and standard deviation would be pulled by the very
     outliers they should expose."""
     med = float(scores.median())
@@ -519,7 +521,7 @@ def rank_texts(ctx: PairContext, ts: TextScores, o: TextFindingOptions) -> list[
     toward the side; readout = the text's mean difference, or the tokens' logit lens where that vanishes or the
     models share no space."""
     scores = ts.scores
-    med, spread = robust_center(scores)
+    med, spread = ts.common["median_score"], ts.common["robust_sd"]
     tok_b = ctx.model_b.tokenizer
     layer = ts.layer
     order = sorted(range(len(scores)), key=lambda i: (-abs(float(scores[i])), ts.text_idx[i]))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ...core import NotApplicableError, PairContext
 from .chat import ChatHeader, chat_header, header_end, template_positions, turn_end_ids
-from .outputs import TextScores, _forward, _side_pass, robust_center, shared_vocabulary, store_sequences
+from .outputs import TextScores, _forward, _side_pass, shared_vocabulary, store_sequences
 
 
 @dataclass(frozen=True)
@@ -366,12 +366,11 @@ def kl_values(ctx: PairContext, sm: Samples, exclude_template: bool, batch_size:
 def sampled_text_scores(ss: SampledScores, sm: Samples, per_byte: bool) -> TextScores:
     """`rank_texts`' input from scored samples: mean value per token, or total per byte."""
     scores = ss.total / ss.n_bytes if per_byte else torch.stack([v.mean() for v in ss.values])
-    med, spread = robust_center(scores)
     n_tok = torch.tensor([v.numel() for v in ss.values], dtype=torch.float32)
     scale = float((ss.diff_norm * n_tok).sum() / n_tok.sum()) if ss.diff_norm is not None else 0.0
     common = {"texts": float(sm.n_texts), "scored_texts": float(len(ss.text_idx)), "response_tokens": float(n_tok.sum()),
               "response_bytes": float(ss.n_bytes.sum()), "score_unit": "nats/byte" if per_byte else "nats/token",
-              "median_score": med, "robust_sd": spread, "seconds_sampling": sm.seconds}
+              "seconds_sampling": sm.seconds}
     return TextScores(layer=ss.layer, text_idx=ss.text_idx, scores=scores, ids=ss.ids, values=ss.values, common=common,
                       scale=scale or 1.0, diff_mean=ss.diff_mean, norm_a=ss.norm_a, layer_a=ss.layer_a,
                       ids_a=ss.ids_a, values_a=ss.values_a)
