@@ -241,8 +241,7 @@ class Scorer:
     def __init__(self, ws: Workspace):
         self.ws = ws
         self.null_reference = null_reference(ws)
-        self.null_reused: dict[str, int] = {}  # unit file -> null deltas taken from a reference
-        self._null_sources: dict[str, set[str]] = {}  # unit file -> the references they came from
+        self.null_reused: dict[str, dict] = {}  # unit file -> its cache's "null_from" (layer key -> [reference, draws])
         self.probes = Probes(ws)
         self.probes.plan()
         self._keywords: dict[tuple, Keywords] = {}
@@ -253,8 +252,9 @@ class Scorer:
         """What scores.json says of the reused null draws (the leaderboard's header quotes it)."""
         if not self.null_reused:
             return None
-        names = sorted({name for f in self.null_reused for name in self._null_sources.get(f, ())})
-        return {"reference": ", ".join(names), "units": len(self.null_reused), "draws": int(sum(self.null_reused.values()))}
+        layers = [entry for unit in self.null_reused.values() for entry in unit.values()]
+        return {"reference": ", ".join(sorted({name for name, _ in layers})), "units": len(self.null_reused),
+                "draws": int(sum(n for _, n in layers))}
 
     def keywords(self, model, behavior: str) -> Keywords:
         """The behavior's keyword ids in the model's vocabulary with the token channel's p-value there (cached)."""
@@ -317,10 +317,8 @@ class Scorer:
         cache = StrongCache(ws.run_dir / "strong" / unit_file, settings_of(cfg, prompts, ma.identity, mb.identity))
         if self.null_reference is not None:
             seed_null(cache, self.null_reference / "strong" / unit_file, self.null_reference.name)
-        reused = sum(n for _, n in (cache.data.get("null_from") or {}).values())
-        if reused:
-            self.null_reused[unit_file] = reused
-            self._null_sources[unit_file] = {name for name, _ in cache.data["null_from"].values()}
+        if cache.data.get("null_from"):
+            self.null_reused[unit_file] = cache.data["null_from"]
         res = strong_hits(ma, mb, prompts, ws.suite.specs[behavior].detector_b, candidates, scale_at, cfg, cache,
                           seed=stable_int(pair.id, behavior), progress=ws.progress, controls=controls)
         n_hits = 0
